@@ -1,0 +1,30 @@
+"""`drima-agent --config PATH`: run one agent process (the launcher starts these)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from drima.config import load_config
+from drima.logs import setup_logging
+
+from .process import AgentConfig, main_with_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="drima-agent", description=__doc__)
+    parser.add_argument("--config", required=True, help="agent config JSON written by drima-launch")
+    parser.add_argument("--agent-id", type=int, help="for ps/pkill only; must match the config")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(AgentConfig, args.config)
+    except ValueError as exc:
+        parser.exit(2, f"drima-agent: error: {exc}\n")
+    if args.agent_id is not None and args.agent_id != cfg.agent_id:
+        parser.exit(2, f"drima-agent: error: --agent-id {args.agent_id} but the config is agent {cfg.agent_id}\n")
+    setup_logging(f"agent {cfg.agent_id}")
+    return main_with_config(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Per-agent learners: each one owns its networks and optimiser; nothing is shared."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import numpy as np
+
+from .a2c import A2C, A2CConfig
+from .ddpg import DDPG, DDPGConfig
+from .dqn import DQN, DQNConfig
+
+CONFIGS = {"a2c": A2CConfig, "dqn": DQNConfig, "ddpg": DDPGConfig}
+CLASSES = {"a2c": A2C, "dqn": DQN, "ddpg": DDPG}
+
+
+class Learner(Protocol):
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+    def update(self, obs: np.ndarray, actions: np.ndarray, signal: np.ndarray, next_obs: np.ndarray,
+               done: np.ndarray) -> dict[str, float]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def env_defaults(spec: dict) -> dict[str, Any]:
+    """Learner options implied by the environment: a one-state game (matrix games) gets
+    gamma 0, since no action changes the next state and an action's value is its signal."""
+    return {"gamma": 0.0} if spec.get("single_state") else {}
+
+
+def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[str, Any], seed: int) -> Learner:
+    """Build one agent's learner. `overrides` set fields of the algorithm's config dataclass."""
+    if algo not in CLASSES:
+        raise ValueError(f"unknown algo {algo!r}; choose from {sorted(CLASSES)}")
+    if action_space.get("type") != "discrete":
+        raise ValueError(f"{algo} here supports discrete actions only, got {action_space}")
+    cfg_cls = CONFIGS[algo]
+    known = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown {algo} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return CLASSES[algo](obs_dim, int(action_space["n"]), cfg_cls(**overrides), seed)

@@ -1,0 +1,89 @@
+"""Advantage actor-critic, the paper's Algorithm 1 (DRI actor-critic), one agent's own learner.
+
+    delta = signal + gamma * V(s') * (1 - done) - V(s)
+    critic: minimise 0.5 * delta^2          (step size lr_critic, the faster time scale)
+    actor:  ascend delta * log pi(a|s)      (step size lr_actor) + entropy bonus
+
+`signal` is the DRI differential reward (r - mu in -ind mode); with gamma = 1 and a
+one-state game V(s') - V(s) cancels and delta is the signal itself, as in the paper;
+gamma = 0 (the matrix-game default) keeps V as a learned baseline instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .nets import mlp
+
+
+@dataclass
+class A2CConfig:
+    hidden: int = 64
+    """width of the two hidden layers of actor and critic"""
+    lr_actor: float = 3e-3
+    """actor step size (beta in Algorithm 1)"""
+    lr_critic: float = 1e-2
+    """critic step size (alpha in Algorithm 1), faster than the actor's"""
+    gamma: float = 0.99
+    """discount; matrix games use 0 (one state: an action's value is its immediate signal)"""
+    entropy_coef: float = 0.01
+    """entropy bonus that keeps the stochastic policy exploring"""
+    max_grad_norm: float = 10.0
+    """gradient clipping on actor and critic together"""
+
+
+class A2C:
+    def __init__(self, obs_dim: int, n_actions: int, cfg: A2CConfig, seed: int):
+        torch.manual_seed(seed)
+        self.cfg = cfg
+        self.actor = mlp(obs_dim, n_actions, cfg.hidden, out_gain=0.01)
+        self.critic = mlp(obs_dim, 1, cfg.hidden, out_gain=1.0)
+        self.opt = torch.optim.Adam([
+            {"params": self.actor.parameters(), "lr": cfg.lr_actor},
+            {"params": self.critic.parameters(), "lr": cfg.lr_critic},
+        ])
+        self.params = list(self.actor.parameters()) + list(self.critic.parameters())
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        probs = F.softmax(self.actor(torch.as_tensor(obs)), dim=-1)
+        return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1).numpy().astype(np.int32)
+
+    @torch.no_grad()
+    def policy(self, obs: np.ndarray) -> np.ndarray:
+        """Action probabilities (for logging and evaluation)."""
+        return F.softmax(self.actor(torch.as_tensor(obs)), dim=-1).numpy()
+
+    def update(self, obs, actions, signal, next_obs, done) -> dict[str, float]:
+        obs_t, next_t = torch.as_tensor(obs), torch.as_tensor(next_obs)
+        sig = torch.as_tensor(signal, dtype=torch.float32)
+        not_done = 1.0 - torch.as_tensor(done, dtype=torch.float32)
+        with torch.no_grad():
+            v_next = self.critic(next_t).squeeze(-1) if self.cfg.gamma > 0 else torch.zeros_like(sig)
+        v = self.critic(obs_t).squeeze(-1)
+        delta = sig + self.cfg.gamma * v_next * not_done - v
+        logp_all = F.log_softmax(self.actor(obs_t), dim=-1)
+        logp = logp_all.gather(1, torch.as_tensor(actions, dtype=torch.int64).unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+        actor_loss = -(delta.detach() * logp).mean() - self.cfg.entropy_coef * entropy
+        critic_loss = 0.5 * delta.pow(2).mean()
+        self.opt.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.opt.step()
+        return {"actor_loss": actor_loss.item(), "critic_loss": critic_loss.item(), "entropy": entropy.item()}
+
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])

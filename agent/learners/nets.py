@@ -1,0 +1,23 @@
+"""Small network builders shared by the learners."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int, out_gain: float = 1.0) -> nn.Sequential:
+    """Two hidden tanh layers; orthogonal init (CleanRL's layer_init) with a chosen output gain."""
+    layers = [nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, out_dim)]
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight, gain=2**0.5)
+            nn.init.zeros_(layer.bias)
+    nn.init.orthogonal_(layers[-1].weight, gain=out_gain)
+    return nn.Sequential(*layers)
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s, tau)

@@ -1,0 +1,137 @@
+"""Agent-to-agent links: each agent publishes (step, rewards, mu) once per step on its own
+PUB socket and subscribes to the PUB sockets of its graph neighbours. The env server is never
+on this path: it does not know these addresses.
+
+Receiving is defensive: a malformed frame, a message from an agent that is not a neighbour,
+or one for a step already learned from (late) is logged, counted and dropped.
+
+Liveness, Paranoid-Pirate style: a peer that misses `liveness` consecutive steps is marked
+silent and no longer waited for; any message from it marks it alive again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import zmq
+
+from drima import protocol
+
+log = logging.getLogger("drima.agent.link")
+
+
+class NeighbourLink:
+    def __init__(self, ctx: zmq.Context, agent_id: int, bind_address: str, peers: dict[int, str],
+                 liveness: int = 3):
+        self.agent_id = agent_id
+        self.peers = dict(peers)
+        self.liveness = liveness
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 500)
+        self.pub.setsockopt(zmq.SNDHWM, 1000)
+        self.pub.bind(bind_address)
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        for addr in self.peers.values():
+            self.sub.connect(addr)
+        self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message
+        self.heard: set[int] = set()  # peers heard from during the handshake
+        self._pending: dict[int, dict[int, tuple[np.ndarray, float]]] = {}
+        self._learned_up_to = -1  # steps <= this are closed: later messages for them are late
+        self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0,
+                      "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0}
+
+    # -- sending ---------------------------------------------------------------------------
+    def publish(self, step: int, rewards: np.ndarray, mu: float) -> None:
+        frame = protocol.encode(protocol.SCALARS, self.agent_id, step, [protocol.to_bytes(rewards), float(mu)])
+        self._send(frame)
+
+    def publish_hello(self) -> None:
+        self._send(protocol.encode(protocol.LINK_HELLO, self.agent_id, 0, {}))
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            self.pub.send(frame, zmq.NOBLOCK)
+        except zmq.Again:  # PUB drops rather than blocks; count nothing as sent
+            return
+        self.stats["sent_msgs"] += 1
+        self.stats["sent_bytes"] += len(frame)
+
+    # -- receiving -------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Read every frame already queued, without blocking."""
+        while True:
+            try:
+                frame = self.sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle(frame)
+
+    def _handle(self, frame: bytes) -> None:
+        self.stats["recv_msgs"] += 1
+        self.stats["recv_bytes"] += len(frame)
+        try:
+            msg = protocol.decode(frame)
+        except protocol.ProtocolError as exc:
+            self.stats["dropped_malformed"] += 1
+            log.warning("dropped malformed neighbour frame (%d bytes): %s", len(frame), exc)
+            return
+        if msg.sender not in self.peers:
+            self.stats["dropped_unknown_peer"] += 1
+            log.warning("dropped %s from unknown peer %d (neighbours: %s)", msg.kind, msg.sender, sorted(self.peers))
+            return
+        if self.missed[msg.sender] >= self.liveness:
+            log.info("neighbour %d is back (message for step %d)", msg.sender, msg.step)
+        self.missed[msg.sender] = 0
+        if msg.kind == protocol.LINK_HELLO:
+            self.heard.add(msg.sender)
+            return
+        if msg.kind != protocol.SCALARS:
+            self.stats["dropped_malformed"] += 1
+            log.warning("dropped unexpected %s from neighbour %d", msg.kind, msg.sender)
+            return
+        if msg.step <= self._learned_up_to:
+            self.stats["dropped_late"] += 1
+            log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
+            return
+        self.heard.add(msg.sender)
+        self._pending.setdefault(msg.step, {})[msg.sender] = (protocol.floats(msg.body[0]), float(msg.body[1]))
+
+    def live_peers(self) -> list[int]:
+        return [p for p, m in self.missed.items() if m < self.liveness]
+
+    def collect(self, step: int, n_envs: int, deadline_s: float) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Neighbour (rewards, mu) for `step`: waits for every live peer until the deadline,
+        then closes the step. Returns (peer ids, rewards (m, K), mus (m,))."""
+        expected = set(self.live_peers())
+        end = time.monotonic() + deadline_s
+        self.drain()
+        while not expected <= self._pending.get(step, {}).keys():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            if self.sub.poll(int(left * 1000) + 1):
+                self.drain()
+        got = self._pending.pop(step, {})
+        for old in [s for s in self._pending if s < step]:
+            del self._pending[old]
+        self._learned_up_to = step
+        for p in self.peers:
+            if p not in got:
+                self.missed[p] += 1
+                if self.missed[p] == self.liveness:
+                    log.warning("neighbour %d silent for %d steps (last at step <= %d): learning without it",
+                                p, self.liveness, step - self.liveness)
+        ids = sorted(p for p, (r, _) in got.items() if r.shape[0] == n_envs)
+        if len(ids) != len(got):
+            log.warning("dropped scalars of wrong width at step %d", step)
+        rewards = np.stack([got[p][0] for p in ids]) if ids else np.zeros((0, n_envs), np.float32)
+        mus = np.array([got[p][1] for p in ids], np.float64)
+        return ids, rewards, mus
+
+    def close(self) -> None:
+        self.pub.close()
+        self.sub.close()

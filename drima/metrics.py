@@ -1,0 +1,67 @@
+"""Metrics as CSV files: one row per logging interval, flushed at once so that a crash
+loses nothing already reported. The launcher tails these files for its progress line and
+reads them back for plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+
+class MetricsWriter:
+    def __init__(self, path: str | Path, fields: list[str], append: bool = False):
+        self.path = Path(path)
+        self.fields = fields
+        exists = append and self.path.exists() and self.path.stat().st_size > 0
+        self._file = open(self.path, "a" if exists else "w", newline="", buffering=1)
+        self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore")
+        if not exists:
+            self._writer.writeheader()
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def accumulate(self, values: dict[str, float]) -> None:
+        """Add one step's values to the running means of this interval."""
+        for k, v in values.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        self._count += 1
+
+    def write(self, row: dict[str, float | int | str]) -> None:
+        """Write one row: `row` plus the interval means accumulated so far, then reset them."""
+        means = {k: round(v / self._count, 6) for k, v in self._sums.items()} if self._count else {}
+        self._writer.writerow(means | row)
+        self._file.flush()
+        self._sums, self._count = {}, 0
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """All complete rows of a metrics CSV (a torn last line from a crash is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r for r in rows if None not in r.values() and None not in r]
+
+
+def last_row(path: str | Path) -> dict[str, str] | None:
+    """The last complete row, reading only the header and the file's tail (cheap to poll)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.readline().decode()
+            f.seek(0, io.SEEK_END)
+            size = f.tell()
+            f.seek(max(len(header), size - 4096))
+            tail = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    lines = [ln for ln in tail.split("\n")[:-1] if ln]  # the part after the last newline may be torn
+    if not header or not lines:
+        return None
+    row = next(csv.DictReader([header, lines[-1]]), None)
+    return row if row and None not in row.values() and None not in row else None

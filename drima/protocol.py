@@ -1,0 +1,104 @@
+"""The one message codec of DRIMA: msgpack frames, versioned, validated on decode.
+
+Every frame is a msgpack array ``[version, kind, sender, step, body]``. Senders build
+frames with :func:`encode`, which rejects unknown kinds loudly. Receivers call
+:func:`decode`, which raises :class:`ProtocolError` (never anything else) on a malformed,
+oversized, wrong-version or unknown frame, so a receiver can log it, drop it and go on.
+
+Arrays travel as raw little-endian bytes (float32 rewards, int32 / float32 actions):
+a neighbour message for K environment copies is ``K * 4`` bytes of rewards plus a small
+header, which keeps the per-peer payload far under 64 bytes per environment step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
+SERVER_ID = -1  # the env server's sender id
+
+# Message kinds. agent -> env server
+HELLO = "hello"  # body: {} ; asks for the env spec
+READY = "ready"  # body: {} ; neighbour links are up, the agent can start
+ACTION = "act"  # body: [action bytes] ; action for the step in `step`
+# env server -> agent
+SPEC = "spec"  # body: dict (obs_dim, action space, n_envs, ...)
+RESULT = "result"  # body: [obs bytes, reward bytes, done bytes, last]
+STOP = "stop"  # body: {"reason": str}
+# agent -> agent (neighbour links)
+SCALARS = "dri"  # body: [reward bytes (float32 x K), mu]
+LINK_HELLO = "link-hello"  # body: {} ; published until the run starts
+
+KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, SCALARS, LINK_HELLO})
+
+
+class ProtocolError(ValueError):
+    """A frame that does not follow this protocol."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: str
+    sender: int
+    step: int
+    body: Any
+
+
+def encode(kind: str, sender: int, step: int, body: Any) -> bytes:
+    """Pack one frame. Raises ValueError for an unknown kind (a bug in the sender)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown message kind {kind!r}")
+    return msgpack.packb([PROTOCOL_VERSION, kind, int(sender), int(step), body], use_bin_type=True)
+
+
+def decode(frame: bytes) -> Message:
+    """Unpack and validate one frame; raises ProtocolError with the reason."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"not msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, list) or len(obj) != 5:
+        raise ProtocolError("frame is not a 5-element array [version, kind, sender, step, body]")
+    version, kind, sender, step, body = obj
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r}, expected {PROTOCOL_VERSION}")
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    if type(sender) is not int or type(step) is not int:
+        raise ProtocolError("sender and step must be integers")
+    if step < 0:
+        raise ProtocolError(f"negative step {step}")
+    _check_body(kind, body)
+    return Message(kind, sender, step, body)
+
+
+def _check_body(kind: str, body: Any) -> None:
+    if kind == SCALARS:
+        if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], bytes)
+                and isinstance(body[1], (int, float)) and len(body[0]) % 4 == 0):
+            raise ProtocolError("scalars body must be [float32 bytes, mu]")
+    elif kind == ACTION:
+        if not (isinstance(body, list) and len(body) == 1 and isinstance(body[0], bytes)):
+            raise ProtocolError("action body must be [bytes]")
+    elif kind == RESULT:
+        if not (isinstance(body, list) and len(body) == 4 and all(isinstance(b, bytes) for b in body[:3])
+                and isinstance(body[3], bool)):
+            raise ProtocolError("result body must be [obs bytes, reward bytes, done bytes, last]")
+    elif not isinstance(body, dict):
+        raise ProtocolError(f"{kind} body must be a map")
+
+
+def floats(buf: bytes) -> np.ndarray:
+    """float32 array from raw bytes (a read-only view, no copy)."""
+    return np.frombuffer(buf, dtype="<f4")
+
+
+def to_bytes(arr: np.ndarray, dtype: str = "<f4") -> bytes:
+    return np.ascontiguousarray(arr, dtype=dtype).tobytes()

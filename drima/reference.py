@@ -1,0 +1,50 @@
+"""The same agents, environment and DRI rule in ONE process with no sockets.
+
+This is the yardstick of the runtime benchmark (what decentralisation costs or gains) and a
+fast way to try learner settings. It is not how DRIMA runs: there is no central trainer in
+the runtime, and this loop exists only to measure against.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from drima.agent.core import AgentCore
+from drima.agent.learners import env_defaults, make_learner
+from drima.env_server.envs import make_env
+from drima.launch.plan import agent_seed
+from drima.topology import build_topology, neighbour_map
+
+
+def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: int, seed: int,
+                  n_envs: int = 8, learner_overrides: dict | None = None, mu_step_size: float = 0.01
+                  ) -> dict:
+    torch.set_num_threads(1)
+    venv = make_env(env, n, n_envs)
+    nbrs = neighbour_map(build_topology(topology, n, seed))
+    agents = []
+    for i in range(n):
+        spec = venv.agent_spec(i)
+        learner = make_learner(algo, spec["obs_dim"], spec["action"], env_defaults(spec) | (learner_overrides or {}), agent_seed(seed, i))
+        agents.append(AgentCore(learner, mode, mu_step_size))
+    obs = venv.reset()
+    final_window = steps - max(1, steps // 10)
+    team_rewards = []
+    t0 = time.perf_counter()
+    for t in range(steps):
+        venv.count_joint_actions = t >= final_window
+        actions = [a.act(o) for a, o in zip(agents, obs)]
+        next_obs, rewards, dones = venv.step(actions)
+        mus = np.array([a.mu for a in agents])
+        for i, a in enumerate(agents):
+            js = nbrs[i]
+            a.learn(obs[i], actions[i], rewards[i], next_obs[i], dones, rewards[js], mus[js])
+        obs = next_obs
+        if t >= final_window:
+            team_rewards.append(float(rewards.sum(0).mean()))
+    wall = time.perf_counter() - t0
+    return {"env_steps_per_s": steps * n_envs / wall, "wall_s": wall,
+            "mean_team_reward": float(np.mean(team_rewards)), "joint_action_freq": venv.joint_action_freq()}

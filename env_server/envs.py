@@ -1,0 +1,81 @@
+"""Environments the env server can step: K copies at once, one observation and reward per agent.
+
+Every environment here follows the same small contract (:class:`VectorEnv`), so the server
+loop never needs to know which game it is stepping.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .matrix_games import MatrixGame, get_game
+
+
+class VectorEnv(Protocol):
+    n_agents: int
+    n_envs: int
+
+    def agent_spec(self, agent: int) -> dict:
+        """What agent `agent` needs to build its learner: obs_dim and action space."""
+
+    def reset(self) -> list[np.ndarray]:
+        """Per-agent observations, each (K, obs_dim) float32."""
+
+    def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Per-agent (K,) actions -> (per-agent next obs, rewards (n_agents, K), dones (K,))."""
+
+
+class MatrixGameEnv:
+    """A repeated one-state matrix game, K copies, for n agents in groups of P players.
+
+    With n == P it is the plain game. With n a multiple of P, agent i takes seat i % P in
+    group i // P, each group playing its own copy: a ring of 6 agents can play the
+    2-player Prisoner's Dilemma as 3 pairs. The game is continuing: `done` is never set.
+    The observation is a constant 1 (the game has one state).
+    """
+
+    def __init__(self, game: MatrixGame, n_agents: int, n_envs: int):
+        p = game.n_players
+        if n_agents % p != 0:
+            raise ValueError(f"game {game.name!r} has {p} players: --n must be a multiple of {p}, got {n_agents}")
+        self.game, self.n_agents, self.n_envs = game, n_agents, n_envs
+        self.n_groups = n_agents // p
+        self._obs = np.ones((n_envs, 1), np.float32)
+        self._done = np.zeros(n_envs, np.float32)
+        self.n_joint = int(np.prod(game.n_actions))
+        self.joint_counts = np.zeros(self.n_joint, np.int64)
+        self.count_joint_actions = False  # switched on by the server for the final window
+
+    def agent_spec(self, agent: int) -> dict:
+        seat = agent % self.game.n_players
+        return {"obs_dim": 1, "action": {"type": "discrete", "n": self.game.n_actions[seat]},
+                "action_names": list(self.game.actions[seat]), "continuing": True, "single_state": True,
+                "env": self.game.name}
+
+    def reset(self) -> list[np.ndarray]:
+        return [self._obs] * self.n_agents
+
+    def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        p = self.game.n_players
+        joint = np.stack(actions).astype(np.int64).reshape(self.n_groups, p, self.n_envs)
+        rewards = np.empty((self.n_agents, self.n_envs), np.float32)
+        for g in range(self.n_groups):
+            rewards[g * p:(g + 1) * p] = self.game.rewards(joint[g])
+        if self.count_joint_actions:
+            flat = np.ravel_multi_index(tuple(joint.transpose(1, 0, 2).reshape(p, -1)), self.game.n_actions)
+            self.joint_counts += np.bincount(flat, minlength=self.n_joint)
+        return [self._obs] * self.n_agents, rewards, self._done
+
+    def joint_action_freq(self) -> dict[str, float]:
+        total = self.joint_counts.sum()
+        if total == 0:
+            return {}
+        labels = (self.game.label(np.unravel_index(i, self.game.n_actions)) for i in range(self.n_joint))
+        return {lab: float(c / total) for lab, c in zip(labels, self.joint_counts)}
+
+
+def make_env(spec: str, n_agents: int, n_envs: int) -> VectorEnv:
+    """`pd`, `maintain`, `meeting3` or `payoff:FILE`."""
+    return MatrixGameEnv(get_game(spec), n_agents, n_envs)

@@ -1,0 +1,227 @@
+"""The environment server: one process that steps K copies of the environment and routes
+each agent ITS OWN observation and reward. It trains nothing, and it never sends one
+agent's reward to another: agent i's RESULT frame carries exactly K rewards, agent i's.
+
+Protocol on its ROUTER socket (agents connect DEALER sockets whose identity is their id):
+  agent HELLO -> server SPEC;  agent READY (its neighbour links are up);
+  once all agents are ready: server RESULT 0 (first obs) -> agent ACTION 0 ->
+  server RESULT 1 (obs_1, r_0, done_0) -> ... -> RESULT S with last=True.
+Malformed frames, unknown agent ids and actions of the wrong shape are logged and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from drima import protocol
+from drima.metrics import MetricsWriter
+
+from .envs import VectorEnv, make_env
+
+log = logging.getLogger("drima.env_server")
+
+METRIC_FIELDS = ["step", "env_steps", "wall_s", "env_steps_per_s", "team_reward", "missing_actions"]
+
+
+@dataclass
+class EnvServerConfig:
+    address: str
+    """where the ROUTER socket binds, e.g. tcp://0.0.0.0:5555 or ipc:///tmp/run/env"""
+    env: str
+    """pd | maintain | meeting3 | payoff:FILE"""
+    n_agents: int
+    """how many agent processes take part"""
+    steps: int
+    """environment steps to run (each one steps all K copies)"""
+    n_envs: int = 8
+    """K: environment copies stepped together; every message carries K values"""
+    seed: int = 0
+    """seed of the environment"""
+    run_dir: str = "."
+    """the server's own folder: metrics.csv, stats.json, log"""
+    log_every: int = 50
+    """steps between two metrics rows"""
+    startup_timeout_s: float = 120.0
+    """how long to wait for every agent's HELLO and READY"""
+    action_timeout_s: float = 10.0
+    """how long to wait for an agent's action before repeating its last one"""
+
+
+class EnvServer:
+    def __init__(self, cfg: EnvServerConfig, env: VectorEnv | None = None):
+        self.cfg = cfg
+        self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs)
+        self.dir = Path(cfg.run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a vanished agent raises, not drops
+        self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        self.sock.bind(cfg.address)
+        self.stop_requested = False
+        self.ready: set[int] = set()
+        self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
+        self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
+        self.dropped = 0
+
+    # -- socket helpers --------------------------------------------------------------------------
+    def _send(self, agent: int, kind: str, step: int, body) -> None:
+        frame = protocol.encode(kind, protocol.SERVER_ID, step, body)
+        try:
+            self.sock.send_multipart([str(agent).encode(), frame])
+            self.bytes_sent[agent] += len(frame)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the agent is gone
+            log.warning("could not send %s to agent %d: %s", kind, agent, exc)
+
+    def _recv(self, timeout_ms: int) -> protocol.Message | None:
+        """One valid message from a known agent, or None on timeout or a dropped frame."""
+        if not self.sock.poll(timeout_ms):
+            return None
+        parts = self.sock.recv_multipart()
+        if len(parts) != 2:
+            return self._drop(f"{len(parts)}-part message")
+        ident, frame = parts
+        try:
+            msg = protocol.decode(frame)
+        except protocol.ProtocolError as exc:
+            return self._drop(f"malformed frame from {ident[:32]!r}: {exc}")
+        if not 0 <= msg.sender < self.cfg.n_agents:
+            return self._drop(f"{msg.kind} from unknown agent id {msg.sender} (agents are 0..{self.cfg.n_agents - 1})")
+        if ident != str(msg.sender).encode():
+            return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
+        self.bytes_recv[msg.sender] += len(frame)
+        return msg
+
+    def _drop(self, why: str) -> None:
+        self.dropped += 1
+        log.warning("dropped %s", why)
+        return None
+
+    def _spec(self, agent: int) -> dict:
+        return self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
+                                             "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION}
+
+    # -- phases ------------------------------------------------------------------------------------
+    def _handle_control(self, msg: protocol.Message) -> None:
+        if msg.kind == protocol.HELLO:
+            self._send(msg.sender, protocol.SPEC, 0, self._spec(msg.sender))
+        elif msg.kind == protocol.READY:
+            self.ready.add(msg.sender)
+        else:
+            self._drop(f"{msg.kind} from agent {msg.sender} outside its phase")
+
+    def wait_for_agents(self) -> bool:
+        end = time.monotonic() + self.cfg.startup_timeout_s
+        while len(self.ready) < self.cfg.n_agents:
+            if self.stop_requested or time.monotonic() > end:
+                missing = sorted(set(range(self.cfg.n_agents)) - self.ready)
+                log.error("agents %s not ready after %.0f s", missing, self.cfg.startup_timeout_s)
+                return False
+            msg = self._recv(100)
+            if msg is not None:
+                self._handle_control(msg)
+        return True
+
+    def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+        actions: dict[int, np.ndarray] = {}
+        end = time.monotonic() + self.cfg.action_timeout_s
+        while len(actions) < self.cfg.n_agents and not self.stop_requested:
+            left_ms = int((end - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                break
+            msg = self._recv(min(left_ms, 100))
+            if msg is None:
+                continue
+            if msg.kind != protocol.ACTION:
+                self._handle_control(msg)
+            elif msg.step != step:
+                self._drop(f"action of agent {msg.sender} for step {msg.step} at step {step}")
+            else:
+                act = self._parse_action(msg)
+                if act is not None:
+                    actions[msg.sender] = act
+        missing = [i for i in range(self.cfg.n_agents) if i not in actions]
+        if missing and not self.stop_requested:
+            log.warning("step %d: no action from agents %s within %.1f s: repeating their last action",
+                        step, missing, self.cfg.action_timeout_s)
+        return [actions.get(i, last_actions[i]) for i in range(self.cfg.n_agents)], len(missing)
+
+    def _parse_action(self, msg: protocol.Message) -> np.ndarray | None:
+        act = np.frombuffer(msg.body[0], dtype="<i4")
+        n = self.env.agent_spec(msg.sender)["action"]["n"]
+        if act.shape[0] != self.cfg.n_envs or act.min() < 0 or act.max() >= n:
+            return self._drop(f"action of agent {msg.sender} with shape {act.shape} / values outside 0..{n - 1}")
+        return act
+
+    def _send_results(self, step: int, obs: list[np.ndarray], rewards: np.ndarray | None, done: np.ndarray,
+                      last: bool) -> None:
+        done_b = protocol.to_bytes(done)
+        for i in range(self.cfg.n_agents):
+            r = b"" if rewards is None else protocol.to_bytes(rewards[i])
+            self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last])
+
+    # -- main loop -----------------------------------------------------------------------------------
+    def run(self) -> int:
+        cfg = self.cfg
+        log.info("env server on %s: env %s, %d agents, %d copies, %d steps", cfg.address, cfg.env,
+                 cfg.n_agents, cfg.n_envs, cfg.steps)
+        if not self.wait_for_agents():
+            self._broadcast_stop("not every agent came up")
+            return 3
+        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS)
+        obs = self.env.reset()
+        last_actions = [np.zeros(cfg.n_envs, np.int32) for _ in range(cfg.n_agents)]
+        final_from = cfg.steps - max(1, cfg.steps // 10)
+        final_team = []
+        t0 = t_log = time.monotonic()
+        self._send_results(0, obs, None, np.zeros(cfg.n_envs, np.float32), last=cfg.steps == 0)
+        step = 0
+        for step in range(cfg.steps):
+            actions, n_missing = self._collect_actions(step, last_actions)
+            if self.stop_requested:
+                break
+            self.env.count_joint_actions = step >= final_from
+            obs, rewards, done = self.env.step(actions)
+            last_actions = actions
+            self._send_results(step + 1, obs, rewards, done, last=step + 1 == cfg.steps)
+            team = float(rewards.sum(0).mean())
+            metrics.accumulate({"team_reward": team, "missing_actions": n_missing})
+            if step >= final_from:
+                final_team.append(team)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                now = time.monotonic()
+                rate = cfg.log_every * cfg.n_envs / max(now - t_log, 1e-9)
+                metrics.write({"step": step + 1, "env_steps": (step + 1) * cfg.n_envs,
+                               "wall_s": round(now - t0, 3), "env_steps_per_s": round(rate, 1)})
+                t_log = now
+        wall = time.monotonic() - t0
+        done_steps = step + 1 if not self.stop_requested else step
+        if self.stop_requested:
+            self._broadcast_stop("run interrupted")
+        metrics.close()
+        stats = {"env": cfg.env, "steps": done_steps, "n_envs": cfg.n_envs, "env_steps": done_steps * cfg.n_envs,
+                 "wall_s": round(wall, 3), "env_steps_per_s": round(done_steps * cfg.n_envs / max(wall, 1e-9), 1),
+                 "final": {"mean_team_reward": float(np.mean(final_team)) if final_team else None,
+                           "joint_action_freq": getattr(self.env, "joint_action_freq", dict)()},
+                 "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
+                 "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
+                 "dropped_frames": self.dropped, "interrupted": self.stop_requested}
+        tmp = self.dir / "stats.json.tmp"
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+        tmp.replace(self.dir / "stats.json")
+        log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
+        self.sock.close()
+        self.ctx.term()
+        return 0 if not self.stop_requested else 130
+
+    def _broadcast_stop(self, reason: str) -> None:
+        for i in range(self.cfg.n_agents):
+            self._send(i, protocol.STOP, 0, {"reason": reason})

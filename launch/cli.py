@@ -1,0 +1,204 @@
+"""`drima-launch`: one env-server process and N agent processes on this machine.
+
+    drima-launch --env pd --algo a2c --mode dri --topology ring --n 6 --steps 3000
+
+Shows live progress, stops everything cleanly on completion or Ctrl-C (no process is left
+behind), and leaves summary.json, learning_curves.png and one folder per process in --run-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from drima.metrics import last_row
+from drima.topology import TopologyError, build_topology, is_dynamic
+from drima.types import ALGOS, REWARD_MODES
+
+from .plan import LaunchConfig, plan_run
+from .report import plot_run, write_summary
+from .supervisor import Child, spawn_agent, spawn_env_server, stop_all, tail
+
+log = logging.getLogger("drima.launch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = LaunchConfig()
+    p = argparse.ArgumentParser(prog="drima-launch", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--env", default=d.env, help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table)")
+    p.add_argument("--algo", default=d.algo, choices=ALGOS, help="each agent's own learner")
+    p.add_argument("--mode", default=d.mode, choices=REWARD_MODES, help="reward mode")
+    p.add_argument("--topology", default=d.topology,
+                   help="full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES")
+    p.add_argument("--n", type=int, default=d.n, help="number of agent processes")
+    p.add_argument("--steps", type=int, default=d.steps, help="environment steps (each steps all K copies)")
+    p.add_argument("--envs", type=int, default=d.envs, help="K environment copies stepped together")
+    p.add_argument("--seed", type=int, default=d.seed, help="run seed")
+    p.add_argument("--run-dir", default=d.run_dir, help="output folder")
+    p.add_argument("--transport", default=d.transport, choices=("ipc", "tcp"), help="socket transport")
+    p.add_argument("--host", default=d.host, help="address to bind and advertise with --transport tcp")
+    p.add_argument("--mu-step-size", type=float, default=d.mu_step_size, help="step size of mu")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics rows")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    p.add_argument("--link-deadline", type=float, default=d.link_deadline_s,
+                   help="seconds to wait for a live neighbour's scalars at one step")
+    p.add_argument("--learner", default="{}", help='learner option overrides as JSON, e.g. \'{"lr_actor": 0.003}\'')
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]:
+    """Parse and validate; any error exits with status 2 and a one-line message."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    for name in ("n", "steps", "envs", "log_every", "checkpoint_every"):
+        if getattr(a, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if a.mu_step_size <= 0 or a.mu_step_size > 1:
+        parser.error("--mu-step-size must be in (0, 1]")
+    try:
+        learner = json.loads(a.learner)
+        if not isinstance(learner, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        parser.error(f"--learner: {exc}")
+    if is_dynamic(a.topology):
+        parser.error(f"--topology {a.topology}: range topologies need an environment with positions (MPE)")
+    cfg = LaunchConfig(env=a.env, algo=a.algo, mode=a.mode, topology=a.topology, n=a.n, steps=a.steps,
+                       envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
+                       mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
+                       link_deadline_s=a.link_deadline, learner=learner)
+    return cfg, a.quiet
+
+
+def _validate(cfg: LaunchConfig) -> None:
+    """Fail before any process starts: the env spec, the topology and the learner options."""
+    from drima.agent.learners import env_defaults, make_learner
+    from drima.env_server.envs import make_env
+
+    build_topology(cfg.topology, cfg.n, cfg.seed)
+    env = make_env(cfg.env, cfg.n, cfg.envs)
+    spec = env.agent_spec(0)
+    make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec) | cfg.learner, 0)
+
+
+class Progress:
+    """One status line: step, env steps/s, team reward, conflict rate, ETA."""
+
+    def __init__(self, cfg: LaunchConfig, quiet: bool):
+        self.cfg = cfg
+        self.quiet = quiet
+        self.tty = sys.stdout.isatty()
+        self.last_print = 0.0
+        self.t0 = time.monotonic()
+
+    def update(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet or (not force and now - self.last_print < (0.5 if self.tty else 10.0)):
+            return
+        self.last_print = now
+        run_dir = Path(self.cfg.run_dir)
+        env_row = last_row(run_dir / "env_server" / "metrics.csv")
+        if env_row is None:
+            line = f"[{self._tag()}] starting {self.cfg.n} agents ... {now - self.t0:.0f}s"
+        else:
+            step = int(env_row["step"])
+            conflicts = [float(r["conflict_rate"]) for i in range(self.cfg.n)
+                         if (r := last_row(run_dir / f"agent_{i}" / "metrics.csv")) and r.get("conflict_rate")]
+            rate = float(env_row["env_steps_per_s"])
+            eta = (self.cfg.steps - step) * self.cfg.envs / rate if rate > 0 else float("nan")
+            line = (f"[{self._tag()}] step {step}/{self.cfg.steps} ({100 * step / self.cfg.steps:3.0f}%) | "
+                    f"{rate:,.0f} env steps/s | team reward {float(env_row['team_reward']):.2f} | "
+                    f"conflict {np.mean(conflicts) if conflicts else 0:.2f} | eta {eta:.0f}s")
+        print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n", flush=True)
+
+    def done(self) -> None:
+        if not self.quiet and self.tty:
+            print()
+
+    def _tag(self) -> str:
+        return f"{self.cfg.env} {self.cfg.algo}-{self.cfg.mode} {self.cfg.topology} n={self.cfg.n}"
+
+
+def run(cfg: LaunchConfig, quiet: bool = False) -> int:
+    """Run one experiment; returns the process exit status."""
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "launch.json").write_text(json.dumps(cfg.__dict__, indent=2) + "\n")
+    plan = plan_run(cfg)
+    interrupted = False
+
+    def on_signal(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    t0 = time.monotonic()
+    server = spawn_env_server(plan.env_server)
+    agents: list[Child] = [spawn_agent(a) for a in plan.agents]
+    children = [server, *agents]
+    progress = Progress(cfg, quiet)
+    status = "completed"
+    try:
+        while server.proc.poll() is None and not interrupted:
+            for c in agents:
+                if c.proc.returncode is None and c.proc.poll() not in (None, 0):
+                    log.warning("%s exited with status %d; the run goes on without it. Its log:\n%s",
+                                c.name, c.proc.returncode, tail(c.log_path))
+            progress.update()
+            time.sleep(0.1)
+        if interrupted:
+            status = "interrupted"
+            stop_all(children)
+        elif server.proc.returncode != 0:
+            status = "failed"
+            stop_all(children)
+            log.error("env server failed (status %d). Its log:\n%s", server.proc.returncode, tail(server.log_path, 20))
+        else:
+            stop_all(agents, grace_s=30.0)  # agents end by themselves after the last result
+            bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
+            if bad:
+                status = "completed with agent failures"
+                log.warning("agents %s did not finish cleanly; see their log.txt", bad)
+    finally:
+        stop_all(children)
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        if plan.socket_dir:
+            shutil.rmtree(plan.socket_dir, ignore_errors=True)
+    progress.update(force=True)
+    progress.done()
+    summary = write_summary(cfg, status, time.monotonic() - t0, plan.neighbours)
+    plot = plot_run(cfg)
+    if not quiet:
+        fin = summary["final"]
+        freq = sorted(fin.get("joint_action_freq", {}).items(), key=lambda kv: -kv[1])[:3]
+        print(f"{status}: {summary['steps']} steps, {summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
+              f"final team reward {fin.get('mean_team_reward')}, top joint actions {freq}")
+        print(f"results: {run_dir / 'summary.json'}" + (f", {plot}" if plot else ""))
+    return {"completed": 0, "interrupted": 130}.get(status, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="drima-launch: %(levelname)s %(message)s")
+    cfg, quiet = config_from_args(argv)
+    try:
+        _validate(cfg)
+    except (ValueError, TopologyError) as exc:
+        print(f"drima-launch: error: {exc}", file=sys.stderr)
+        return 2
+    return run(cfg, quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""What a run leaves behind: summary.json and learning_curves.png, built from the files the
+processes wrote (env_server/stats.json and every metrics.csv)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from drima.metrics import read_rows
+
+from .plan import LaunchConfig
+
+
+def _final_mean(rows: list[dict[str, str]], key: str, from_step: float) -> float | None:
+    vals = [float(r[key]) for r in rows if r.get(key) not in (None, "") and float(r["step"]) > from_step]
+    return float(np.mean(vals)) if vals else None
+
+
+def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dict[int, list[int]]) -> dict:
+    run_dir = Path(cfg.run_dir)
+    stats_path = run_dir / "env_server" / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    from_step = 0.9 * cfg.steps
+    agents = {}
+    for i in range(cfg.n):
+        rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
+        agents[str(i)] = {
+            "neighbours": neighbours.get(i, []),
+            "steps_logged": int(float(rows[-1]["step"])) if rows else 0,
+            "final_reward": _final_mean(rows, "reward", from_step),
+            "final_mu": _final_mean(rows, "mu", from_step),
+            "final_conflict_rate": _final_mean(rows, "conflict_rate", from_step),
+        }
+    conflict = [a["final_conflict_rate"] for a in agents.values() if a["final_conflict_rate"] is not None]
+    summary = {
+        "status": status,
+        "env": cfg.env, "algo": cfg.algo, "mode": cfg.mode, "topology": cfg.topology, "n_agents": cfg.n,
+        "seed": cfg.seed, "steps": stats.get("steps", 0), "n_envs": cfg.envs,
+        "env_steps": stats.get("env_steps", 0),
+        "env_steps_per_s": stats.get("env_steps_per_s"),
+        "wall_s": round(wall_s, 2),
+        "final": dict(stats.get("final", {"mean_team_reward": None, "joint_action_freq": {}})) | {
+            "mean_conflict_rate": float(np.mean(conflict)) if conflict else None,
+            "window": "last 10% of steps"},
+        "agents": agents,
+        "config": asdict(cfg),
+    }
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(run_dir / "summary.json")
+    return summary
+
+
+def plot_run(cfg: LaunchConfig) -> Path | None:
+    """Team reward, per-agent conflict rate and mu against environment steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(cfg.run_dir)
+    env_rows = read_rows(run_dir / "env_server" / "metrics.csv")
+    if not env_rows:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    x = [float(r["env_steps"]) for r in env_rows]
+    axes[0].plot(x, [float(r["team_reward"]) for r in env_rows], color="k")
+    axes[0].set(title="team reward (sum over agents, per step)", xlabel="env steps")
+    for i in range(cfg.n):
+        rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
+        if not rows:
+            continue
+        xs = [float(r["env_steps"]) for r in rows]
+        axes[1].plot(xs, [float(r["conflict_rate"]) for r in rows], label=f"agent {i}", lw=1)
+        axes[2].plot(xs, [float(r["mu"]) for r in rows], label=f"agent {i}", lw=1)
+    axes[1].set(title="DRI conflict rate", xlabel="env steps", ylim=(-0.02, 1.02))
+    axes[2].set(title="average-reward estimate mu", xlabel="env steps")
+    if cfg.n <= 12:
+        axes[2].legend(fontsize=7)
+    fig.suptitle(f"{cfg.env} | {cfg.algo}-{cfg.mode} | {cfg.topology} n={cfg.n} | seed {cfg.seed}")
+    fig.tight_layout()
+    out = run_dir / "learning_curves.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -1,0 +1,19 @@
+"""Static agent communication graphs built from text specs (see builders.py)."""
+
+from .builders import (
+    TOPOLOGY_NAMES,
+    TopologyError,
+    build_topology,
+    is_dynamic,
+    load_edge_list,
+    neighbour_map,
+)
+
+__all__ = [
+    "TOPOLOGY_NAMES",
+    "TopologyError",
+    "build_topology",
+    "is_dynamic",
+    "load_edge_list",
+    "neighbour_map",
+]
