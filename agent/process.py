@@ -9,6 +9,7 @@ Per step t (after the env server sends RESULT t+1 = obs_{t+1} and this agent's r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -91,6 +92,7 @@ class AgentProcess:
         self.stop_requested = False
         self.core: AgentCore | None = None
         self.step = 0
+        self.exchange_s: list[float] = []  # publish -> all live neighbours heard, per step
 
     # -- env link ------------------------------------------------------------------------------
     def _send_env(self, kind: str, step: int, body) -> None:
@@ -154,8 +156,10 @@ class AgentProcess:
                     rewards = protocol.floats(msg.body[1])
                     done = protocol.floats(msg.body[2])
                     t = msg.step - 1
+                    t_pub = time.perf_counter()
                     self.link.publish(t, rewards, self.core.mu)
                     peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, cfg.link_deadline_s)
+                    self.exchange_s.append(time.perf_counter() - t_pub)
                     reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu)
                     metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
                                         "conflict_rate": reshaped.conflict.mean(), "n_peers": len(peer_ids)} | info)
@@ -167,7 +171,7 @@ class AgentProcess:
                         save_checkpoint(ckpt, self.core, self.step)
                 if msg.body[3]:  # last result of the run
                     break
-                obs = next_obs.copy()
+                obs = next_obs
                 actions = self.core.act(obs)
                 self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, "<i4")])
         except EnvServerGone as exc:
@@ -179,19 +183,33 @@ class AgentProcess:
             if self.core is not None:
                 save_checkpoint(ckpt, self.core, self.step)
             metrics.close()
-            log.info("link stats: %s", self.link.stats)
+            self._write_stats()
             self.link.close()
             self.env.close()
             self.ctx.term()
         return exit_code
+
+    def _write_stats(self) -> None:
+        """Link counters and exchange-round latency, for the runtime benchmark and for operators."""
+        lat = np.array(self.exchange_s) * 1000
+        stats = {"step": self.step, "link": self.link.stats, "n_peers": len(self.link.peers),
+                 "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                                 "mean": float(lat.mean())} if lat.size else None}
+        log.info("link stats: %s", stats)
+        tmp = self.dir / "stats.json.tmp"
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+        tmp.replace(self.dir / "stats.json")
 
     def _handshake(self) -> None:
         """Publish hellos until every neighbour has been heard (so every SUB->PUB connection
         is up before the first step) or the start-up timeout passes."""
         end = time.monotonic() + self.cfg.startup_timeout_s
         peers = set(self.link.peers)
+        next_hello = 0.0
         while not peers <= self.link.heard and time.monotonic() < end and not self.stop_requested:
-            self.link.publish_hello()
+            if time.monotonic() >= next_hello:  # a hello every 50 ms, not one per received frame
+                self.link.publish_hello()
+                next_hello = time.monotonic() + 0.05
             if self.link.sub.poll(50):
                 self.link.drain()
         missing = peers - self.link.heard

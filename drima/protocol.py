@@ -96,8 +96,8 @@ def _check_body(kind: str, body: Any) -> None:
 
 
 def floats(buf: bytes) -> np.ndarray:
-    """float32 array from raw bytes (a read-only view, no copy)."""
-    return np.frombuffer(buf, dtype="<f4")
+    """A writable float32 array from raw bytes (a copy: torch wants writable inputs)."""
+    return np.frombuffer(buf, dtype="<f4").copy()
 
 
 def to_bytes(arr: np.ndarray, dtype: str = "<f4") -> bytes:
