@@ -1,0 +1,51 @@
+"""Bad input to drima-launch: one clear line on stderr, exit status 2, nothing started."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def launch(*args):
+    return subprocess.run([sys.executable, "-m", "drima.launch", "--quiet", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algo", "ppo2"], "invalid choice"),
+    (["--mode", "greedy"], "invalid choice"),
+    (["--n", "0"], "--n must be >= 1"),
+    (["--steps", "-3"], "--steps must be >= 1"),
+    (["--envs", "abc"], "invalid int value"),
+    (["--env", "chess"], "unknown"),
+    (["--env", "pd", "--n", "3"], "multiple of 2"),
+    (["--topology", "hypercube"], "hypercube"),
+    (["--topology", "range:0.8"], "range"),
+    (["--learner", "{not json"], "--learner"),
+    (["--learner", '{"lr_actorr": 1}'], "lr_actorr"),
+    (["--mu-step-size", "2"], "mu-step-size"),
+])
+def test_bad_flags_exit_2_with_a_message(args, message, tmp_path):
+    res = launch("--run-dir", str(tmp_path / "r"), *args)
+    assert res.returncode == 2, res
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "r" / "env_server").exists()
+
+
+def test_bad_payoff_file_names_the_problem(tmp_path):
+    bad = tmp_path / "game.json"
+    bad.write_text(json.dumps({"actions": [["C", "D"], ["C", "D"]], "payoffs": {"C,C": [1, 1]}}))
+    res = launch("--run-dir", str(tmp_path / "r"), "--env", f"payoff:{bad}")
+    assert res.returncode == 2
+    assert "game.json" in res.stderr and "missing" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_topology_file_names_the_line(tmp_path):
+    edges = tmp_path / "edges.txt"
+    edges.write_text("0 1\n1 7\n")
+    res = launch("--run-dir", str(tmp_path / "r"), "--topology", f"file:{edges}", "--n", "2")
+    assert res.returncode == 2
+    assert "edges.txt:2" in res.stderr and "7" in res.stderr
