@@ -23,6 +23,7 @@ import zmq
 
 from drima import protocol
 from drima.metrics import MetricsWriter
+from drima.procinfo import memory_mb
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .core import AgentCore
@@ -193,6 +194,7 @@ class AgentProcess:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""
         lat = np.array(self.exchange_s) * 1000
         stats = {"step": self.step, "link": self.link.stats, "n_peers": len(self.link.peers),
+                 "memory": memory_mb(),
                  "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                  "mean": float(lat.mean())} if lat.size else None}
         log.info("link stats: %s", stats)

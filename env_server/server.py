@@ -22,6 +22,7 @@ import zmq
 
 from drima import protocol
 from drima.metrics import MetricsWriter
+from drima.procinfo import memory_mb
 
 from .envs import VectorEnv, make_env
 
@@ -213,7 +214,8 @@ class EnvServer:
                            "joint_action_freq": getattr(self.env, "joint_action_freq", dict)()},
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
-                 "dropped_frames": self.dropped, "interrupted": self.stop_requested}
+                 "dropped_frames": self.dropped, "interrupted": self.stop_requested,
+                 "memory": memory_mb()}
         tmp = self.dir / "stats.json.tmp"
         tmp.write_text(json.dumps(stats, indent=2) + "\n")
         tmp.replace(self.dir / "stats.json")

@@ -1,0 +1,103 @@
+"""Measure the runtime itself (not learning): throughput, bytes on each link, exchange latency,
+memory, and the ratio to the same learners run in one process with no sockets.
+
+    python benchmarks/runtime.py                      # n in {2, 6, 12} x K in {1, 8}, pd, a2c-dri, ring
+    python benchmarks/runtime.py --ns 6 --ks 8 --steps 2000
+
+For each (n, K) it runs `drima-launch` for real (one env server + n agent processes) and then
+`drima.reference.run_reference` (the same learners, env and DRI rule in one process) with the
+same settings, and prints one table row. Results: benchmarks/results/runtime.{md,csv}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from drima.reference import run_reference
+
+COLUMNS = ["n", "K", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "nbr_bytes_per_peer_env_step",
+           "nbr_bytes_per_msg", "env_link_bytes_per_agent_step", "exchange_p50_ms", "exchange_p99_ms",
+           "agent_rss_mb", "agent_pss_mb", "env_server_rss_mb", "total_pss_mb"]
+
+
+def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="drima-bench-") as tmp:
+        run_dir = Path(tmp)
+        cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--algo", algo, "--mode", mode, "--topology",
+               topology, "--n", str(n), "--envs", str(k), "--steps", str(steps), "--seed", str(seed),
+               "--run-dir", str(run_dir), "--quiet", "--log-every", str(max(50, steps // 20))]
+        subprocess.run(cmd, check=True)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        server = json.loads((run_dir / "env_server" / "stats.json").read_text())
+        agents = [json.loads((run_dir / f"agent_{i}" / "stats.json").read_text()) for i in range(n)]
+    ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k)
+    sent = np.array([a["link"]["sent_bytes"] for a in agents], float)
+    msgs = np.array([a["link"]["sent_msgs"] for a in agents], float)
+    env_link = np.array(server["env_link_bytes_sent_per_agent_step"]) + np.array(server["env_link_bytes_recv_per_agent_step"])
+    agent_rss = np.array([a["memory"]["rss_peak_mb"] for a in agents])
+    agent_pss = np.array([a["memory"]["pss_mb"] for a in agents])
+    rate = summary["env_steps_per_s"]
+    return {
+        "n": n, "K": k, "env_steps_per_s": round(rate), "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
+        "ratio": round(rate / ref["env_steps_per_s"], 2),
+        # PUB sends each frame once; ZeroMQ delivers one copy to each subscribed neighbour.
+        "nbr_bytes_per_peer_env_step": round(float((sent / (steps * k)).mean()), 2),
+        "nbr_bytes_per_msg": round(float((sent / msgs).mean()), 1),
+        "env_link_bytes_per_agent_step": round(float(env_link.mean()), 1),
+        "exchange_p50_ms": round(float(np.median([a["exchange_ms"]["p50"] for a in agents])), 3),
+        "exchange_p99_ms": round(float(np.max([a["exchange_ms"]["p99"] for a in agents])), 3),
+        "agent_rss_mb": round(float(agent_rss.mean()), 1), "agent_pss_mb": round(float(agent_pss.mean()), 1),
+        "env_server_rss_mb": server["memory"]["rss_peak_mb"],
+        "total_pss_mb": round(float(agent_pss.sum() + server["memory"]["pss_mb"]), 1),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="pd")
+    p.add_argument("--algo", default="a2c")
+    p.add_argument("--mode", default="dri")
+    p.add_argument("--topology", default="ring")
+    p.add_argument("--ns", default="2,6,12", help="agent counts")
+    p.add_argument("--ks", default="1,8", help="environment copies per step")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/runtime")
+    a = p.parse_args()
+    rows = []
+    t0 = time.monotonic()
+    print(" | ".join(COLUMNS))
+    for n in map(int, a.ns.split(",")):
+        for k in map(int, a.ks.split(",")):
+            row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed)
+            rows.append(row)
+            print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    cmd = "python " + " ".join(sys.argv)
+    lines = [f"Command: `{cmd}` ({a.env}, {a.algo}-{a.mode}, {a.topology} for n > 2, {a.steps} steps per run; "
+             f"machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; "
+             f"total {time.monotonic() - t0:.0f} s)", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.csv')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
