@@ -56,7 +56,7 @@ class AgentConfig:
     """this agent's own folder: metrics.csv, log, checkpoint.pt"""
     learner: dict = field(default_factory=dict)
     """overrides of the algorithm's config dataclass fields"""
-    mu_step_size: float = 0.01
+    mu_step_size: float = 0.05
     """step size of the average-reward estimate mu"""
     log_every: int = 50
     """steps between two metrics rows"""

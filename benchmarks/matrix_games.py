@@ -57,6 +57,11 @@ def parse_args() -> argparse.Namespace:
     a = p.parse_args()
     if a.seeds < 1 or a.steps < 1 or a.jobs < 1:
         p.error("--seeds, --steps and --jobs must be >= 1")
+    try:
+        if not isinstance(json.loads(a.learner or "{}"), dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        p.error(f"--learner must be a JSON object: {e}")
     return a
 
 

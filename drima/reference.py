@@ -20,7 +20,7 @@ from drima.topology import build_topology, neighbour_map
 
 
 def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: int, seed: int,
-                  n_envs: int = 8, learner_overrides: dict | None = None, mu_step_size: float = 0.01
+                  n_envs: int = 8, learner_overrides: dict | None = None, mu_step_size: float = 0.05
                   ) -> dict:
     torch.set_num_threads(1)
     venv = make_env(env, n, n_envs)

@@ -41,7 +41,7 @@ class LaunchConfig:
     """ipc (one host, fastest) | tcp"""
     host: str = "127.0.0.1"
     """address to bind and advertise with --transport tcp"""
-    mu_step_size: float = 0.01
+    mu_step_size: float = 0.05
     """step size of every agent's average-reward estimate mu"""
     log_every: int = 50
     """steps between two metrics rows"""

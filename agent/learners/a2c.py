@@ -24,8 +24,8 @@ from .nets import mlp
 class A2CConfig:
     hidden: int = 64
     """width of the two hidden layers of actor and critic"""
-    lr_actor: float = 3e-3
-    """actor step size (beta in Algorithm 1)"""
+    lr_actor: float = 1e-3
+    """actor step size (beta in Algorithm 1): the slow time scale, below mu's and the critic's"""
     lr_critic: float = 1e-2
     """critic step size (alpha in Algorithm 1), faster than the actor's"""
     gamma: float = 0.99
