@@ -1,0 +1,100 @@
+"""NeighbourLink with real ZeroMQ sockets (inproc, one process): what it accepts and what it drops."""
+
+import logging
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from drima import protocol
+from drima.agent.neighbour_link import NeighbourLink
+
+K = 4
+
+
+@pytest.fixture
+def wired():
+    """Agent 0's link, subscribed to peers 1 and 2, whose PUB sockets the test drives."""
+    ctx = zmq.Context()
+    peers = {}
+    for pid in (1, 2):
+        pub = ctx.socket(zmq.PUB)
+        pub.bind(f"inproc://peer-{pid}")
+        peers[pid] = pub
+    link = NeighbourLink(ctx, 0, "inproc://agent-0", {1: "inproc://peer-1", 2: "inproc://peer-2"}, liveness=2)
+    # wait until both subscriptions are live (the slow-joiner problem)
+    deadline = time.monotonic() + 5
+    while link.heard != {1, 2} and time.monotonic() < deadline:
+        for pid, pub in peers.items():
+            pub.send(protocol.encode(protocol.LINK_HELLO, pid, 0, {}))
+        time.sleep(0.01)
+        link.drain()
+    assert link.heard == {1, 2}
+    yield link, peers
+    link.close()
+    for pub in peers.values():
+        pub.close(0)
+    ctx.term()
+
+
+def scalars(pid, step, rewards, mu):
+    return protocol.encode(protocol.SCALARS, pid, step, [protocol.to_bytes(np.asarray(rewards)), mu])
+
+
+def test_collects_both_neighbours(wired):
+    link, peers = wired
+    peers[1].send(scalars(1, 0, [1, 2, 3, 4], 0.5))
+    peers[2].send(scalars(2, 0, [5, 6, 7, 8], 1.5))
+    ids, rewards, mus = link.collect(0, K, deadline_s=2.0)
+    assert ids == [1, 2]
+    np.testing.assert_array_equal(rewards, [[1, 2, 3, 4], [5, 6, 7, 8]])
+    np.testing.assert_array_equal(mus, [0.5, 1.5])
+
+
+def test_bad_frames_are_dropped_and_logged(wired, caplog):
+    link, peers = wired
+    caplog.set_level(logging.WARNING, logger="drima.agent.link")
+    peers[1].send(b"\x00garbage")  # malformed
+    peers[1].send(msgpack.packb([7, "dri", 1, 0, [b"", 0.0]]))  # wrong protocol version
+    peers[1].send(scalars(9, 0, [0, 0, 0, 0], 0.0))  # an agent that is not a neighbour
+    peers[1].send(scalars(1, 0, [9, 9], 0.0))  # wrong width for K=4
+    peers[2].send(scalars(2, 0, [1, 1, 1, 1], 0.0))
+    ids, rewards, _ = link.collect(0, K, deadline_s=0.3)
+    assert ids == [2]
+    assert link.stats["dropped_malformed"] == 2
+    assert link.stats["dropped_unknown_peer"] == 1
+    assert "unknown peer 9" in caplog.text and "protocol version 7" in caplog.text
+    assert "wrong width" in caplog.text
+
+
+def test_late_message_is_never_applied_to_a_later_step(wired):
+    link, peers = wired
+    peers[2].send(scalars(2, 0, [1, 1, 1, 1], 0.0))
+    ids, _, _ = link.collect(0, K, deadline_s=0.2)  # peer 1 misses step 0
+    assert ids == [2]
+    peers[1].send(scalars(1, 0, [7, 7, 7, 7], 0.0))  # ... and its step-0 message comes late
+    peers[1].send(scalars(1, 1, [3, 3, 3, 3], 0.0))
+    peers[2].send(scalars(2, 1, [2, 2, 2, 2], 0.0))
+    ids, rewards, _ = link.collect(1, K, deadline_s=2.0)
+    assert ids == [1, 2]
+    np.testing.assert_array_equal(rewards[0], [3, 3, 3, 3])
+    assert link.stats["dropped_late"] == 1
+
+
+def test_silent_neighbour_stops_being_waited_for_and_comes_back(wired):
+    link, peers = wired
+    for step in range(2):  # liveness = 2: peer 1 silent for two steps
+        peers[2].send(scalars(2, step, [0, 0, 0, 0], 0.0))
+        link.collect(step, K, deadline_s=0.2)
+    assert link.live_peers() == [2]
+    peers[2].send(scalars(2, 2, [0, 0, 0, 0], 0.0))
+    t0 = time.monotonic()
+    ids, _, _ = link.collect(2, K, deadline_s=5.0)
+    assert ids == [2] and time.monotonic() - t0 < 1.0  # did not wait the 5 s deadline for peer 1
+    peers[1].send(scalars(1, 3, [1, 1, 1, 1], 0.0))
+    peers[2].send(scalars(2, 3, [0, 0, 0, 0], 0.0))
+    ids, _, _ = link.collect(3, K, deadline_s=2.0)
+    assert ids == [1, 2]
+    assert link.live_peers() == [1, 2]
