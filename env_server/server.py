@@ -53,6 +53,8 @@ class EnvServerConfig:
     """how long to wait for every agent's HELLO and READY"""
     action_timeout_s: float = 10.0
     """how long to wait for an agent's action before repeating its last one"""
+    agent_liveness: int = 3
+    """consecutive missed steps after which an agent is no longer waited for"""
 
 
 class EnvServer:
@@ -69,6 +71,8 @@ class EnvServer:
         self.sock.bind(cfg.address)
         self.stop_requested = False
         self.ready: set[int] = set()
+        self.missed = [0] * cfg.n_agents  # consecutive steps without an action, per agent
+        self.unreachable: set[int] = set()
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
         self.dropped = 0
@@ -79,8 +83,11 @@ class EnvServer:
         try:
             self.sock.send_multipart([str(agent).encode(), frame])
             self.bytes_sent[agent] += len(frame)
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the agent is gone
-            log.warning("could not send %s to agent %d: %s", kind, agent, exc)
+            self.unreachable.discard(agent)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the agent is gone; say so once
+            if agent not in self.unreachable:
+                log.warning("could not send %s to agent %d: %s", kind, agent, exc)
+            self.unreachable.add(agent)
 
     def _recv(self, timeout_ms: int) -> protocol.Message | None:
         """One valid message from a known agent, or None on timeout or a dropped frame."""
@@ -131,10 +138,16 @@ class EnvServer:
                 self._handle_control(msg)
         return True
 
+    def _live_agents(self) -> set[int]:
+        return {i for i, m in enumerate(self.missed) if m < self.cfg.agent_liveness}
+
     def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+        """Actions for `step` from every live agent, until action_timeout_s. An agent silent for
+        agent_liveness steps is not waited for (its last action is repeated) until it answers again."""
         actions: dict[int, np.ndarray] = {}
+        expected = self._live_agents()
         end = time.monotonic() + self.cfg.action_timeout_s
-        while len(actions) < self.cfg.n_agents and not self.stop_requested:
+        while not expected <= actions.keys() and not self.stop_requested:
             left_ms = int((end - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
@@ -150,9 +163,16 @@ class EnvServer:
                 if act is not None:
                     actions[msg.sender] = act
         missing = [i for i in range(self.cfg.n_agents) if i not in actions]
-        if missing and not self.stop_requested:
-            log.warning("step %d: no action from agents %s within %.1f s: repeating their last action",
-                        step, missing, self.cfg.action_timeout_s)
+        for i in range(self.cfg.n_agents):
+            if i in actions:
+                if self.missed[i] >= self.cfg.agent_liveness:
+                    log.info("agent %d is back at step %d", i, step)
+                self.missed[i] = 0
+            elif not self.stop_requested:
+                self.missed[i] += 1
+                if self.missed[i] == self.cfg.agent_liveness:
+                    log.warning("agent %d silent for %d steps: repeating its last action without waiting",
+                                i, self.missed[i])
         return [actions.get(i, last_actions[i]) for i in range(self.cfg.n_agents)], len(missing)
 
     def _parse_action(self, msg: protocol.Message) -> np.ndarray | None:

@@ -1,0 +1,48 @@
+"""A neighbour that dies mid-run (kill -9): the run completes without it."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import drima_processes_for, load_summary
+
+pytestmark = pytest.mark.slow
+
+
+def test_kill_one_ring_agent_mid_run(tmp_path):
+    run_dir = tmp_path / "ring4"
+    steps = 1500
+    launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
+                                 "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
+                                 "--log-every", "10", "--link-deadline", "0.5"])
+    metrics = run_dir / "env_server" / "metrics.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+        time.sleep(0.1)
+    victim = [p for p in drima_processes_for(str(run_dir)) if "--agent-id 2" in p]
+    assert len(victim) == 1, victim
+    os.kill(int(victim[0].split(":")[0]), signal.SIGKILL)
+    killed_at = len(metrics.read_text().splitlines()) * 10
+    assert killed_at < steps, "the run ended before the kill: make it longer"
+    assert launcher.wait(timeout=180) == 1  # completed, with an agent failure reported
+    summary = load_summary(run_dir)
+    assert summary["status"] == "completed with agent failures"
+    assert summary["steps"] == steps
+    for i in (0, 1, 3):  # the survivors learned to the end
+        rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
+        assert int(rows[-1]["step"]) == steps
+    for i in (1, 3):  # agent 2's neighbours noticed and went on with one neighbour
+        log_text = (run_dir / f"agent_{i}" / "log.txt").read_text()
+        assert "neighbour 2 silent" in log_text
+        rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
+        assert float(rows[-1]["n_peers"]) == 1.0
+    assert "agent 2 silent" in (run_dir / "env_server" / "log.txt").read_text()
+    # what agent 2 wrote before it died is still there and readable
+    rows = list(csv.DictReader(open(run_dir / "agent_2" / "metrics.csv")))
+    assert 0 < int(rows[-1]["step"]) < steps
+    assert not drima_processes_for(str(run_dir))
