@@ -229,4 +229,11 @@ def main_with_config(cfg: AgentConfig) -> int:
     signal.signal(signal.SIGINT, on_term)
     log.info("agent %d starting (pid %d, algo %s, mode %s, peers %s)", cfg.agent_id, os.getpid(), cfg.algo,
              cfg.mode, sorted(int(p) for p in cfg.peers))
-    return proc.run()
+    try:
+        return proc.run()
+    except EnvServerGone as exc:  # before the first step: nothing learned, nothing to save
+        log.error("giving up at start-up: %s", exc)
+        return 4
+    except KeyboardInterrupt:
+        log.info("stopped during start-up")
+        return 0
