@@ -7,12 +7,18 @@ or one for a step already learned from (late) is logged, counted and dropped.
 
 Liveness, Paranoid-Pirate style: a peer that misses `liveness` consecutive steps is marked
 silent and no longer waited for; any message from it marks it alive again.
+
+Chaos injection, for fault tests and benchmarks: `drop` loses that fraction of the incoming
+scalar messages (independently per link, seeded), `delay_ms` holds every outgoing scalar
+message that long before it is sent.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections import deque
 
 import numpy as np
 import zmq
@@ -24,8 +30,12 @@ log = logging.getLogger("drima.agent.link")
 
 class NeighbourLink:
     def __init__(self, ctx: zmq.Context, agent_id: int, bind_address: str, peers: dict[int, str],
-                 liveness: int = 3):
+                 liveness: int = 3, drop: float = 0.0, delay_ms: float = 0.0, seed: int = 0):
         self.agent_id = agent_id
+        self.drop = drop
+        self.delay_s = delay_ms / 1000.0
+        self._chaos_rng = random.Random(seed)
+        self._delayed: deque[tuple[float, bytes]] = deque()  # (due time, frame), in due order
         self.peers = dict(peers)
         self.liveness = liveness
         self.pub = ctx.socket(zmq.PUB)
@@ -42,12 +52,22 @@ class NeighbourLink:
         self._pending: dict[int, dict[int, tuple[np.ndarray, float]]] = {}
         self._learned_up_to = -1  # steps <= this are closed: later messages for them are late
         self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0,
-                      "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0}
+                      "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0, "dropped_chaos": 0}
 
     # -- sending ---------------------------------------------------------------------------
     def publish(self, step: int, rewards: np.ndarray, mu: float) -> None:
         frame = protocol.encode(protocol.SCALARS, self.agent_id, step, [protocol.to_bytes(rewards), float(mu)])
-        self._send(frame)
+        if self.delay_s > 0:
+            self._delayed.append((time.monotonic() + self.delay_s, frame))
+            self.flush_delayed()
+        else:
+            self._send(frame)
+
+    def flush_delayed(self) -> None:
+        """Send the delayed frames that are due."""
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._send(self._delayed.popleft()[1])
 
     def publish_hello(self) -> None:
         self._send(protocol.encode(protocol.LINK_HELLO, self.agent_id, 0, {}))
@@ -93,6 +113,9 @@ class NeighbourLink:
             self.stats["dropped_malformed"] += 1
             log.warning("dropped unexpected %s from neighbour %d", msg.kind, msg.sender)
             return
+        if self.drop > 0 and self._chaos_rng.random() < self.drop:
+            self.stats["dropped_chaos"] += 1
+            return
         if msg.step <= self._learned_up_to:
             self.stats["dropped_late"] += 1
             log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
@@ -110,10 +133,14 @@ class NeighbourLink:
         end = time.monotonic() + deadline_s
         self.drain()
         while not expected <= self._pending.get(step, {}).keys():
-            left = end - time.monotonic()
-            if left <= 0:
+            self.flush_delayed()  # our own delayed frames must go out while we wait
+            now = time.monotonic()
+            if now >= end:
                 break
-            if self.sub.poll(int(left * 1000) + 1):
+            wait = end - now
+            if self._delayed:
+                wait = min(wait, max(0.0, self._delayed[0][0] - now))
+            if self.sub.poll(int(wait * 1000) + 1):
                 self.drain()
         got = self._pending.pop(step, {})
         for old in [s for s in self._pending if s < step]:

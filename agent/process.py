@@ -70,6 +70,10 @@ class AgentConfig:
     """how long to wait for the env server and the neighbours at start-up"""
     env_timeout_s: float = 60.0
     """no message from the env server for this long: checkpoint and exit non-zero"""
+    link_drop: float = 0.0
+    """chaos: fraction of incoming neighbour messages to lose (seeded, per link)"""
+    link_delay_ms: float = 0.0
+    """chaos: delay of every outgoing neighbour message"""
     resume: bool = False
     """start from run_dir/checkpoint.pt if it exists"""
 
@@ -89,7 +93,8 @@ class AgentProcess:
         self.env.setsockopt(zmq.LINGER, 1000)
         self.env.connect(cfg.env_address)
         peers = {int(k): v for k, v in cfg.peers.items()}
-        self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness)
+        self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
+                                 drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed)
         self.stop_requested = False
         self.core: AgentCore | None = None
         self.step = 0

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     p.add_argument("--link-deadline", type=float, default=d.link_deadline_s,
                    help="seconds to wait for a live neighbour's scalars at one step")
+    p.add_argument("--link-drop", type=float, default=d.link_drop,
+                   help="chaos: fraction of neighbour messages lost on receipt (seeded)")
+    p.add_argument("--link-delay-ms", type=float, default=d.link_delay_ms,
+                   help="chaos: delay of every neighbour message")
     p.add_argument("--learner", default="{}", help='learner option overrides as JSON, e.g. \'{"lr_actor": 0.003}\'')
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
@@ -63,6 +67,10 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
     for name in ("n", "steps", "envs", "log_every", "checkpoint_every"):
         if getattr(a, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 <= a.link_drop <= 1:
+        parser.error("--link-drop must be in [0, 1]")
+    if a.link_delay_ms < 0:
+        parser.error("--link-delay-ms must be >= 0")
     if a.mu_step_size <= 0 or a.mu_step_size > 1:
         parser.error("--mu-step-size must be in (0, 1]")
     try:
@@ -76,7 +84,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
     cfg = LaunchConfig(env=a.env, algo=a.algo, mode=a.mode, topology=a.topology, n=a.n, steps=a.steps,
                        envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
-                       link_deadline_s=a.link_deadline, learner=learner)
+                       link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
+                       learner=learner)
     return cfg, a.quiet
 
 

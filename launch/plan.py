@@ -49,6 +49,10 @@ class LaunchConfig:
     """steps between two agent checkpoints"""
     link_deadline_s: float = 1.0
     """per-step wait for a live neighbour's scalars"""
+    link_drop: float = 0.0
+    """chaos: fraction of neighbour messages each agent loses on receipt"""
+    link_delay_ms: float = 0.0
+    """chaos: delay added to every neighbour message"""
     learner: dict = field(default_factory=dict)
     """learner option overrides (e.g. {"lr_actor": 0.003})"""
 
@@ -102,7 +106,8 @@ def plan_run(cfg: LaunchConfig) -> RunPlan:
                     peers={str(j): link_addrs[j] for j in nbrs[i]}, algo=cfg.algo, mode=cfg.mode,
                     seed=agent_seed(cfg.seed, i), run_dir=str(run_dir / f"agent_{i}"), learner=dict(cfg.learner),
                     mu_step_size=cfg.mu_step_size, log_every=cfg.log_every,
-                    checkpoint_every=cfg.checkpoint_every, link_deadline_s=cfg.link_deadline_s)
+                    checkpoint_every=cfg.checkpoint_every, link_deadline_s=cfg.link_deadline_s,
+                    link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms)
         for i in range(cfg.n)
     ]
     return RunPlan(server, agents, nbrs, socket_dir)

@@ -46,3 +46,20 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
     rows = list(csv.DictReader(open(run_dir / "agent_2" / "metrics.csv")))
     assert 0 < int(rows[-1]["step"]) < steps
     assert not drima_processes_for(str(run_dir))
+
+
+def test_dri_still_beats_ind_when_links_drop_30_percent(tmp_path):
+    from helpers import run_launch
+
+    chaos = ["--env", "pd", "--n", "2", "--steps", "600", "--seed", "3", "--link-drop", "0.3", "--link-deadline", "0.02"]
+    assert run_launch(tmp_path / "dri", *chaos, "--mode", "dri").returncode == 0
+    assert run_launch(tmp_path / "ind", *chaos, "--mode", "ind").returncode == 0
+    dri, ind = load_summary(tmp_path / "dri"), load_summary(tmp_path / "ind")
+    # ind falls to (D,D) = 4; dri escapes it. (With 30 % of the steps learned independently,
+    # this seed settles on (D,C) = 18 rather than (C,C) = 20: see the issue notes.)
+    assert ind["final"]["joint_action_freq"]["D,D"] >= 0.9
+    assert dri["final"]["mean_team_reward"] > ind["final"]["mean_team_reward"] + 10
+    import json
+
+    stats = json.loads((tmp_path / "dri" / "agent_0" / "stats.json").read_text())
+    assert 0.2 < stats["link"]["dropped_chaos"] / 600 < 0.4

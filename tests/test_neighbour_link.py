@@ -98,3 +98,47 @@ def test_silent_neighbour_stops_being_waited_for_and_comes_back(wired):
     ids, _, _ = link.collect(3, K, deadline_s=2.0)
     assert ids == [1, 2]
     assert link.live_peers() == [1, 2]
+
+
+def test_chaos_drop_loses_the_given_fraction_seeded():
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind("inproc://chaos-peer")
+    link = NeighbourLink(ctx, 0, "inproc://chaos-agent", {1: "inproc://chaos-peer"}, liveness=10**6, drop=0.3, seed=7)
+    while not link.heard:
+        pub.send(protocol.encode(protocol.LINK_HELLO, 1, 0, {}))
+        time.sleep(0.01)
+        link.drain()
+    got = 0
+    for step in range(400):
+        pub.send(scalars(1, step, [1, 1, 1, 1], 0.0))
+        ids, _, _ = link.collect(step, K, deadline_s=0.05)
+        got += len(ids)
+    assert link.stats["dropped_chaos"] == 400 - got
+    assert 0.22 < 1 - got / 400 < 0.38
+    link.close()
+    pub.close(0)
+    ctx.term()
+
+
+def test_chaos_delay_holds_outgoing_messages():
+    ctx = zmq.Context()
+    sender = NeighbourLink(ctx, 1, "inproc://slow-peer", {0: "inproc://slow-agent"}, delay_ms=150)
+    receiver = NeighbourLink(ctx, 0, "inproc://slow-agent", {1: "inproc://slow-peer"})
+    while 1 not in receiver.heard:
+        sender.publish_hello()
+        time.sleep(0.01)
+        receiver.drain()
+    t0 = time.monotonic()
+    sender.publish(0, np.ones(K), 0.0)
+    arrived = None
+    while arrived is None and time.monotonic() - t0 < 2:
+        sender.flush_delayed()  # what the sender's own collect() does while it waits
+        if receiver.sub.poll(5):
+            arrived = time.monotonic() - t0
+    assert arrived is not None and 0.15 <= arrived < 0.5
+    ids, rewards, _ = receiver.collect(0, K, deadline_s=0.5)
+    assert ids == [1]
+    for link in (sender, receiver):
+        link.close()
+    ctx.term()
