@@ -72,6 +72,7 @@ class EnvServer:
         self.stop_requested = False
         self.ready: set[int] = set()
         self.missed = [0] * cfg.n_agents  # consecutive steps without an action, per agent
+        self.n_actions = [self.env.agent_spec(i)["action"]["n"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
@@ -177,7 +178,7 @@ class EnvServer:
 
     def _parse_action(self, msg: protocol.Message) -> np.ndarray | None:
         act = np.frombuffer(msg.body[0], dtype="<i4")
-        n = self.env.agent_spec(msg.sender)["action"]["n"]
+        n = self.n_actions[msg.sender]
         if act.shape[0] != self.cfg.n_envs or act.min() < 0 or act.max() >= n:
             return self._drop(f"action of agent {msg.sender} with shape {act.shape} / values outside 0..{n - 1}")
         return act
