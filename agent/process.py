@@ -9,7 +9,6 @@ Per step t (after the env server sends RESULT t+1 = obs_{t+1} and this agent's r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -22,7 +21,7 @@ import torch
 import zmq
 
 from drima import protocol
-from drima.metrics import MetricsWriter
+from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -203,9 +202,7 @@ class AgentProcess:
                  "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                  "mean": float(lat.mean())} if lat.size else None}
         log.info("link stats: %s", stats)
-        tmp = self.dir / "stats.json.tmp"
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
-        tmp.replace(self.dir / "stats.json")
+        write_json_atomic(self.dir / "stats.json", stats)
 
     def _handshake(self) -> None:
         """Publish hellos until every neighbour has been heard (so every SUB->PUB connection

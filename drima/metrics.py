@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 
@@ -65,3 +66,11 @@ def last_row(path: str | Path) -> dict[str, str] | None:
         return None
     row = next(csv.DictReader([header, lines[-1]]), None)
     return row if row and None not in row.values() and None not in row else None
+
+
+def write_json_atomic(path: str | Path, data: object) -> None:
+    """Write JSON to a temporary file, then rename it over `path`: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

@@ -11,7 +11,6 @@ Malformed frames, unknown agent ids and actions of the wrong shape are logged an
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 import zmq
 
 from drima import protocol
-from drima.metrics import MetricsWriter
+from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
 
 from .envs import VectorEnv, make_env
@@ -237,9 +236,7 @@ class EnvServer:
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested,
                  "memory": memory_mb()}
-        tmp = self.dir / "stats.json.tmp"
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
-        tmp.replace(self.dir / "stats.json")
+        write_json_atomic(self.dir / "stats.json", stats)
         log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
         self.sock.close()
         self.ctx.term()

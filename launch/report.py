@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drima.metrics import read_rows
+from drima.metrics import read_rows, write_json_atomic
 
 from .plan import LaunchConfig
 
@@ -48,9 +48,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "agents": agents,
         "config": asdict(cfg),
     }
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(run_dir / "summary.json")
+    write_json_atomic(run_dir / "summary.json", summary)
     return summary
 
 
