@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections import deque
+from typing import Callable
 
 import numpy as np
 import zmq
@@ -126,9 +127,11 @@ class NeighbourLink:
     def live_peers(self) -> list[int]:
         return [p for p, m in self.missed.items() if m < self.liveness]
 
-    def collect(self, step: int, n_envs: int, deadline_s: float) -> tuple[list[int], np.ndarray, np.ndarray]:
+    def collect(self, step: int, n_envs: int, deadline_s: float, on_wait: Callable[[], None] | None = None
+                ) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Neighbour (rewards, mu) for `step`: waits for every live peer until the deadline,
-        then closes the step. Returns (peer ids, rewards (m, K), mus (m,))."""
+        then closes the step; `on_wait` is called at least every 100 ms while waiting (the
+        agent's heartbeat). Returns (peer ids, rewards (m, K), mus (m,))."""
         expected = set(self.live_peers())
         end = time.monotonic() + deadline_s
         self.drain()
@@ -140,8 +143,10 @@ class NeighbourLink:
             wait = end - now
             if self._delayed:
                 wait = min(wait, max(0.0, self._delayed[0][0] - now))
-            if self.sub.poll(int(wait * 1000) + 1):
+            if self.sub.poll(int(min(wait, 0.1) * 1000) + 1):
                 self.drain()
+            if on_wait:
+                on_wait()
         got = self._pending.pop(step, {})
         for old in [s for s in self._pending if s < step]:
             del self._pending[old]

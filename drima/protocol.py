@@ -20,6 +20,7 @@ import numpy as np
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
+MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
 SERVER_ID = -1  # the env server's sender id
 
 # Message kinds. agent -> env server
@@ -30,11 +31,14 @@ ACTION = "act"  # body: [action bytes] ; action for the step in `step`
 SPEC = "spec"  # body: dict (obs_dim, action space, n_envs, ...)
 RESULT = "result"  # body: [obs bytes, reward bytes, done bytes, last]
 STOP = "stop"  # body: {"reason": str}
+# both ways on the env link: "I am alive", sent only when nothing else was sent for one
+# heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
+HEARTBEAT = "hb"  # body: {}
 # agent -> agent (neighbour links)
 SCALARS = "dri"  # body: [reward bytes (float32 x K), mu]
 LINK_HELLO = "link-hello"  # body: {} ; published until the run starts
 
-KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, SCALARS, LINK_HELLO})
+KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, SCALARS, LINK_HELLO})
 
 
 class ProtocolError(ValueError):
@@ -84,6 +88,9 @@ def _check_body(kind: str, body: Any) -> None:
         if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], bytes)
                 and isinstance(body[1], (int, float)) and len(body[0]) % 4 == 0):
             raise ProtocolError("scalars body must be [float32 bytes, mu]")
+        # a NaN or huge value from a neighbour would poison the learner (and crash its sampling)
+        if not abs(body[1]) <= MAX_SCALAR or not np.all(np.abs(np.frombuffer(body[0], "<f4")) <= MAX_SCALAR):
+            raise ProtocolError(f"scalars must be finite numbers within +-{MAX_SCALAR:g}")
     elif kind == ACTION:
         if not (isinstance(body, list) and len(body) == 1 and isinstance(body[0], bytes)):
             raise ProtocolError("action body must be [bytes]")

@@ -7,6 +7,14 @@ Protocol on its ROUTER socket (agents connect DEALER sockets whose identity is t
   once all agents are ready: server RESULT 0 (first obs) -> agent ACTION 0 ->
   server RESULT 1 (obs_1, r_0, done_0) -> ... -> RESULT S with last=True.
 Malformed frames, unknown agent ids and actions of the wrong shape are logged and dropped.
+
+Liveness, Paranoid-Pirate style: the server sends an agent a HEARTBEAT whenever it has sent
+it nothing for heartbeat_interval_s, and agents do the same while they are busy or waiting.
+Any frame counts as a sign of life. An agent silent for heartbeat_liveness intervals is
+declared dead: it is no longer waited for and its seat plays `missing_action`. An agent that
+says HELLO mid-run (restarted, or reconnecting) gets its SPEC again and, after its READY, the
+current observation with an empty reward, so it acts from the next step without learning from
+steps it did not take.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from .envs import VectorEnv, make_env
 
 log = logging.getLogger("drima.env_server")
 
+MISSING_ACTIONS = ("last", "noop", "random", "remove")
 METRIC_FIELDS = ["step", "env_steps", "wall_s", "env_steps_per_s", "team_reward", "missing_actions"]
 
 
@@ -53,7 +62,22 @@ class EnvServerConfig:
     action_timeout_s: float = 10.0
     """how long to wait for an agent's action before repeating its last one"""
     agent_liveness: int = 3
-    """consecutive missed steps after which an agent is no longer waited for"""
+    """consecutive missed steps after which a live (heartbeating) agent is no longer waited for"""
+    heartbeat_interval_s: float = 0.5
+    """send an agent a HEARTBEAT when it was sent nothing else for this long"""
+    heartbeat_liveness: int = 4
+    """an agent silent for this many heartbeat intervals (2 s by default) is declared dead"""
+    missing_action: str = "last"
+    """what an agent's seat plays when its action is missing (dead, or later than
+    action_timeout_s): last (its last action) | noop (action 0) | random (uniform, seeded);
+    remove: like last, and a dead agent is dropped for the rest of the run (never waited for
+    or sent to again, a HELLO from it is refused)"""
+
+    def __post_init__(self):
+        if self.missing_action not in MISSING_ACTIONS:
+            raise ValueError(f"missing_action {self.missing_action!r}: use one of {', '.join(MISSING_ACTIONS)}")
+        if self.heartbeat_interval_s <= 0 or self.heartbeat_liveness < 1:
+            raise ValueError("heartbeat_interval_s must be > 0 and heartbeat_liveness >= 1")
 
 
 class EnvServer:
@@ -69,6 +93,8 @@ class EnvServer:
         self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         self.sock.bind(cfg.address)
         self.stop_requested = False
+        self.running = False  # past start-up: a HELLO now means a rejoin
+        self.step = 0
         self.ready: set[int] = set()
         self.missed = [0] * cfg.n_agents  # consecutive steps without an action, per agent
         self.n_actions = [self.env.agent_spec(i)["action"]["n"] for i in range(cfg.n_agents)]  # off the hot path
@@ -76,6 +102,16 @@ class EnvServer:
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
         self.dropped = 0
+        # liveness (monotonic seconds; 0 = never): see the module docstring
+        self.last_heard = np.zeros(cfg.n_agents)
+        self.last_sent = np.zeros(cfg.n_agents)
+        self.next_tick = 0.0
+        self.dead: set[int] = set()  # silent for heartbeat_liveness intervals
+        self.removed: set[int] = set()  # dead with missing_action=remove: out for good
+        self.rejoining: set[int] = set()  # said HELLO mid-run; not waited for until it has its first result
+        self.rejoin_ready: set[int] = set()  # ... and said READY: gets the current obs at the next step
+        self.events: list[dict] = []  # deaths and rejoins, for stats.json
+        self.rng = np.random.default_rng(cfg.seed)  # for missing_action=random
 
     # -- socket helpers --------------------------------------------------------------------------
     def _send(self, agent: int, kind: str, step: int, body) -> None:
@@ -83,6 +119,7 @@ class EnvServer:
         try:
             self.sock.send_multipart([str(agent).encode(), frame])
             self.bytes_sent[agent] += len(frame)
+            self.last_sent[agent] = time.monotonic()
             self.unreachable.discard(agent)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the agent is gone; say so once
             if agent not in self.unreachable:
@@ -106,6 +143,11 @@ class EnvServer:
         if ident != str(msg.sender).encode():
             return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
         self.bytes_recv[msg.sender] += len(frame)
+        self._heard_from(msg.sender)
+        if msg.sender in self.removed:
+            if msg.kind == protocol.HELLO:
+                self._send(msg.sender, protocol.STOP, self.step, {"reason": "removed from the run (missing_action=remove)"})
+            return self._drop(f"{msg.kind} from removed agent {msg.sender}")
         return msg
 
     def _drop(self, why: str) -> None:
@@ -115,16 +157,64 @@ class EnvServer:
 
     def _spec(self, agent: int) -> dict:
         return self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
-                                             "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION}
+                                             "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION,
+                                             "heartbeat_interval_s": self.cfg.heartbeat_interval_s}
+
+    # -- liveness ----------------------------------------------------------------------------------
+    def _heard_from(self, agent: int) -> None:
+        now = time.monotonic()
+        if agent in self.dead:
+            log.info("agent %d is back after %.2f s of silence (step %d)", agent, now - self.last_heard[agent],
+                     self.step)
+            self.dead.discard(agent)
+        self.last_heard[agent] = now
+
+    def _tick(self) -> None:
+        """Between polls, at most every interval/5: heartbeat the agents sent nothing lately and
+        declare dead the ones silent for heartbeat_liveness intervals (only once running)."""
+        now = time.monotonic()
+        if now < self.next_tick:
+            return
+        interval = self.cfg.heartbeat_interval_s
+        self.next_tick = now + interval / 5
+        for i in range(self.cfg.n_agents):
+            if i in self.removed or self.last_heard[i] == 0:  # never heard: nobody to heartbeat yet
+                continue
+            if now - self.last_sent[i] >= interval:
+                self._send(i, protocol.HEARTBEAT, self.step, {})
+            silent = now - self.last_heard[i]
+            if self.running and i not in self.dead and silent > interval * self.cfg.heartbeat_liveness:
+                self._declare_dead(i, silent)
+
+    def _declare_dead(self, agent: int, silent_s: float) -> None:
+        remove = self.cfg.missing_action == "remove"
+        log.warning("agent %d silent for %.2f s (%d missed heartbeats) at step %d: %s", agent, silent_s,
+                    int(silent_s / self.cfg.heartbeat_interval_s), self.step,
+                    "removing it from the run" if remove else
+                    f"not waiting for it; its seat plays missing_action={self.cfg.missing_action}")
+        self.events.append({"event": "dead", "agent": agent, "step": self.step, "silent_s": round(silent_s, 3)})
+        (self.removed if remove else self.dead).add(agent)
+        self.rejoining.discard(agent)
+        self.rejoin_ready.discard(agent)
 
     # -- phases ------------------------------------------------------------------------------------
     def _handle_control(self, msg: protocol.Message) -> None:
+        i = msg.sender
+        if msg.kind == protocol.HEARTBEAT:
+            return  # its sign of life is already counted
         if msg.kind == protocol.HELLO:
-            self._send(msg.sender, protocol.SPEC, 0, self._spec(msg.sender))
-        elif msg.kind == protocol.READY:
-            self.ready.add(msg.sender)
+            if self.running:  # a restarted or reconnecting agent: not waited for until it is ready
+                log.info("agent %d says hello at step %d: sending its spec for a rejoin", i, self.step)
+                self.rejoining.add(i)
+                self.rejoin_ready.discard(i)
+            self._send(i, protocol.SPEC, self.step, self._spec(i))
+        elif msg.kind == protocol.READY and not self.running:
+            self.ready.add(i)
+        elif msg.kind == protocol.READY and i in self.rejoining:
+            log.info("agent %d is ready: it rejoins at step %d", i, self.step + 1)
+            self.rejoin_ready.add(i)
         else:
-            self._drop(f"{msg.kind} from agent {msg.sender} outside its phase")
+            self._drop(f"{msg.kind} from agent {i} outside its phase")
 
     def wait_for_agents(self) -> bool:
         end = time.monotonic() + self.cfg.startup_timeout_s
@@ -133,21 +223,25 @@ class EnvServer:
                 missing = sorted(set(range(self.cfg.n_agents)) - self.ready)
                 log.error("agents %s not ready after %.0f s", missing, self.cfg.startup_timeout_s)
                 return False
+            self._tick()  # ready agents wait for the first result: keep them sure we are alive
             msg = self._recv(100)
             if msg is not None:
                 self._handle_control(msg)
         return True
 
-    def _live_agents(self) -> set[int]:
-        return {i for i, m in enumerate(self.missed) if m < self.cfg.agent_liveness}
+    def _waited_for(self) -> set[int]:
+        """Agents whose action this step is waited for: not dead, removed or rejoining, and not
+        silent for agent_liveness steps."""
+        return {i for i, m in enumerate(self.missed) if m < self.cfg.agent_liveness} \
+            - self.dead - self.removed - self.rejoining
 
     def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-        """Actions for `step` from every live agent, until action_timeout_s. An agent silent for
-        agent_liveness steps is not waited for (its last action is repeated) until it answers again."""
+        """Actions for `step` from every agent waited for, until action_timeout_s. A missing
+        action is replaced according to missing_action."""
         actions: dict[int, np.ndarray] = {}
-        expected = self._live_agents()
         end = time.monotonic() + self.cfg.action_timeout_s
-        while not expected <= actions.keys() and not self.stop_requested:
+        while not self._waited_for() <= actions.keys() and not self.stop_requested:
+            self._tick()
             left_ms = int((end - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
@@ -166,14 +260,22 @@ class EnvServer:
         for i in range(self.cfg.n_agents):
             if i in actions:
                 if self.missed[i] >= self.cfg.agent_liveness:
-                    log.info("agent %d is back at step %d", i, step)
+                    log.info("agent %d acts again at step %d", i, step)
                 self.missed[i] = 0
-            elif not self.stop_requested:
+            elif not self.stop_requested and i not in self.dead | self.removed | self.rejoining:
                 self.missed[i] += 1
                 if self.missed[i] == self.cfg.agent_liveness:
-                    log.warning("agent %d silent for %d steps: repeating its last action without waiting",
-                                i, self.missed[i])
-        return [actions.get(i, last_actions[i]) for i in range(self.cfg.n_agents)], len(missing)
+                    log.warning("agent %d alive but without an action for %d steps: not waiting for it "
+                                "(missing_action=%s)", i, self.missed[i], self.cfg.missing_action)
+        full = [actions[i] if i in actions else self._substitute(i, last_actions[i]) for i in range(self.cfg.n_agents)]
+        return full, len(missing)
+
+    def _substitute(self, agent: int, last: np.ndarray) -> np.ndarray:
+        if self.cfg.missing_action == "noop":
+            return np.zeros(self.cfg.n_envs, np.int32)
+        if self.cfg.missing_action == "random":
+            return self.rng.integers(0, self.n_actions[agent], self.cfg.n_envs).astype(np.int32)
+        return last  # last, remove
 
     def _parse_action(self, msg: protocol.Message) -> np.ndarray | None:
         act = np.frombuffer(msg.body[0], dtype="<i4")
@@ -184,10 +286,21 @@ class EnvServer:
 
     def _send_results(self, step: int, obs: list[np.ndarray], rewards: np.ndarray | None, done: np.ndarray,
                       last: bool) -> None:
+        """RESULT `step` to every agent in the run. An agent rejoining gets the observation with an
+        empty reward (the reward was for an action it did not take), one still in its handshake
+        gets nothing yet."""
         done_b = protocol.to_bytes(done)
         for i in range(self.cfg.n_agents):
-            r = b"" if rewards is None else protocol.to_bytes(rewards[i])
+            if i in self.removed or (i in self.rejoining and i not in self.rejoin_ready):
+                continue
+            fresh = rewards is None or i in self.rejoin_ready
+            r = b"" if fresh else protocol.to_bytes(rewards[i])
             self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last])
+        for i in self.rejoin_ready:
+            self.events.append({"event": "rejoined", "agent": i, "step": step})
+            self.missed[i] = 0
+        self.rejoining -= self.rejoin_ready
+        self.rejoin_ready.clear()
 
     # -- main loop -----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -203,9 +316,12 @@ class EnvServer:
         final_from = cfg.steps - max(1, cfg.steps // 10)
         final_team = []
         t0 = t_log = time.monotonic()
+        self.running = True
+        self.last_heard[:] = t0  # every agent was just heard (READY); silence counts from here
         self._send_results(0, obs, None, np.zeros(cfg.n_envs, np.float32), last=cfg.steps == 0)
         step = 0
         for step in range(cfg.steps):
+            self.step = step
             actions, n_missing = self._collect_actions(step, last_actions)
             if self.stop_requested:
                 break
@@ -235,6 +351,7 @@ class EnvServer:
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested,
+                 "agent_events": self.events,
                  "memory": memory_mb()}
         write_json_atomic(self.dir / "stats.json", stats)
         log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])

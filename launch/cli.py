@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from drima.metrics import last_row
+from drima.env_server.server import MISSING_ACTIONS
 from drima.topology import TopologyError, build_topology, is_dynamic
 from drima.types import ALGOS, REWARD_MODES
 
@@ -55,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chaos: fraction of neighbour messages lost on receipt (seeded)")
     p.add_argument("--link-delay-ms", type=float, default=d.link_delay_ms,
                    help="chaos: delay of every neighbour message")
+    p.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
+                   help="seconds between env-link heartbeats (server <-> agents) when nothing else is sent")
+    p.add_argument("--heartbeat-liveness", type=int, default=d.heartbeat_liveness,
+                   help="missed heartbeats after which the other end of the env link is declared dead")
+    p.add_argument("--missing-action", default=d.missing_action, choices=MISSING_ACTIONS,
+                   help="what a dead or late agent's seat plays; remove: also drop a dead agent for good")
+    p.add_argument("--on-env-loss", default=d.on_env_loss, choices=("exit", "wait"),
+                   help="agents on env server loss: exit (checkpoint, status 4) or wait (reconnect)")
+    p.add_argument("--reconnect-timeout", type=float, default=d.reconnect_timeout_s,
+                   help="with --on-env-loss wait: seconds agents keep trying to rejoin")
     p.add_argument("--learner", default="{}", help='learner option overrides as JSON, e.g. \'{"lr_actor": 0.003}\'')
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
@@ -71,6 +82,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
         parser.error("--link-drop must be in [0, 1]")
     if a.link_delay_ms < 0:
         parser.error("--link-delay-ms must be >= 0")
+    if a.heartbeat_interval <= 0 or a.heartbeat_liveness < 1 or a.reconnect_timeout <= 0:
+        parser.error("--heartbeat-interval and --reconnect-timeout must be > 0, --heartbeat-liveness >= 1")
     if a.mu_step_size <= 0 or a.mu_step_size > 1:
         parser.error("--mu-step-size must be in (0, 1]")
     try:
@@ -85,7 +98,9 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
                        envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
-                       learner=learner)
+                       learner=learner, heartbeat_interval_s=a.heartbeat_interval,
+                       heartbeat_liveness=a.heartbeat_liveness, missing_action=a.missing_action,
+                       on_env_loss=a.on_env_loss, reconnect_timeout_s=a.reconnect_timeout)
     return cfg, a.quiet
 
 

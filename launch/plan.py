@@ -55,6 +55,22 @@ class LaunchConfig:
     """chaos: delay added to every neighbour message"""
     learner: dict = field(default_factory=dict)
     """learner option overrides (e.g. {"lr_actor": 0.003})"""
+    heartbeat_interval_s: float = 0.5
+    """env link heartbeat interval, both ways (env server <-> agents)"""
+    heartbeat_liveness: int = 4
+    """silent heartbeat intervals after which the other end of the env link is declared dead"""
+    missing_action: str = "last"
+    """what a dead or late agent's seat plays: last | noop | random | remove (see EnvServerConfig)"""
+    on_env_loss: str = "exit"
+    """what agents do when the env server is lost: exit (checkpoint, status 4) | wait (reconnect)"""
+    reconnect_timeout_s: float = 60.0
+    """with on_env_loss=wait: how long agents keep trying to rejoin"""
+    restart_failed: bool = False
+    """restart an agent that crashed or was killed, from its last checkpoint, while the run goes on"""
+    max_restarts: int = 3
+    """with restart_failed: restarts per agent before it is left down"""
+    kill_agents: list = field(default_factory=list)
+    """fault injection: [agent, step] pairs; the launcher SIGKILLs that agent once the env server reports that step"""
 
 
 @dataclass
@@ -100,14 +116,18 @@ def plan_run(cfg: LaunchConfig) -> RunPlan:
     else:
         raise ValueError(f"unknown transport {cfg.transport!r}: use ipc or tcp")
     server = EnvServerConfig(address=env_addr, env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
-                             seed=cfg.seed, run_dir=str(run_dir / "env_server"), log_every=cfg.log_every)
+                             seed=cfg.seed, run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
+                             heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
+                             missing_action=cfg.missing_action)
     agents = [
         AgentConfig(agent_id=i, env_address=env_addr, link_bind=bind_addrs[i],
                     peers={str(j): link_addrs[j] for j in nbrs[i]}, algo=cfg.algo, mode=cfg.mode,
                     seed=agent_seed(cfg.seed, i), run_dir=str(run_dir / f"agent_{i}"), learner=dict(cfg.learner),
                     mu_step_size=cfg.mu_step_size, log_every=cfg.log_every,
                     checkpoint_every=cfg.checkpoint_every, link_deadline_s=cfg.link_deadline_s,
-                    link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms)
+                    link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms,
+                    heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
+                    on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s)
         for i in range(cfg.n)
     ]
     return RunPlan(server, agents, nbrs, socket_dir)

@@ -25,6 +25,9 @@ def launch(*args):
     (["--learner", "{not json"], "--learner"),
     (["--learner", '{"lr_actorr": 1}'], "lr_actorr"),
     (["--mu-step-size", "2"], "mu-step-size"),
+    (["--missing-action", "guess"], "invalid choice"),
+    (["--heartbeat-interval", "0"], "--heartbeat-interval"),
+    (["--heartbeat-liveness", "0"], "--heartbeat-liveness"),
 ])
 def test_bad_flags_exit_2_with_a_message(args, message, tmp_path):
     res = launch("--run-dir", str(tmp_path / "r"), *args)

@@ -29,6 +29,11 @@ def test_round_trip_result_and_action():
     assert np.frombuffer(act.body[0], "<i4").tolist() == [1, 0]
 
 
+def test_round_trip_heartbeat():
+    msg = protocol.decode(protocol.encode(protocol.HEARTBEAT, protocol.SERVER_ID, 12, {}))
+    assert (msg.kind, msg.sender, msg.step, msg.body) == (protocol.HEARTBEAT, protocol.SERVER_ID, 12, {})
+
+
 def test_sender_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown message kind"):
         protocol.encode("gossip", 0, 0, {})
@@ -48,6 +53,11 @@ def test_sender_rejects_unknown_kind():
     (msgpack.packb([1, "result", 0, 0, [b"", b"", b""]]), "result body"),
     (msgpack.packb([1, "hello", 0, 0, [1]]), "must be a map"),
     (b"", "not msgpack"),
+    (msgpack.packb([1, "dri", 0, 0, [b"abcd", float("nan")]]), "finite"),
+    (msgpack.packb([1, "dri", 0, 0, [b"abcd", 1e300]]), "finite"),
+    (msgpack.packb([1, "dri", 0, 0, [np.array([1.0, np.nan], "<f4").tobytes(), 0.0]]), "finite"),
+    (msgpack.packb([1, "dri", 0, 0, [np.array([3e38], "<f4").tobytes(), 0.0]]), "finite"),
+    (msgpack.packb([1, "hb", 0, 0, []]), "must be a map"),
 ])
 def test_decode_rejects_malformed(frame, reason):
     with pytest.raises(protocol.ProtocolError, match=reason):
