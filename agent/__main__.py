@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from drima.config import load_config
 from drima.logs import setup_logging
+from drima.procinfo import set_process_title
 
 from .process import AgentConfig, main_with_config
 
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent_id is not None and args.agent_id != cfg.agent_id:
         parser.exit(2, f"drima-agent: error: --agent-id {args.agent_id} but the config is agent {cfg.agent_id}\n")
     setup_logging(f"agent {cfg.agent_id}")
+    set_process_title(f"agent {cfg.agent_id}", Path(cfg.run_dir).parent)  # the run's folder, not agent_<i>
     return main_with_config(cfg)
 
 

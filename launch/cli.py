@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from drima.metrics import last_row
+from drima.procinfo import set_process_title
 from drima.env_server.server import MISSING_ACTIONS
 from drima.topology import TopologyError, build_topology, is_dynamic
 from drima.types import ALGOS, REWARD_MODES
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TopologyError) as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 2
+    set_process_title("launch", cfg.run_dir)
     return run(cfg, quiet)
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import drima_processes_for, load_summary
+from helpers import drima_processes_for, load_summary, pid_of
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +24,12 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
         time.sleep(0.1)
-    victim = [p for p in drima_processes_for(str(run_dir)) if "--agent-id 2" in p]
-    assert len(victim) == 1, victim
-    os.kill(int(victim[0].split(":")[0]), signal.SIGKILL)
+    # every process of the run names its role in ps: that is how the victim is found
+    titles = sorted(p.split(": ", 1)[1] for p in drima_processes_for(run_dir))
+    resolved = run_dir.resolve()
+    assert titles == sorted([f"drima-launch {resolved}", f"drima-env-server {resolved}"]
+                            + [f"drima-agent {i} {resolved}" for i in range(4)]), titles
+    os.kill(pid_of(run_dir, "agent 2"), signal.SIGKILL)
     killed_at = len(metrics.read_text().splitlines()) * 10
     assert killed_at < steps, "the run ended before the kill: make it longer"
     assert launcher.wait(timeout=180) == 1  # completed, with an agent failure reported
@@ -63,3 +66,12 @@ def test_dri_still_beats_ind_when_links_drop_30_percent(tmp_path):
 
     stats = json.loads((tmp_path / "dri" / "agent_0" / "stats.json").read_text())
     assert 0.2 < stats["link"]["dropped_chaos"] / 600 < 0.4
+
+
+def test_process_title_is_a_no_op_without_setproctitle():
+    code = ("import sys; sys.modules['setproctitle'] = None\n"  # makes `import setproctitle` fail
+            "from drima.procinfo import set_process_title\n"
+            "set_process_title('agent 1', '/tmp/x')\n"
+            "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[0].decode())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "drima-agent" not in out and out.strip() == sys.executable
