@@ -165,7 +165,8 @@ class AgentProcess:
                     raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
             elif now - self.last_heard > interval * self.cfg.heartbeat_liveness:
                 silent = now - self.last_heard
-                raise EnvServerGone(f"env server silent for {silent:.2f} s ({int(silent / interval)} missed heartbeats)")
+                missed = int(silent / interval)
+                raise EnvServerGone(f"env server silent for {silent:.2f} s ({missed} missed heartbeats)")
         raise KeyboardInterrupt
 
     def _hello(self) -> protocol.Message:
@@ -188,7 +189,8 @@ class AgentProcess:
                 continue
             if msg.kind == protocol.SPEC:
                 self._send_env(protocol.READY, self.step, {})
-                log.info("reconnected to the env server after %.2f s of silence: rejoining", self.last_heard - lost_since)
+                log.info("reconnected to the env server after %.2f s of silence: rejoining",
+                         self.last_heard - lost_since)
                 return True
             if msg.kind == protocol.STOP:
                 log.error("env server refused the rejoin: %s", msg.body.get("reason"))
@@ -210,6 +212,7 @@ class AgentProcess:
         learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"], env_defaults(spec) | cfg.learner,
                                cfg.seed)
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
+        self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         ckpt = self.dir / "checkpoint.pt"
         if cfg.resume and ckpt.exists():
             self.step = load_checkpoint(ckpt, self.core)

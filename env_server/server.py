@@ -146,7 +146,8 @@ class EnvServer:
         self._heard_from(msg.sender)
         if msg.sender in self.removed:
             if msg.kind == protocol.HELLO:
-                self._send(msg.sender, protocol.STOP, self.step, {"reason": "removed from the run (missing_action=remove)"})
+                self._send(msg.sender, protocol.STOP, self.step,
+                           {"reason": "removed from the run (missing_action=remove)"})
             return self._drop(f"{msg.kind} from removed agent {msg.sender}")
         return msg
 
@@ -163,10 +164,12 @@ class EnvServer:
     # -- liveness ----------------------------------------------------------------------------------
     def _heard_from(self, agent: int) -> None:
         now = time.monotonic()
-        if agent in self.dead:
+        if agent in self.dead:  # back from the dead (it was frozen, or restarted): it rejoins like a new agent
             log.info("agent %d is back after %.2f s of silence (step %d)", agent, now - self.last_heard[agent],
                      self.step)
             self.dead.discard(agent)
+            self.rejoining.add(agent)
+            self.rejoin_ready.add(agent)  # a HELLO (restart) takes this back until its READY
         self.last_heard[agent] = now
 
     def _tick(self) -> None:
@@ -194,8 +197,6 @@ class EnvServer:
                     f"not waiting for it; its seat plays missing_action={self.cfg.missing_action}")
         self.events.append({"event": "dead", "agent": agent, "step": self.step, "silent_s": round(silent_s, 3)})
         (self.removed if remove else self.dead).add(agent)
-        self.rejoining.discard(agent)
-        self.rejoin_ready.discard(agent)
 
     # -- phases ------------------------------------------------------------------------------------
     def _handle_control(self, msg: protocol.Message) -> None:
@@ -206,12 +207,13 @@ class EnvServer:
             if self.running:  # a restarted or reconnecting agent: not waited for until it is ready
                 log.info("agent %d says hello at step %d: sending its spec for a rejoin", i, self.step)
                 self.rejoining.add(i)
-                self.rejoin_ready.discard(i)
+                self.rejoin_ready.discard(i)  # no result before its READY
             self._send(i, protocol.SPEC, self.step, self._spec(i))
         elif msg.kind == protocol.READY and not self.running:
             self.ready.add(i)
-        elif msg.kind == protocol.READY and i in self.rejoining:
+        elif msg.kind == protocol.READY:
             log.info("agent %d is ready: it rejoins at step %d", i, self.step + 1)
+            self.rejoining.add(i)
             self.rejoin_ready.add(i)
         else:
             self._drop(f"{msg.kind} from agent {i} outside its phase")
@@ -287,11 +289,11 @@ class EnvServer:
     def _send_results(self, step: int, obs: list[np.ndarray], rewards: np.ndarray | None, done: np.ndarray,
                       last: bool) -> None:
         """RESULT `step` to every agent in the run. An agent rejoining gets the observation with an
-        empty reward (the reward was for an action it did not take), one still in its handshake
-        gets nothing yet."""
+        empty reward (the reward was for an action it did not take); a dead one, or one still in
+        its handshake, gets nothing (results would pile up in its queue)."""
         done_b = protocol.to_bytes(done)
         for i in range(self.cfg.n_agents):
-            if i in self.removed or (i in self.rejoining and i not in self.rejoin_ready):
+            if i in self.removed or i in self.dead or (i in self.rejoining and i not in self.rejoin_ready):
                 continue
             fresh = rewards is None or i in self.rejoin_ready
             r = b"" if fresh else protocol.to_bytes(rewards[i])

@@ -9,6 +9,7 @@ behind), and leaves summary.json, learning_curves.png and one folder per process
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -25,9 +26,11 @@ from drima.env_server.server import MISSING_ACTIONS
 from drima.topology import TopologyError, build_topology, is_dynamic
 from drima.types import ALGOS, REWARD_MODES
 
+from drima.agent.process import EXIT_REFUSED, AgentConfig
+
 from .plan import LaunchConfig, plan_run
 from .report import plot_run, write_summary
-from .supervisor import Child, spawn_agent, spawn_env_server, stop_all, tail
+from .supervisor import spawn_agent, spawn_env_server, stop_all, tail
 
 log = logging.getLogger("drima.launch")
 
@@ -67,9 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agents on env server loss: exit (checkpoint, status 4) or wait (reconnect)")
     p.add_argument("--reconnect-timeout", type=float, default=d.reconnect_timeout_s,
                    help="with --on-env-loss wait: seconds agents keep trying to rejoin")
+    p.add_argument("--restart-failed", action="store_true",
+                   help="restart an agent that crashed or was killed, from its last checkpoint")
+    p.add_argument("--max-restarts", type=int, default=d.max_restarts,
+                   help="with --restart-failed: restarts per agent before it is left down")
+    p.add_argument("--restart-delay", type=float, default=d.restart_delay_s,
+                   help="with --restart-failed: seconds to wait before a restart (no tight crash loops)")
+    p.add_argument("--kill-agent", action="append", default=[], metavar="K@T", type=_kill_spec,
+                   help="fault injection (repeatable): SIGKILL agent K once the env server reports step T")
     p.add_argument("--learner", default="{}", help='learner option overrides as JSON, e.g. \'{"lr_actor": 0.003}\'')
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
+
+
+def _kill_spec(text: str) -> list[int]:
+    try:
+        agent, step = (int(x) for x in text.split("@"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K@T, e.g. 2@500") from None
+    if agent < 0 or step < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: agent and step must be >= 0")
+    return [agent, step]
 
 
 def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]:
@@ -85,6 +106,11 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
         parser.error("--link-delay-ms must be >= 0")
     if a.heartbeat_interval <= 0 or a.heartbeat_liveness < 1 or a.reconnect_timeout <= 0:
         parser.error("--heartbeat-interval and --reconnect-timeout must be > 0, --heartbeat-liveness >= 1")
+    for agent, _ in a.kill_agent:
+        if agent >= a.n:
+            parser.error(f"--kill-agent {agent}@...: there are only agents 0..{a.n - 1}")
+    if a.max_restarts < 0 or a.restart_delay < 0:
+        parser.error("--max-restarts and --restart-delay must be >= 0")
     if a.mu_step_size <= 0 or a.mu_step_size > 1:
         parser.error("--mu-step-size must be in (0, 1]")
     try:
@@ -101,7 +127,9 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
                        learner=learner, heartbeat_interval_s=a.heartbeat_interval,
                        heartbeat_liveness=a.heartbeat_liveness, missing_action=a.missing_action,
-                       on_env_loss=a.on_env_loss, reconnect_timeout_s=a.reconnect_timeout)
+                       on_env_loss=a.on_env_loss, reconnect_timeout_s=a.reconnect_timeout,
+                       restart_failed=a.restart_failed, max_restarts=a.max_restarts,
+                       restart_delay_s=a.restart_delay, kill_agents=a.kill_agent)
     return cfg, a.quiet
 
 
@@ -154,6 +182,70 @@ class Progress:
         return f"{self.cfg.env} {self.cfg.algo}-{self.cfg.mode} {self.cfg.topology} n={self.cfg.n}"
 
 
+AGENT_EXIT_MARGIN_S = 1.0
+"""agents exit within heartbeat_interval_s * heartbeat_liveness + this after the env server dies"""
+
+
+def describe_exit(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+
+
+class AgentWatch:
+    """The agent children of one run: reports their exits, restarts the failed ones
+    (--restart-failed) and injects the kills asked for (--kill-agent)."""
+
+    def __init__(self, cfg: LaunchConfig, configs: list[AgentConfig]):
+        self.cfg = cfg
+        self.configs = {a.agent_id: a for a in configs}
+        self.children = {i: spawn_agent(a) for i, a in self.configs.items()}
+        self.restarts = {i: 0 for i in self.configs}
+        self.exits: dict[int, list[int]] = {i: [] for i in self.configs}  # every exit status, in order
+        self.restart_at: dict[int, float] = {}  # agent -> when to restart it
+        self.pending_kills = sorted((tuple(k) for k in cfg.kill_agents), key=lambda k: k[1])
+        self.kills: list[dict] = []
+
+    def poll(self, run_dir: Path) -> None:
+        if self.pending_kills:
+            row = last_row(run_dir / "env_server" / "metrics.csv")
+            self._inject_kills(int(row["step"]) if row else 0)
+        for i, child in self.children.items():
+            code = child.proc.poll()
+            if code is None or len(self.exits[i]) > self.restarts[i]:  # running, or this exit already handled
+                continue
+            self.exits[i].append(code)
+            if code == 0:
+                continue
+            if self.cfg.restart_failed and self.restarts[i] < self.cfg.max_restarts and code != EXIT_REFUSED:
+                log.warning("agent %d %s: restarting it from its last checkpoint in %.1f s (restart %d of %d). "
+                            "Its log:\n%s", i, describe_exit(code), self.cfg.restart_delay_s,
+                            self.restarts[i] + 1, self.cfg.max_restarts, tail(child.log_path))
+                self.restart_at[i] = time.monotonic() + self.cfg.restart_delay_s
+            else:
+                log.warning("agent %d %s; the run goes on without it. Its log:\n%s", i, describe_exit(code),
+                            tail(child.log_path))
+        for i, at in list(self.restart_at.items()):
+            if time.monotonic() >= at:
+                del self.restart_at[i]
+                self.restarts[i] += 1
+                self.children[i] = spawn_agent(dataclasses.replace(self.configs[i], resume=True))
+
+    def _inject_kills(self, env_step: int) -> None:
+        while self.pending_kills and env_step >= self.pending_kills[0][1]:
+            agent, at = self.pending_kills.pop(0)
+            child = self.children[agent]
+            if child.proc.poll() is not None:
+                log.warning("fault injection: agent %d is already down at step %d", agent, env_step)
+                continue
+            child.proc.kill()
+            log.warning("fault injection: SIGKILL agent %d (pid %d) at step %d", agent, child.proc.pid, env_step)
+            self.kills.append({"agent": agent, "asked_step": at, "env_step": env_step})
+
+    def report(self) -> dict:
+        """Per agent: exit status, restarts and every exit seen; for summary.json."""
+        return {i: {"exit_status": c.proc.returncode, "restarts": self.restarts[i], "exits": self.exits[i]}
+                for i, c in self.children.items()}
+
+
 def run(cfg: LaunchConfig, quiet: bool = False) -> int:
     """Run one experiment; returns the process exit status."""
     run_dir = Path(cfg.run_dir)
@@ -170,45 +262,50 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
     old_term = signal.signal(signal.SIGTERM, on_signal)
     t0 = time.monotonic()
     server = spawn_env_server(plan.env_server)
-    agents: list[Child] = [spawn_agent(a) for a in plan.agents]
-    children = [server, *agents]
+    watch = AgentWatch(cfg, plan.agents)
     progress = Progress(cfg, quiet)
-    status = "completed"
+    status, failure = "completed", None
     try:
         while server.proc.poll() is None and not interrupted:
-            for c in agents:
-                if c.proc.returncode is None and c.proc.poll() not in (None, 0):
-                    log.warning("%s exited with status %d; the run goes on without it. Its log:\n%s",
-                                c.name, c.proc.returncode, tail(c.log_path))
+            watch.poll(run_dir)
             progress.update()
             time.sleep(0.1)
+        agents = list(watch.children.values())
         if interrupted:
             status = "interrupted"
-            stop_all(children)
+            stop_all([server, *agents])
         elif server.proc.returncode != 0:
-            status = "failed"
-            stop_all(children)
-            log.error("env server failed (status %d). Its log:\n%s", server.proc.returncode, tail(server.log_path, 20))
+            status, failure = "failed", f"env server {describe_exit(server.proc.returncode)}"
+            # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4
+            grace = cfg.heartbeat_interval_s * cfg.heartbeat_liveness + AGENT_EXIT_MARGIN_S
+            if cfg.on_env_loss == "wait":
+                grace += cfg.reconnect_timeout_s
+            log.error("%s; waiting up to %.1f s for the agents to save and exit. Its log:\n%s", failure, grace,
+                      tail(server.log_path, 20))
+            stop_all(agents, grace_s=grace, signal_first=False)
         else:
-            stop_all(agents, grace_s=30.0)  # agents end by themselves after the last result
+            stop_all(agents, grace_s=10.0, signal_first=False)  # they end by themselves after the last result
             bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
             if bad:
                 status = "completed with agent failures"
                 log.warning("agents %s did not finish cleanly; see their log.txt", bad)
     finally:
-        stop_all(children)
+        stop_all([server, *watch.children.values()])
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         if plan.socket_dir:
             shutil.rmtree(plan.socket_dir, ignore_errors=True)
     progress.update(force=True)
     progress.done()
-    summary = write_summary(cfg, status, time.monotonic() - t0, plan.neighbours)
+    processes = {"agents": watch.report(), "kills": watch.kills, "failure": failure,
+                 "env_server_exit_status": server.proc.returncode}
+    summary = write_summary(cfg, status, time.monotonic() - t0, plan.neighbours, processes)
     plot = plot_run(cfg)
     if not quiet:
         fin = summary["final"]
         freq = sorted(fin.get("joint_action_freq", {}).items(), key=lambda kv: -kv[1])[:3]
-        print(f"{status}: {summary['steps']} steps, {summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
+        print(f"{status}{': ' + failure if failure else ''}: {summary['steps']} steps, "
+              f"{summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
               f"final team reward {fin.get('mean_team_reward')}, top joint actions {freq}")
         print(f"results: {run_dir / 'summary.json'}" + (f", {plot}" if plot else ""))
     return {"completed": 0, "interrupted": 130}.get(status, 1)

@@ -69,6 +69,8 @@ class LaunchConfig:
     """restart an agent that crashed or was killed, from its last checkpoint, while the run goes on"""
     max_restarts: int = 3
     """with restart_failed: restarts per agent before it is left down"""
+    restart_delay_s: float = 1.0
+    """with restart_failed: seconds between an agent's exit and its restart"""
     kill_agents: list = field(default_factory=list)
     """fault injection: [agent, step] pairs; the launcher SIGKILLs that agent once the env server reports that step"""
 

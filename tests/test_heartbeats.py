@@ -128,19 +128,26 @@ def test_env_server_refuses_a_removed_agent_and_rejoins_a_dead_one(tmp_path, cap
             assert reply.kind == expect
             if expect == protocol.SPEC:  # READY: the next result carries the current obs and no reward
                 a1.send(protocol.encode(protocol.READY, 1, 0, {}))
-                while True:
-                    msg = recv_alive(a0, 0)
-                    a0.send(protocol.encode(protocol.ACTION, 0, msg.step, [protocol.to_bytes(np.full(K, C), "<i4")]))
-                    if a1.poll(0):
-                        break
-                first = recv_alive(a1, 1)
-                assert first.kind == protocol.RESULT and first.body[1] == b"" and first.step > 0
+                first, a0_step = None, -1
+                while first is None or a0_step < first.step:  # agent 0 plays on; agent 1 waits for its result
+                    for sock, me in ((a0, 0), (a1, 1)):
+                        sock.send(protocol.encode(protocol.HEARTBEAT, me, 0, {}))
+                        if not sock.poll(10):
+                            continue
+                        msg = protocol.decode(sock.recv())
+                        if msg.kind == protocol.RESULT and me == 0:
+                            a0_step = msg.step
+                            cooperate = [protocol.to_bytes(np.full(K, C), "<i4")]
+                            a0.send(protocol.encode(protocol.ACTION, 0, msg.step, cooperate))
+                        elif msg.kind == protocol.RESULT:
+                            first = msg
+                assert first.kind == protocol.RESULT and first.body[1] == b"" and first.step == a0_step > 0
                 # it acts (defects) and is waited for again: agent 0's next reward shows its action
                 a1.send(protocol.encode(protocol.ACTION, 1, first.step, [protocol.to_bytes(np.full(K, D), "<i4")]))
                 nxt = recv_alive(a0, 0)
                 assert nxt.step == first.step + 1
                 np.testing.assert_array_equal(protocol.floats(nxt.body[1]), np.zeros(K))  # (C, D) pays 0 to agent 0
-                assert protocol.decode(a1.recv()).body[1] != b""  # and agent 1 now gets its rewards
+                assert protocol.floats(recv_alive(a1, 1).body[1]).tolist() == [18.0] * K  # and agent 1 its reward
         finally:
             server.stop_requested = True
             thread.join(timeout=10)
