@@ -28,6 +28,8 @@ from drima import protocol
 
 log = logging.getLogger("drima.agent.link")
 
+MAX_PENDING_STEPS = 64  # open steps with early neighbour messages; a live peer is at most a step or two ahead
+
 
 class NeighbourLink:
     def __init__(self, ctx: zmq.Context, agent_id: int, bind_address: str, peers: dict[int, str],
@@ -46,6 +48,7 @@ class NeighbourLink:
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_LINK_FRAME_BYTES)  # a rogue publisher cannot balloon us
         for addr in self.peers.values():
             self.sub.connect(addr)
         self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message
@@ -53,7 +56,8 @@ class NeighbourLink:
         self._pending: dict[int, dict[int, tuple[np.ndarray, float]]] = {}
         self._learned_up_to = -1  # steps <= this are closed: later messages for them are late
         self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0,
-                      "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0, "dropped_chaos": 0}
+                      "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0, "dropped_chaos": 0,
+                      "dropped_flood": 0}
 
     # -- sending ---------------------------------------------------------------------------
     def publish(self, step: int, rewards: np.ndarray, mu: float) -> None:
@@ -122,6 +126,10 @@ class NeighbourLink:
             log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
             return
         self.heard.add(msg.sender)
+        if msg.step not in self._pending and len(self._pending) >= MAX_PENDING_STEPS:
+            # only a broken or hostile peer gets this far ahead: evict the farthest step, keep memory bounded
+            self.stats["dropped_flood"] += 1
+            del self._pending[max(self._pending)]
         self._pending.setdefault(msg.step, {})[msg.sender] = (protocol.floats(msg.body[0]), float(msg.body[1]))
 
     def live_peers(self) -> list[int]:

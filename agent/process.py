@@ -122,6 +122,7 @@ class AgentProcess:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, str(self.cfg.agent_id).encode())
         sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         sock.connect(self.cfg.env_address)
         return sock
 

@@ -20,6 +20,7 @@ import numpy as np
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
+MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
 MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
 SERVER_ID = -1  # the env server's sender id
 
@@ -92,8 +93,8 @@ def _check_body(kind: str, body: Any) -> None:
         if not abs(body[1]) <= MAX_SCALAR or not np.all(np.abs(np.frombuffer(body[0], "<f4")) <= MAX_SCALAR):
             raise ProtocolError(f"scalars must be finite numbers within +-{MAX_SCALAR:g}")
     elif kind == ACTION:
-        if not (isinstance(body, list) and len(body) == 1 and isinstance(body[0], bytes)):
-            raise ProtocolError("action body must be [bytes]")
+        if not (isinstance(body, list) and len(body) == 1 and isinstance(body[0], bytes) and len(body[0]) % 4 == 0):
+            raise ProtocolError("action body must be [int32 or float32 bytes]")
     elif kind == RESULT:
         if not (isinstance(body, list) and len(body) == 4 and all(isinstance(b, bytes) for b in body[:3])
                 and isinstance(body[3], bool)):

@@ -50,6 +50,7 @@ def test_sender_rejects_unknown_kind():
     (msgpack.packb([1, "dri", 0, 0, [b"abc", 0.0]]), "float32 bytes"),
     (msgpack.packb([1, "dri", 0, 0, [b"abcd", "mu"]]), "float32 bytes"),
     (msgpack.packb([1, "act", 0, 0, [1, 2]]), "action body"),
+    (msgpack.packb([1, "act", 0, 0, [b"abcde"]]), "action body"),
     (msgpack.packb([1, "result", 0, 0, [b"", b"", b""]]), "result body"),
     (msgpack.packb([1, "hello", 0, 0, [1]]), "must be a map"),
     (b"", "not msgpack"),
