@@ -68,11 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interceptors", type=int, help="hunting: number of interceptors (CH-I 2, CH-II 2)")
     p.add_argument("--actions", default=d.actions, choices=("auto", "discrete", "continuous"),
                    help="action space; auto = continuous forces for ddpg in MPE, else discrete")
+    p.add_argument("--render", action="store_true",
+                   help="MPE: after the run, play one episode with the learned policies into RUN_DIR/episode.gif")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
 
-def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]:
+def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool, bool]:
     """Parse and validate; any error exits with status 2 and a one-line message."""
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -92,6 +94,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
         if a.env != "hunting":
             parser.error("--prey, --attackers and --interceptors are options of --env hunting")
         env_options |= {k: v for k, v in hunting.items() if v is not None}
+    if a.render and not is_mpe(a.env):
+        parser.error(f"--render draws MPE envs ({', '.join(MPE_ENVS)}), not {a.env}")
     if is_dynamic(a.topology) and not is_mpe(a.env):
         parser.error(f"--topology {a.topology}: range topologies need an environment with positions "
                      f"({', '.join(MPE_ENVS)})")
@@ -101,7 +105,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
                        learner=learner, env_options=env_options, actions=a.actions)
-    return cfg, a.quiet
+    return cfg, a.quiet, a.render
 
 
 def _json_object(parser: argparse.ArgumentParser, flag: str, text: str) -> dict:
@@ -246,13 +250,20 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="drima-launch: %(levelname)s %(message)s")
-    cfg, quiet = config_from_args(argv)
+    cfg, quiet, render = config_from_args(argv)
     try:
         _validate(cfg)
     except (ValueError, TopologyError) as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 2
-    return run(cfg, quiet)
+    code = run(cfg, quiet)
+    if render and code == 0:
+        from .render import render_run
+
+        gif = Path(cfg.run_dir) / "episode.gif"
+        metrics = render_run(cfg.run_dir, gif)
+        print(f"episode with the learned policies: {gif} {metrics}")
+    return code
 
 
 if __name__ == "__main__":
