@@ -22,11 +22,19 @@ class AgentCore:
         return self.learner.act(obs)
 
     def learn(self, obs: np.ndarray, actions: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
-              done: np.ndarray, neighbour_rewards: np.ndarray, neighbour_mus: np.ndarray
+              done: np.ndarray, neighbour_rewards: np.ndarray, neighbour_mus: np.ndarray,
+              in_range: np.ndarray | None = None, team_reward: np.ndarray | None = None,
               ) -> tuple[ReshapedReward, dict[str, float]]:
         """DRI signal from the mu that was published for this step, then the mu update
-        from the original reward (Remark 2), then one learner update."""
-        reshaped = reshape_reward(self.mode, reward, self.mu, neighbour_rewards, neighbour_mus)
+        from the original reward (Remark 2), then one learner update.
+
+        In ctde mode the agent learns from `team_reward` (the sum of every agent's reward,
+        sent by the env server) and its mu tracks that instead of its own reward."""
+        if self.mode == "ctde":
+            if team_reward is None:
+                raise ValueError("ctde mode needs the team reward from the env server")
+            reward = team_reward
+        reshaped = reshape_reward(self.mode, reward, self.mu, neighbour_rewards, neighbour_mus, in_range)
         self.mu = update_mu(self.mu, reward, self.mu_step_size)
         info = self.learner.update(obs, actions, reshaped.signal.astype(np.float32), next_obs, done)
         return reshaped, info

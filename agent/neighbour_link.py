@@ -55,9 +55,10 @@ class NeighbourLink:
         self.heard: set[int] = set()  # peers heard from during the handshake
         self._pending: dict[int, dict[int, tuple[np.ndarray, float]]] = {}
         self._learned_up_to = -1  # steps <= this are closed: later messages for them are late
+        self._not_wanted: deque[tuple[int, set[int]]] = deque(maxlen=16)  # (step, peers out of range)
         self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0,
                       "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0, "dropped_chaos": 0,
-                      "dropped_flood": 0}
+                      "dropped_flood": 0, "ignored_out_of_range": 0}
 
     # -- sending ---------------------------------------------------------------------------
     def publish(self, step: int, rewards: np.ndarray, mu: float) -> None:
@@ -122,6 +123,9 @@ class NeighbourLink:
             self.stats["dropped_chaos"] += 1
             return
         if msg.step <= self._learned_up_to:
+            if any(step == msg.step and msg.sender in peers for step, peers in self._not_wanted):
+                self.stats["ignored_out_of_range"] += 1  # not late: it was not waited for
+                return
             self.stats["dropped_late"] += 1
             log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
             return
@@ -135,12 +139,14 @@ class NeighbourLink:
     def live_peers(self) -> list[int]:
         return [p for p, m in self.missed.items() if m < self.liveness]
 
-    def collect(self, step: int, n_envs: int, deadline_s: float, on_wait: Callable[[], None] | None = None
-                ) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """Neighbour (rewards, mu) for `step`: waits for every live peer until the deadline,
-        then closes the step; `on_wait` is called at least every 100 ms while waiting (the
-        agent's heartbeat). Returns (peer ids, rewards (m, K), mus (m,))."""
-        expected = set(self.live_peers())
+    def collect(self, step: int, n_envs: int, deadline_s: float, wanted: set[int] | None = None,
+                on_wait: Callable[[], None] | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Neighbour (rewards, mu) for `step`: waits for every live peer (of `wanted`, if given:
+        range topologies wait only for the peers in range) until the deadline, then closes the
+        step; `on_wait` is called at least every 100 ms while waiting (the agent's heartbeat).
+        Returns (peer ids, rewards (m, K), mus (m,))."""
+        wanted = set(self.peers) if wanted is None else wanted & self.peers.keys()
+        expected = set(self.live_peers()) & wanted
         end = time.monotonic() + deadline_s
         self.drain()
         while not expected <= self._pending.get(step, {}).keys():
@@ -159,7 +165,9 @@ class NeighbourLink:
         for old in [s for s in self._pending if s < step]:
             del self._pending[old]
         self._learned_up_to = step
-        for p in self.peers:
+        if len(wanted) < len(self.peers):
+            self._not_wanted.append((step, set(self.peers) - wanted))
+        for p in wanted:  # a peer we did not wait for is not counted as silent
             if p not in got:
                 self.missed[p] += 1
                 if self.missed[p] == self.liveness:

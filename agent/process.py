@@ -48,7 +48,7 @@ class AgentConfig:
     algo: str = "a2c"
     """a2c | dqn | ddpg"""
     mode: str = "dri"
-    """ind | dri | dri-naive"""
+    """ind | dri | dri-naive | ctde"""
     seed: int = 0
     """this agent's seed (the launcher derives it from the run seed and the agent id)"""
     run_dir: str = "."
@@ -210,6 +210,8 @@ class AgentProcess:
             raise RuntimeError(f"expected an env spec, got {spec.kind}")
         spec = spec.body
         n_envs = int(spec["n_envs"])
+        self.n_agents = int(spec["n_agents"])
+        self.action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
         learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"], env_defaults(spec) | cfg.learner,
                                cfg.seed)
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
@@ -268,15 +270,23 @@ class AgentProcess:
             if obs is not None and msg.body[1]:  # RESULT t+1 carries r_t for the action sent at step t
                 rewards = protocol.floats(msg.body[1])
                 done = protocol.floats(msg.body[2])
+                extras = msg.body[4]
+                team = protocol.floats(extras["team"]) if "team" in extras else None
+                near = self._in_range(extras, n_envs)
                 t = msg.step - 1
                 t_pub = time.perf_counter()
                 self.link.publish(t, rewards, self.core.mu)
-                peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, cfg.link_deadline_s, on_wait=self._heartbeat)
+                wanted = None if near is None else set(np.flatnonzero(near.any(axis=1)).tolist())
+                peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, cfg.link_deadline_s, wanted,
+                                                            on_wait=self._heartbeat)
                 self.exchange_s.append(time.perf_counter() - t_pub)
-                reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu)
+                mask = None if near is None else near[peer_ids]
+                reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
+                                                 in_range=mask, team_reward=team)
                 self._heartbeat()  # after a (possibly long) learner update
                 metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
-                                    "conflict_rate": reshaped.conflict.mean(), "n_peers": len(peer_ids)} | info)
+                                    "conflict_rate": reshaped.conflict.mean(),
+                                    "n_peers": len(peer_ids) if mask is None else mask.sum(0).mean()} | info)
                 self.step = t + 1
                 if self.step % cfg.log_every == 0:
                     metrics.write({"step": self.step, "env_steps": self.step * n_envs,
@@ -289,7 +299,18 @@ class AgentProcess:
                 return
             obs = next_obs
             actions = self.core.act(obs)
-            self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, "<i4")])
+            self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
+
+    def _in_range(self, extras: dict, n_envs: int) -> np.ndarray | None:
+        """(n_agents, K) bool from the env server's in-range row, or None for static topologies."""
+        if "in_range" not in extras:
+            return None
+        raw = np.frombuffer(extras["in_range"], np.uint8)
+        if raw.size != self.n_agents * n_envs:
+            log.warning("ignored an in-range mask of %d bytes (expected %d x %d): static neighbours this step",
+                        raw.size, self.n_agents, n_envs)
+            return None
+        return raw.reshape(self.n_agents, n_envs).astype(bool)
 
     def _write_stats(self) -> None:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""

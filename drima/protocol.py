@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: RESULT carries an extras map (team reward, in-range peers)
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
 MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
 MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
@@ -27,10 +27,13 @@ SERVER_ID = -1  # the env server's sender id
 # Message kinds. agent -> env server
 HELLO = "hello"  # body: {} ; asks for the env spec
 READY = "ready"  # body: {} ; neighbour links are up, the agent can start
-ACTION = "act"  # body: [action bytes] ; action for the step in `step`
+ACTION = "act"  # body: [action bytes] ; int32 x K (discrete) or float32 x K*dim (continuous)
 # env server -> agent
 SPEC = "spec"  # body: dict (obs_dim, action space, n_envs, ...)
-RESULT = "result"  # body: [obs bytes, reward bytes, done bytes, last]
+RESULT = "result"  # body: [obs bytes, reward bytes, done bytes, last, extras]
+# extras: {name: bytes}, only what this agent's mode and topology need:
+#   "team": float32 x K, the team reward (ctde mode only);
+#   "in_range": uint8 x (n_agents * K), row j = is agent j within range in each copy (range topologies).
 STOP = "stop"  # body: {"reason": str}
 # both ways on the env link: "I am alive", sent only when nothing else was sent for one
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
@@ -96,9 +99,10 @@ def _check_body(kind: str, body: Any) -> None:
         if not (isinstance(body, list) and len(body) == 1 and isinstance(body[0], bytes) and len(body[0]) % 4 == 0):
             raise ProtocolError("action body must be [int32 or float32 bytes]")
     elif kind == RESULT:
-        if not (isinstance(body, list) and len(body) == 4 and all(isinstance(b, bytes) for b in body[:3])
-                and isinstance(body[3], bool)):
-            raise ProtocolError("result body must be [obs bytes, reward bytes, done bytes, last]")
+        if not (isinstance(body, list) and len(body) == 5 and all(isinstance(b, bytes) for b in body[:3])
+                and isinstance(body[3], bool) and isinstance(body[4], dict)
+                and all(isinstance(k, str) and isinstance(v, bytes) for k, v in body[4].items())):
+            raise ProtocolError("result body must be [obs bytes, reward bytes, done bytes, last, {name: bytes}]")
     elif not isinstance(body, dict):
         raise ProtocolError(f"{kind} body must be a map")
 

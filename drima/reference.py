@@ -14,37 +14,55 @@ import torch
 
 from drima.agent.core import AgentCore
 from drima.agent.learners import env_defaults, make_learner
-from drima.env_server.envs import make_env
+from drima.env_server.envs import default_action_type, make_env
 from drima.launch.plan import agent_seed
-from drima.topology import build_topology, neighbour_map
+from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
 
 def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: int, seed: int,
-                  n_envs: int = 8, learner_overrides: dict | None = None, mu_step_size: float = 0.05
-                  ) -> dict:
+                  n_envs: int = 8, learner_overrides: dict | None = None, mu_step_size: float = 0.05,
+                  env_options: dict | None = None, log_every: int = 0) -> dict:
     torch.set_num_threads(1)
-    venv = make_env(env, n, n_envs)
-    nbrs = neighbour_map(build_topology(topology, n, seed))
+    venv = make_env(env, n, n_envs, seed, default_action_type(env, algo), env_options)
+    radius = range_radius(topology) if is_dynamic(topology) else 0.0
+    nbrs = neighbour_map(build_topology("full" if radius else topology, n, seed))
+    if mode == "ctde":
+        nbrs = {i: [] for i in range(n)}
     agents = []
     for i in range(n):
         spec = venv.agent_spec(i)
-        learner = make_learner(algo, spec["obs_dim"], spec["action"], env_defaults(spec) | (learner_overrides or {}), agent_seed(seed, i))
+        learner = make_learner(algo, spec["obs_dim"], spec["action"], env_defaults(spec) | (learner_overrides or {}),
+                               agent_seed(seed, i))
         agents.append(AgentCore(learner, mode, mu_step_size))
     obs = venv.reset()
     final_window = steps - max(1, steps // 10)
-    team_rewards = []
+    team_rewards, episodes, final_episodes = [], [], []
     t0 = time.perf_counter()
     for t in range(steps):
         venv.count_joint_actions = t >= final_window
         actions = [a.act(o) for a, o in zip(agents, obs)]
         next_obs, rewards, dones = venv.step(actions)
+        near = venv.in_range(radius) if radius else None
+        team = rewards.sum(0)
         mus = np.array([a.mu for a in agents])
         for i, a in enumerate(agents):
             js = nbrs[i]
-            a.learn(obs[i], actions[i], rewards[i], next_obs[i], dones, rewards[js], mus[js])
+            a.learn(obs[i], actions[i], rewards[i], next_obs[i], dones, rewards[js], mus[js],
+                    in_range=None if near is None else near[i, js], team_reward=team)
         obs = next_obs
         if t >= final_window:
-            team_rewards.append(float(rewards.sum(0).mean()))
+            team_rewards.append(float(team.mean()))
+        for ep in getattr(venv, "pop_task_metrics", list)():
+            episodes.append(ep)
+            if t >= final_window:
+                final_episodes.append(ep)
+        if log_every and (t + 1) % log_every == 0 and episodes:
+            recent = {k: round(float(np.mean([e[k] for e in episodes[-10:]])), 3) for k in episodes[-1]}
+            print(f"step {t + 1}: {recent} ({time.perf_counter() - t0:.0f}s)", flush=True)
     wall = time.perf_counter() - t0
-    return {"env_steps_per_s": steps * n_envs / wall, "wall_s": wall,
-            "mean_team_reward": float(np.mean(team_rewards)), "joint_action_freq": venv.joint_action_freq()}
+    out = {"env_steps_per_s": steps * n_envs / wall, "wall_s": wall,
+           "mean_team_reward": float(np.mean(team_rewards)),
+           "joint_action_freq": getattr(venv, "joint_action_freq", dict)()}
+    if final_episodes:
+        out |= {k: float(np.mean([e[k] for e in final_episodes])) for k in final_episodes[0]}
+    return out

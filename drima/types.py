@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-REWARD_MODES: tuple[str, ...] = ("ind", "dri", "dri-naive")
+REWARD_MODES: tuple[str, ...] = ("ind", "dri", "dri-naive", "ctde")
 ALGOS: tuple[str, ...] = ("a2c", "dqn", "ddpg")

@@ -76,6 +76,27 @@ class MatrixGameEnv:
         return {lab: float(c / total) for lab, c in zip(labels, self.joint_counts)}
 
 
-def make_env(spec: str, n_agents: int, n_envs: int) -> VectorEnv:
-    """`pd`, `maintain`, `meeting3` or `payoff:FILE`."""
+MPE_ENVS = ("hunting", "collection")
+
+
+def is_mpe(spec: str) -> bool:
+    return spec in MPE_ENVS
+
+
+def default_action_type(spec: str, algo: str) -> str:
+    """DDPG acts with continuous forces in MPE; everything else is discrete."""
+    return "continuous" if is_mpe(spec) and algo == "ddpg" else "discrete"
+
+
+def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
+             options: dict | None = None) -> VectorEnv:
+    """`pd`, `maintain`, `meeting3`, `payoff:FILE` (matrix games) or `hunting`, `collection` (MPE)."""
+    if is_mpe(spec):
+        from .mpe.vector import MPEVectorEnv  # imports mpe2/pygame: only when asked for
+
+        return MPEVectorEnv(spec, n_agents, n_envs, seed, action_type, options)
+    if action_type != "discrete":
+        raise ValueError(f"matrix game {spec!r} has discrete actions only")
+    if options:
+        raise ValueError(f"matrix game {spec!r} takes no env options, got {sorted(options)}")
     return MatrixGameEnv(get_game(spec), n_agents, n_envs)

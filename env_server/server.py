@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ class EnvServerConfig:
     address: str
     """where the ROUTER socket binds, e.g. tcp://0.0.0.0:5555 or ipc:///tmp/run/env"""
     env: str
-    """pd | maintain | meeting3 | payoff:FILE"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection"""
     n_agents: int
     """how many agent processes take part"""
     steps: int
@@ -69,9 +69,18 @@ class EnvServerConfig:
     """an agent silent for this many heartbeat intervals (2 s by default) is declared dead"""
     missing_action: str = "last"
     """what an agent's seat plays when its action is missing (dead, or later than
-    action_timeout_s): last (its last action) | noop (action 0) | random (uniform, seeded);
+    action_timeout_s): last (its last action) | noop (action 0, or zero force) | random (uniform, seeded);
     remove: like last, and a dead agent is dropped for the rest of the run (never waited for
     or sent to again, a HELLO from it is refused)"""
+    env_options: dict = field(default_factory=dict)
+    """scenario options (MPE: e.g. {"n_prey": 2, "view_radius": 1.0})"""
+    action_type: str = "discrete"
+    """discrete | continuous (MPE forces, for DDPG)"""
+    range_radius: float = 0.0
+    """> 0: tell each agent, per step and copy, which agents are within this distance (range:R
+    topologies). The server is the physical medium here, like a radio; it learns nothing."""
+    share_team_reward: bool = False
+    """ctde mode: send every agent the team reward (the sum of all agents' rewards) too"""
 
     def __post_init__(self):
         if self.missing_action not in MISSING_ACTIONS:
@@ -83,7 +92,10 @@ class EnvServerConfig:
 class EnvServer:
     def __init__(self, cfg: EnvServerConfig, env: VectorEnv | None = None):
         self.cfg = cfg
-        self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs)
+        self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, cfg.seed, cfg.action_type, cfg.env_options)
+        if cfg.range_radius > 0 and not hasattr(self.env, "in_range"):
+            raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE env")
+        self.task_metric_names: tuple[str, ...] = getattr(self.env, "metric_names", ())
         self.dir = Path(cfg.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
@@ -97,7 +109,7 @@ class EnvServer:
         self.step = 0
         self.ready: set[int] = set()
         self.missed = [0] * cfg.n_agents  # consecutive steps without an action, per agent
-        self.n_actions = [self.env.agent_spec(i)["action"]["n"] for i in range(cfg.n_agents)]  # off the hot path
+        self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
@@ -168,8 +180,9 @@ class EnvServer:
             log.info("agent %d is back after %.2f s of silence (step %d)", agent, now - self.last_heard[agent],
                      self.step)
             self.dead.discard(agent)
-            self.rejoining.add(agent)
-            self.rejoin_ready.add(agent)  # a HELLO (restart) takes this back until its READY
+            if agent not in self.rejoining:
+                self.rejoining.add(agent)
+                self.rejoin_ready.add(agent)  # a HELLO (restart) takes this back until its READY
         self.last_heard[agent] = now
 
     def _tick(self) -> None:
@@ -186,7 +199,8 @@ class EnvServer:
             if now - self.last_sent[i] >= interval:
                 self._send(i, protocol.HEARTBEAT, self.step, {})
             silent = now - self.last_heard[i]
-            if self.running and i not in self.dead and silent > interval * self.cfg.heartbeat_liveness:
+            starting = i in self.rejoining and i not in self.rejoin_ready  # building its learner: not waited for
+            if self.running and not starting and i not in self.dead and silent > interval * self.cfg.heartbeat_liveness:
                 self._declare_dead(i, silent)
 
     def _declare_dead(self, agent: int, silent_s: float) -> None:
@@ -274,17 +288,37 @@ class EnvServer:
 
     def _substitute(self, agent: int, last: np.ndarray) -> np.ndarray:
         if self.cfg.missing_action == "noop":
-            return np.zeros(self.cfg.n_envs, np.int32)
+            return self._idle_action(agent)
         if self.cfg.missing_action == "random":
-            return self.rng.integers(0, self.n_actions[agent], self.cfg.n_envs).astype(np.int32)
+            space = self.action_spaces[agent]
+            if space["type"] == "continuous":
+                low, high = space["low"], space["high"]
+                return self.rng.uniform(low, high, (self.cfg.n_envs, space["dim"])).astype(np.float32)
+            return self.rng.integers(0, space["n"], self.cfg.n_envs).astype(np.int32)
         return last  # last, remove
 
     def _parse_action(self, msg: protocol.Message) -> np.ndarray | None:
-        act = np.frombuffer(msg.body[0], dtype="<i4")
-        n = self.n_actions[msg.sender]
+        space = self.action_spaces[msg.sender]
+        if space["type"] == "continuous":
+            dim = space["dim"]
+            if len(msg.body[0]) != 4 * self.cfg.n_envs * dim:
+                return self._drop(f"action of agent {msg.sender}: {len(msg.body[0])} bytes, "
+                                  f"expected {self.cfg.n_envs} x {dim} float32")
+            act = np.frombuffer(msg.body[0], dtype="<f4").reshape(self.cfg.n_envs, dim)
+            if not np.isfinite(act).all():
+                return self._drop(f"action of agent {msg.sender} with non-finite values")
+            return np.clip(act, space["low"], space["high"])
+        act = np.frombuffer(msg.body[0], dtype="<i4") if len(msg.body[0]) % 4 == 0 else np.zeros(0, np.int32)
+        n = space["n"]
         if act.shape[0] != self.cfg.n_envs or act.min() < 0 or act.max() >= n:
             return self._drop(f"action of agent {msg.sender} with shape {act.shape} / values outside 0..{n - 1}")
         return act
+
+    def _idle_action(self, agent: int) -> np.ndarray:
+        space = self.action_spaces[agent]
+        if space["type"] == "continuous":
+            return np.zeros((self.cfg.n_envs, space["dim"]), np.float32)
+        return np.zeros(self.cfg.n_envs, np.int32)
 
     def _send_results(self, step: int, obs: list[np.ndarray], rewards: np.ndarray | None, done: np.ndarray,
                       last: bool) -> None:
@@ -292,12 +326,18 @@ class EnvServer:
         empty reward (the reward was for an action it did not take); a dead one, or one still in
         its handshake, gets nothing (results would pile up in its queue)."""
         done_b = protocol.to_bytes(done)
+        extras: dict[str, bytes] = {}
+        if rewards is not None and self.cfg.share_team_reward:
+            extras["team"] = protocol.to_bytes(rewards.sum(0))
+        in_range = self.env.in_range(self.cfg.range_radius) if rewards is not None and self.cfg.range_radius > 0 else None
         for i in range(self.cfg.n_agents):
             if i in self.removed or i in self.dead or (i in self.rejoining and i not in self.rejoin_ready):
                 continue
             fresh = rewards is None or i in self.rejoin_ready
             r = b"" if fresh else protocol.to_bytes(rewards[i])
-            self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last])
+            if in_range is not None:  # only agent i's own row: who is near i
+                extras["in_range"] = np.ascontiguousarray(in_range[i], np.uint8).tobytes()
+            self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last, extras])
         for i in self.rejoin_ready:
             self.events.append({"event": "rejoined", "agent": i, "step": step})
             self.missed[i] = 0
@@ -312,11 +352,11 @@ class EnvServer:
         if not self.wait_for_agents():
             self._broadcast_stop("not every agent came up")
             return 3
-        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS)
+        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS + list(self.task_metric_names))
         obs = self.env.reset()
-        last_actions = [np.zeros(cfg.n_envs, np.int32) for _ in range(cfg.n_agents)]
+        last_actions = [self._idle_action(i) for i in range(cfg.n_agents)]
         final_from = cfg.steps - max(1, cfg.steps // 10)
-        final_team = []
+        final_team, final_episodes = [], []
         t0 = t_log = time.monotonic()
         self.running = True
         self.last_heard[:] = t0  # every agent was just heard (READY); silence counts from here
@@ -335,6 +375,10 @@ class EnvServer:
             metrics.accumulate({"team_reward": team, "missing_actions": n_missing})
             if step >= final_from:
                 final_team.append(team)
+            for episode in getattr(self.env, "pop_task_metrics", list)():
+                metrics.accumulate(episode)
+                if step >= final_from:
+                    final_episodes.append(episode)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 now = time.monotonic()
                 rate = cfg.log_every * cfg.n_envs / max(now - t_log, 1e-9)
@@ -349,7 +393,10 @@ class EnvServer:
         stats = {"env": cfg.env, "steps": done_steps, "n_envs": cfg.n_envs, "env_steps": done_steps * cfg.n_envs,
                  "wall_s": round(wall, 3), "env_steps_per_s": round(done_steps * cfg.n_envs / max(wall, 1e-9), 1),
                  "final": {"mean_team_reward": float(np.mean(final_team)) if final_team else None,
-                           "joint_action_freq": getattr(self.env, "joint_action_freq", dict)()},
+                           "joint_action_freq": getattr(self.env, "joint_action_freq", dict)(),
+                           "episodes": len(final_episodes)} | {
+                     name: float(np.mean([e[name] for e in final_episodes])) if final_episodes else None
+                     for name in self.task_metric_names},
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested,

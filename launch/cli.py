@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from drima.agent.process import EXIT_REFUSED, AgentConfig
+from drima.env_server.envs import MPE_ENVS, is_mpe
+from drima.env_server.matrix_games import PayoffFileError, get_game
+from drima.env_server.server import MISSING_ACTIONS
 from drima.metrics import last_row
 from drima.procinfo import set_process_title
-from drima.env_server.server import MISSING_ACTIONS
-from drima.topology import TopologyError, build_topology, is_dynamic
+from drima.topology import TopologyError, build_topology, is_dynamic, range_radius
 from drima.types import ALGOS, REWARD_MODES
 
-from drima.agent.process import EXIT_REFUSED, AgentConfig
-
-from .plan import LaunchConfig, plan_run
+from .plan import LaunchConfig, action_type, plan_run
 from .report import plot_run, write_summary
 from .supervisor import spawn_agent, spawn_env_server, stop_all, tail
 
@@ -39,12 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = LaunchConfig()
     p = argparse.ArgumentParser(prog="drima-launch", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--env", default=d.env, help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table)")
+    p.add_argument("--env", default=d.env,
+                   help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)")
     p.add_argument("--algo", default=d.algo, choices=ALGOS, help="each agent's own learner")
     p.add_argument("--mode", default=d.mode, choices=REWARD_MODES, help="reward mode")
     p.add_argument("--topology", default=d.topology,
-                   help="full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES")
-    p.add_argument("--n", type=int, default=d.n, help="number of agent processes")
+                   help="full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES"
+                        " | range:R (MPE: neighbours are the agents within distance R, at every step)")
+    p.add_argument("--n", type=int, default=None,
+                   help="number of agent processes (default: the game's players; hunting: attackers + "
+                        "interceptors; collection: 6)")
     p.add_argument("--steps", type=int, default=d.steps, help="environment steps (each steps all K copies)")
     p.add_argument("--envs", type=int, default=d.envs, help="K environment copies stepped together")
     p.add_argument("--seed", type=int, default=d.seed, help="run seed")
@@ -79,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-agent", action="append", default=[], metavar="K@T", type=_kill_spec,
                    help="fault injection (repeatable): SIGKILL agent K once the env server reports step T")
     p.add_argument("--learner", default="{}", help='learner option overrides as JSON, e.g. \'{"lr_actor": 0.003}\'')
+    p.add_argument("--env-options", default="{}", help='scenario options as JSON, e.g. \'{"view_radius": 1.0}\'')
+    p.add_argument("--prey", type=int, help="hunting: number of prey (CH-I 1, CH-II 2)")
+    p.add_argument("--attackers", type=int, help="hunting: number of attackers (CH-I 1, CH-II 2)")
+    p.add_argument("--interceptors", type=int, help="hunting: number of interceptors (CH-I 2, CH-II 2)")
+    p.add_argument("--actions", default=d.actions, choices=("auto", "discrete", "continuous"),
+                   help="action space; auto = continuous forces for ddpg in MPE, else discrete")
+    p.add_argument("--render", action="store_true",
+                   help="MPE: after the run, play one episode with the learned policies into RUN_DIR/episode.gif")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -93,12 +106,12 @@ def _kill_spec(text: str) -> list[int]:
     return [agent, step]
 
 
-def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]:
+def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool, bool]:
     """Parse and validate; any error exits with status 2 and a one-line message."""
     parser = build_parser()
     a = parser.parse_args(argv)
-    for name in ("n", "steps", "envs", "log_every", "checkpoint_every"):
-        if getattr(a, name) < 1:
+    for name in ("n", "steps", "envs", "log_every", "checkpoint_every", "prey", "attackers", "interceptors"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= a.link_drop <= 1:
         parser.error("--link-drop must be in [0, 1]")
@@ -106,31 +119,58 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
         parser.error("--link-delay-ms must be >= 0")
     if a.heartbeat_interval <= 0 or a.heartbeat_liveness < 1 or a.reconnect_timeout <= 0:
         parser.error("--heartbeat-interval and --reconnect-timeout must be > 0, --heartbeat-liveness >= 1")
-    for agent, _ in a.kill_agent:
-        if agent >= a.n:
-            parser.error(f"--kill-agent {agent}@...: there are only agents 0..{a.n - 1}")
     if a.max_restarts < 0 or a.restart_delay < 0:
         parser.error("--max-restarts and --restart-delay must be >= 0")
     if a.mu_step_size <= 0 or a.mu_step_size > 1:
         parser.error("--mu-step-size must be in (0, 1]")
-    try:
-        learner = json.loads(a.learner)
-        if not isinstance(learner, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as exc:
-        parser.error(f"--learner: {exc}")
-    if is_dynamic(a.topology):
-        parser.error(f"--topology {a.topology}: range topologies need an environment with positions (MPE)")
-    cfg = LaunchConfig(env=a.env, algo=a.algo, mode=a.mode, topology=a.topology, n=a.n, steps=a.steps,
+    learner = _json_object(parser, "--learner", a.learner)
+    env_options = _json_object(parser, "--env-options", a.env_options)
+    hunting = {"n_prey": a.prey, "n_attackers": a.attackers, "n_interceptors": a.interceptors}
+    if any(v is not None for v in hunting.values()):
+        if a.env != "hunting":
+            parser.error("--prey, --attackers and --interceptors are options of --env hunting")
+        env_options |= {k: v for k, v in hunting.items() if v is not None}
+    if a.render and not is_mpe(a.env):
+        parser.error(f"--render draws MPE envs ({', '.join(MPE_ENVS)}), not {a.env}")
+    if is_dynamic(a.topology) and not is_mpe(a.env):
+        parser.error(f"--topology {a.topology}: range topologies need an environment with positions "
+                     f"({', '.join(MPE_ENVS)})")
+    n = a.n if a.n is not None else default_n(a.env, env_options)
+    cfg = LaunchConfig(env=a.env, algo=a.algo, mode=a.mode, topology=a.topology, n=n, steps=a.steps,
                        envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
-                       learner=learner, heartbeat_interval_s=a.heartbeat_interval,
-                       heartbeat_liveness=a.heartbeat_liveness, missing_action=a.missing_action,
-                       on_env_loss=a.on_env_loss, reconnect_timeout_s=a.reconnect_timeout,
-                       restart_failed=a.restart_failed, max_restarts=a.max_restarts,
-                       restart_delay_s=a.restart_delay, kill_agents=a.kill_agent)
-    return cfg, a.quiet
+                       learner=learner, env_options=env_options, actions=a.actions,
+                       heartbeat_interval_s=a.heartbeat_interval, heartbeat_liveness=a.heartbeat_liveness,
+                       missing_action=a.missing_action, on_env_loss=a.on_env_loss,
+                       reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
+                       max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent)
+    for agent, _ in a.kill_agent:
+        if agent >= n:
+            parser.error(f"--kill-agent {agent}@...: there are only agents 0..{n - 1}")
+    return cfg, a.quiet, a.render
+
+
+def _json_object(parser: argparse.ArgumentParser, flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        parser.error(f"{flag}: {exc}")
+    if not isinstance(value, dict):
+        parser.error(f"{flag}: not a JSON object")
+    return value
+
+
+def default_n(env: str, env_options: dict) -> int:
+    """As many agents as the environment has learners, when --n is not given."""
+    if env == "hunting":
+        return env_options.get("n_attackers", 1) + env_options.get("n_interceptors", 2)
+    if env == "collection":
+        return 6
+    try:
+        return get_game(env).n_players
+    except (ValueError, PayoffFileError):  # reported with its reason by _validate
+        return 2
 
 
 def _validate(cfg: LaunchConfig) -> None:
@@ -138,8 +178,11 @@ def _validate(cfg: LaunchConfig) -> None:
     from drima.agent.learners import env_defaults, make_learner
     from drima.env_server.envs import make_env
 
-    build_topology(cfg.topology, cfg.n, cfg.seed)
-    env = make_env(cfg.env, cfg.n, cfg.envs)
+    if is_dynamic(cfg.topology):
+        range_radius(cfg.topology)
+    else:
+        build_topology(cfg.topology, cfg.n, cfg.seed)
+    env = make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options)
     spec = env.agent_spec(0)
     make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec) | cfg.learner, 0)
 
@@ -169,8 +212,11 @@ class Progress:
                          if (r := last_row(run_dir / f"agent_{i}" / "metrics.csv")) and r.get("conflict_rate")]
             rate = float(env_row["env_steps_per_s"])
             eta = (self.cfg.steps - step) * self.cfg.envs / rate if rate > 0 else float("nan")
+            episode = env_row.get("episode_team_return")  # episodic (MPE) envs: the paper's group reward
+            reward = (f"episode return {float(episode):.1f}" if episode else
+                      f"team reward {float(env_row['team_reward']):.2f}")
             line = (f"[{self._tag()}] step {step}/{self.cfg.steps} ({100 * step / self.cfg.steps:3.0f}%) | "
-                    f"{rate:,.0f} env steps/s | team reward {float(env_row['team_reward']):.2f} | "
+                    f"{rate:,.0f} env steps/s | {reward} | "
                     f"conflict {np.mean(conflicts) if conflicts else 0:.2f} | eta {eta:.0f}s")
         print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n", flush=True)
 
@@ -304,23 +350,32 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
     if not quiet:
         fin = summary["final"]
         freq = sorted(fin.get("joint_action_freq", {}).items(), key=lambda kv: -kv[1])[:3]
-        print(f"{status}{': ' + failure if failure else ''}: {summary['steps']} steps, "
-              f"{summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
-              f"final team reward {fin.get('mean_team_reward')}, top joint actions {freq}")
+        tasks = {k: round(v, 3) for k, v in fin.items() if isinstance(v, float) and k not in
+                 ("mean_team_reward", "mean_conflict_rate")}
+        print(f"{status}{': ' + failure if failure else ''}: {summary['steps']} steps, {summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
+              f"final team reward per step {fin.get('mean_team_reward')}, "
+              + (f"per episode {tasks}" if tasks else f"top joint actions {freq}"))
         print(f"results: {run_dir / 'summary.json'}" + (f", {plot}" if plot else ""))
     return {"completed": 0, "interrupted": 130}.get(status, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="drima-launch: %(levelname)s %(message)s")
-    cfg, quiet = config_from_args(argv)
+    cfg, quiet, render = config_from_args(argv)
     try:
         _validate(cfg)
     except (ValueError, TopologyError) as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 2
     set_process_title("launch", cfg.run_dir)
-    return run(cfg, quiet)
+    code = run(cfg, quiet)
+    if render and code == 0:
+        from .render import render_run
+
+        gif = Path(cfg.run_dir) / "episode.gif"
+        metrics = render_run(cfg.run_dir, gif)
+        print(f"episode with the learned policies: {gif} {metrics}")
+    return code
 
 
 if __name__ == "__main__":

@@ -14,19 +14,20 @@ from pathlib import Path
 
 from drima.agent.process import AgentConfig
 from drima.env_server.server import EnvServerConfig
-from drima.topology import build_topology, neighbour_map
+from drima.env_server.envs import default_action_type
+from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
 
 @dataclass
 class LaunchConfig:
     env: str = "pd"
-    """pd | maintain | meeting3 | payoff:FILE"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection"""
     algo: str = "a2c"
     """a2c | dqn | ddpg: every agent runs its own learner of this kind"""
     mode: str = "dri"
-    """ind | dri | dri-naive"""
+    """ind | dri | dri-naive | ctde (learn from the team reward the env server sends)"""
     topology: str = "full"
-    """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES"""
+    """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES | range:R"""
     n: int = 2
     """number of agent processes"""
     steps: int = 3000
@@ -55,6 +56,10 @@ class LaunchConfig:
     """chaos: delay added to every neighbour message"""
     learner: dict = field(default_factory=dict)
     """learner option overrides (e.g. {"lr_actor": 0.003})"""
+    env_options: dict = field(default_factory=dict)
+    """scenario options (MPE: e.g. {"n_prey": 2, "n_attackers": 2, "n_interceptors": 2})"""
+    actions: str = "auto"
+    """auto | discrete | continuous; auto = continuous forces for ddpg in MPE, else discrete"""
     heartbeat_interval_s: float = 0.5
     """env link heartbeat interval, both ways (env server <-> agents)"""
     heartbeat_liveness: int = 4
@@ -99,10 +104,20 @@ def _free_tcp_ports(host: str, count: int) -> list[int]:
     return ports
 
 
+def action_type(cfg: LaunchConfig) -> str:
+    return default_action_type(cfg.env, cfg.algo) if cfg.actions == "auto" else cfg.actions
+
+
 def plan_run(cfg: LaunchConfig) -> RunPlan:
     """Build every process's config. Raises ValueError/TopologyError on a bad config."""
-    graph = build_topology(cfg.topology, cfg.n, cfg.seed)
-    nbrs = neighbour_map(graph)
+    radius = 0.0
+    if cfg.mode == "ctde":  # learns from the team reward: no neighbour scalars to trade
+        nbrs = {i: [] for i in range(cfg.n)}
+    elif is_dynamic(cfg.topology):  # anyone may come in range: link to all, the env server says who is near
+        radius = range_radius(cfg.topology)
+        nbrs = neighbour_map(build_topology("full", cfg.n))
+    else:
+        nbrs = neighbour_map(build_topology(cfg.topology, cfg.n, cfg.seed))
     run_dir = Path(cfg.run_dir)
     socket_dir = None
     if cfg.transport == "ipc":
@@ -119,6 +134,8 @@ def plan_run(cfg: LaunchConfig) -> RunPlan:
         raise ValueError(f"unknown transport {cfg.transport!r}: use ipc or tcp")
     server = EnvServerConfig(address=env_addr, env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
                              seed=cfg.seed, run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
+                             env_options=dict(cfg.env_options), action_type=action_type(cfg), range_radius=radius,
+                             share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action)
     agents = [

@@ -111,3 +111,43 @@ def test_mu_update_uses_original_reward_not_the_signal():
 
 def test_mu_update_averages_env_copies():
     assert update_mu(0.0, np.array([2.0, 4.0]), 0.1) == pytest.approx(0.3)
+
+
+# -- per-copy neighbourhoods (range topologies) and ctde ---------------------------------------
+
+@pytest.mark.parametrize("mode", ["dri", "dri-naive"])
+def test_in_range_all_true_is_the_static_rule(mode):
+    rng = np.random.default_rng(0)
+    r, nbr, mus = rng.normal(size=6), rng.normal(size=(3, 6)), rng.normal(size=3)
+    plain = reshape_reward(mode, r, 0.3, nbr, mus)
+    masked = reshape_reward(mode, r, 0.3, nbr, mus, in_range=np.ones((3, 6), bool))
+    np.testing.assert_allclose(masked.signal, plain.signal)
+    np.testing.assert_array_equal(masked.conflict, plain.conflict)
+
+
+@pytest.mark.parametrize("mode", ["dri", "dri-naive"])
+def test_in_range_equals_the_rule_on_each_copys_own_neighbours(mode):
+    rng = np.random.default_rng(1)
+    k, m = 8, 4
+    r, nbr, mus = rng.normal(size=k), rng.normal(size=(m, k)), rng.normal(size=m)
+    mask = rng.random((m, k)) < 0.5
+    mask[:, 0] = False  # copy 0: nobody in range
+    out = reshape_reward(mode, r, -0.2, nbr, mus, in_range=mask)
+    for c in range(k):
+        js = np.flatnonzero(mask[:, c])
+        one = reshape_reward(mode, r[c:c + 1], -0.2, nbr[js, c:c + 1], mus[js])
+        assert out.signal[c] == pytest.approx(one.signal[0])
+        assert out.conflict[c] == one.conflict[0]
+    assert out.signal[0] == pytest.approx(r[0] + 0.2) and not out.conflict[0]  # isolated: independent
+
+
+def test_ctde_uses_the_reward_it_is_given_and_ignores_neighbours():
+    team = np.array([3.0, -1.0])
+    out = reshape_reward("ctde", team, 0.5, np.array([[100.0, 100.0]]), np.array([9.0]))
+    np.testing.assert_allclose(out.signal, team - 0.5)
+    assert not out.conflict.any()
+
+
+def test_unknown_mode_is_rejected_even_without_neighbours():
+    with pytest.raises(ValueError, match="unknown reward mode"):
+        reshape_reward("dri-typo", np.zeros(2), 0.0, np.zeros((0, 2)), np.zeros(0))

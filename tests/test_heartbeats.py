@@ -201,7 +201,7 @@ class FakeEnvServer:
         self.recv_kind(protocol.READY)
 
     def result(self, step, reward: bytes, last=False):
-        self.send(protocol.RESULT, step, [self.obs, reward, protocol.to_bytes(np.zeros(K)), last])
+        self.send(protocol.RESULT, step, [self.obs, reward, protocol.to_bytes(np.zeros(K)), last, {}])
 
 
 def play(fake, first_step, n):

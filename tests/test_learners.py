@@ -60,3 +60,21 @@ def test_a2c_learns_the_better_arm_of_a_bandit():
         a = learner.act(obs)
         learner.update(obs, a, np.where(a == 1, 1.0, -1.0).astype(np.float32), obs, np.zeros(16, np.float32))
     assert learner.policy(obs[:1])[0, 1] > 0.9
+
+
+def test_ddpg_continuous_actions_are_bounded_and_learn_a_target_action():
+    """A one-state task whose signal is highest at action (0.5, -0.5): the greedy action moves there."""
+    space = {"type": "continuous", "dim": 2, "low": -1.0, "high": 1.0}
+    learner = make_learner("ddpg", 1, space, {"gamma": 0.0, "learning_starts": 32, "batch_size": 32}, 0)
+    obs = np.ones((16, 1), np.float32)
+    target = np.array([0.5, -0.5], np.float32)
+    for _ in range(1000):
+        a = learner.act(obs)
+        assert a.shape == (16, 2) and a.dtype == np.float32 and np.abs(a).max() <= 1.0
+        learner.update(obs, a, -((a - target) ** 2).sum(1).astype(np.float32), obs, np.zeros(16, np.float32))
+    np.testing.assert_allclose(learner.policy(obs[:1])[0], target, atol=0.1)
+
+
+def test_continuous_actions_are_refused_by_discrete_only_learners():
+    with pytest.raises(ValueError, match="a2c supports discrete"):
+        make_learner("a2c", 3, {"type": "continuous", "dim": 2}, {}, 0)

@@ -234,3 +234,12 @@ def test_range_specs_are_dynamic():
 
 def test_topology_names():
     assert TOPOLOGY_NAMES == ("full", "ring", "line", "star", "grid", "random-regular", "erdos-renyi", "file")
+
+
+def test_range_radius_parses_the_distance_and_names_bad_ones():
+    from drima.topology import range_radius
+
+    assert range_radius("range:0.8") == 0.8
+    for bad in ("range", "range:", "range:far", "range:-1", "range:0", "range:inf", "ring"):
+        with pytest.raises(TopologyError):
+            range_radius(bad)

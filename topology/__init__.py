@@ -7,6 +7,7 @@ from .builders import (
     is_dynamic,
     load_edge_list,
     neighbour_map,
+    range_radius,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "is_dynamic",
     "load_edge_list",
     "neighbour_map",
+    "range_radius",
 ]

@@ -50,6 +50,20 @@ def is_dynamic(spec: str) -> bool:
     return _split(spec)[0] == _DYNAMIC_NAME
 
 
+def range_radius(spec: str) -> float:
+    """R of ``range:R``: agents within distance R of each other are neighbours at that step."""
+    name, param = _split(spec)
+    if name != _DYNAMIC_NAME:
+        raise TopologyError(f"topology {spec!r} is not a range topology")
+    try:
+        radius = float(param or "")
+    except ValueError:
+        raise TopologyError(f"topology {spec!r}: give the communication range as a number, e.g. range:0.8") from None
+    if not radius > 0 or radius == float("inf"):
+        raise TopologyError(f"topology {spec!r}: the range must be a positive finite number")
+    return radius
+
+
 def _graph(n: int, edges: Iterable[tuple[int, int]]) -> nx.Graph:
     # Adding nodes first keeps isolated agents in the graph and the node order 0..n-1.
     graph = nx.Graph()

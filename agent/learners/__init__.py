@@ -13,6 +13,7 @@ from .dqn import DQN, DQNConfig
 
 CONFIGS = {"a2c": A2CConfig, "dqn": DQNConfig, "ddpg": DDPGConfig}
 CLASSES = {"a2c": A2C, "dqn": DQN, "ddpg": DDPG}
+ACTION_TYPES = {"a2c": ("discrete",), "dqn": ("discrete",), "ddpg": ("discrete", "continuous")}
 
 
 class Learner(Protocol):
@@ -33,11 +34,14 @@ def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[st
     """Build one agent's learner. `overrides` set fields of the algorithm's config dataclass."""
     if algo not in CLASSES:
         raise ValueError(f"unknown algo {algo!r}; choose from {sorted(CLASSES)}")
-    if action_space.get("type") != "discrete":
-        raise ValueError(f"{algo} here supports discrete actions only, got {action_space}")
+    kind = action_space.get("type")
+    if kind not in ACTION_TYPES[algo]:
+        raise ValueError(f"{algo} supports {' or '.join(ACTION_TYPES[algo])} actions, not {kind!r}")
     cfg_cls = CONFIGS[algo]
     known = {f.name for f in dataclasses.fields(cfg_cls)}
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown {algo} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    if algo == "ddpg":
+        return DDPG(obs_dim, action_space, cfg_cls(**overrides), seed)
     return CLASSES[algo](obs_dim, int(action_space["n"]), cfg_cls(**overrides), seed)

@@ -1,8 +1,9 @@
 """DDPG with the DRI signal in the critic's target, one agent's own learner.
 
-Discrete actions (matrix games) follow MADDPG's recipe: the actor outputs logits, the
-critic scores Q(s, one_hot(a)), and the actor ascends Q(s, softmax(logits)) through the
-relaxed action. Exploration samples a Gumbel-perturbed argmax, plus epsilon-uniform.
+Continuous actions (MPE: a 2-d force in [-1, 1]^2) are plain DDPG: a tanh actor, Q(s, a),
+Gaussian exploration noise. Discrete actions (matrix games) follow MADDPG's recipe: the actor
+outputs logits, the critic scores Q(s, one_hot(a)), and the actor ascends Q(s, softmax(logits))
+through the relaxed action; exploration samples a Gumbel-perturbed argmax, plus epsilon-uniform.
 
     target = signal + gamma * (1 - done) * Q_target(s', pi_target(s'))
 """
@@ -41,38 +42,55 @@ class DDPGConfig:
     explore_eps: float = 0.05
     """probability of a uniformly random action on top of the Gumbel sampling"""
     gumbel_temperature: float = 1.0
-    """temperature of the Gumbel-softmax exploration noise"""
+    """temperature of the Gumbel-softmax exploration noise (discrete actions)"""
+    noise_std: float = 0.2
+    """std of the Gaussian exploration noise on continuous actions (in action units)"""
+    max_grad_norm: float = 0.0
+    """gradient clipping of actor and critic; 0 = none (MADDPG's MPE setting is 0.5)"""
 
 
 class DDPG:
-    def __init__(self, obs_dim: int, n_actions: int, cfg: DDPGConfig, seed: int):
+    def __init__(self, obs_dim: int, action_space: dict, cfg: DDPGConfig, seed: int):
         torch.manual_seed(seed)
         self.cfg = cfg
-        self.n_actions = n_actions
-        self.actor = mlp(obs_dim, n_actions, cfg.hidden, out_gain=0.01)
-        self.critic = mlp(obs_dim + n_actions, 1, cfg.hidden)
+        self.continuous = action_space["type"] == "continuous"
+        self.n_actions = int(action_space["dim"] if self.continuous else action_space["n"])
+        self.actor = mlp(obs_dim, self.n_actions, cfg.hidden, out_gain=0.01)
+        self.critic = mlp(obs_dim + self.n_actions, 1, cfg.hidden)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_critic)
-        self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed)
+        if self.continuous:
+            self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (self.n_actions,), "float32", seed)
+        else:
+            self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
 
+    def _relaxed(self, actor, obs: torch.Tensor) -> torch.Tensor:
+        """The differentiable action the critic scores: tanh output or softmax probabilities."""
+        out = actor(obs)
+        return torch.tanh(out) if self.continuous else F.softmax(out, dim=-1)
+
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        logits = self.actor(torch.as_tensor(obs))
-        u = torch.rand(logits.shape, generator=self.gen).clamp_(1e-10, 1.0)
-        sampled = (logits / self.cfg.gumbel_temperature - torch.log(-torch.log(u))).argmax(-1).numpy()
+        out = self.actor(torch.as_tensor(obs))
+        if self.continuous:
+            noise = torch.randn(out.shape, generator=self.gen) * self.cfg.noise_std
+            return (torch.tanh(out) + noise).clamp_(-1.0, 1.0).numpy().astype(np.float32)
+        u = torch.rand(out.shape, generator=self.gen).clamp_(1e-10, 1.0)
+        sampled = (out / self.cfg.gumbel_temperature - torch.log(-torch.log(u))).argmax(-1).numpy()
         explore = self.rng.random(len(obs)) < self.cfg.explore_eps
         return np.where(explore, self.rng.integers(0, self.n_actions, size=len(obs)), sampled).astype(np.int32)
 
     @torch.no_grad()
     def policy(self, obs: np.ndarray) -> np.ndarray:
-        return F.softmax(self.actor(torch.as_tensor(obs)), dim=-1).numpy()
+        """Greedy action (continuous) or action probabilities (discrete), for evaluation."""
+        return self._relaxed(self.actor, torch.as_tensor(obs)).numpy()
 
-    def _q(self, critic, obs: torch.Tensor, action_probs: torch.Tensor) -> torch.Tensor:
-        return critic(torch.cat([obs, action_probs], dim=-1)).squeeze(-1)
+    def _q(self, critic, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return critic(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
     def update(self, obs, actions, signal, next_obs, done) -> dict[str, float]:
         self.buffer.add_batch(obs, actions, signal, next_obs, done)
@@ -82,17 +100,21 @@ class DDPG:
         with torch.no_grad():
             target = s
             if self.cfg.gamma > 0:
-                next_probs = F.softmax(self.actor_target(o2), dim=-1)
-                target = s + self.cfg.gamma * (1 - d) * self._q(self.critic_target, o2, next_probs)
-        q = self._q(self.critic, o, F.one_hot(a, self.n_actions).float())
-        critic_loss = F.mse_loss(q, target)
+                target = s + self.cfg.gamma * (1 - d) * self._q(self.critic_target, o2,
+                                                                self._relaxed(self.actor_target, o2))
+        taken = a if self.continuous else F.one_hot(a, self.n_actions).float()
+        critic_loss = F.mse_loss(self._q(self.critic, o, taken), target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.max_grad_norm)
         self.critic_opt.step()
 
-        actor_loss = -self._q(self.critic, o, F.softmax(self.actor(o), dim=-1)).mean()
+        actor_loss = -self._q(self.critic, o, self._relaxed(self.actor, o)).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.max_grad_norm)
         self.actor_opt.step()
         soft_update(self.actor_target, self.actor, self.cfg.tau)
         soft_update(self.critic_target, self.critic, self.cfg.tau)

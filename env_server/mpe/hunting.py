@@ -1,0 +1,297 @@
+"""Cooperative Hunting (paper section 4.2, appendix B.2): slow predators chase a fast scripted prey.
+
+CH-I is 1 prey, 1 attacker, 2 interceptors; CH-II is 2 prey, 2 attackers, 2 interceptors.
+Episodes last 30 steps in a walled 2 x 2 arena. Only the predators are PettingZoo agents, in the
+order attackers then interceptors (`attacker_0`, `interceptor_0`, `interceptor_1`); the prey lives
+in `world.scripted` and flees by rule (`prey_policy`).
+
+Reward per predator per step:
+
+    -DIST_SCALE * (distance to nearest prey)                      every predator
+    +HIT_BONUS for each prey it touches                           attacker
+    -COLLISION_PENALTY for each prey it touches                   interceptor
+
+with DIST_SCALE = 0.1, HIT_BONUS = 10, COLLISION_PENALTY = 1 ("touch": centres closer than the sum
+of radii, 0.075 + 0.05).
+
+How these numbers make the saddle of Table 2 ((approach, approach) = (15, -5) is the optimum,
+(attacker approaches, interceptor avoids) = (5, 0) the saddle). Measured over 400 CH-I episodes
+with scripted predators, discrete actions; the attacker runs at where the prey is heading:
+
+    interceptors                 hits/ep  touches/ep (both)  attacker  each interceptor  sum
+    stay where they spawn         0.47      0.06              +2.9        -3.8           -4.7
+    hang back 0.3 from the prey   0.78      0.55              +5.8        -2.5           +0.9
+    run at the prey (blocking)    1.02      2.04              +8.3        -3.0           +2.4
+
+* The distance term is worth the same whether an interceptor hangs back or blocks (about -2 per
+  episode either way), so touches decide: blocking costs each interceptor ~0.75 extra touches,
+  -0.75 at COLLISION_PENALTY = 1. Alone, an interceptor prefers to hang back: near, not touching.
+* Blocked, the prey is trapped more often: +0.25 hits, +2.5 for the attacker, which outweighs
+  the two interceptors' -1.5. The group is better off at blocking (+2.4 > +0.9), no interceptor is.
+* The window is COLLISION_PENALTY between ~0.15 (below, blocking pays the interceptor itself: no
+  dilemma) and ~2 (above, blocking costs more than it brings the group). 1 sits in the middle.
+* A lone chaser catches the faster prey mainly when it pins it in a corner late in the episode
+  (first hit in ~24% of episodes, typically after step 15).
+
+Predators see within VIEW_RADIUS = 1.5 (three quarters of the arena's width: the prey is in view
+at most spawns, so a learner gets a signal, but a far corner can still hide it). The prey sees
+predators only within PREY_VIEW_RADIUS = 0.6, so interceptors can circle round outside its view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium.utils import EzPickle
+from mpe2._mpe_utils.core import Action, Agent
+from mpe2._mpe_utils.scenario import BaseScenario
+from mpe2._mpe_utils.simple_env import make_env
+from pettingzoo.utils.conversions import parallel_wrapper_fn
+
+from .world import (
+    ROLE_COLOURS,
+    ArenaEnv,
+    ArenaWorld,
+    encode_slots,
+    is_touching,
+    sample_clear_position,
+)
+
+VIEW_RADIUS = 1.5
+PREY_VIEW_RADIUS = 0.6
+DIST_SCALE = 0.1
+HIT_BONUS = 10.0
+COLLISION_PENALTY = 1.0
+
+# Prey rule: a wall starts to repel WALL_MARGIN from it; WALL_WEIGHT > 1 makes a heading straight
+# into an adjacent wall lose to a slide along it; WANDER_STRENGTH is the idle thrust (fraction).
+WALL_MARGIN = 0.3
+WALL_WEIGHT = 1.5
+CENTRE_PULL = 0.05  # breaks ties (e.g. which way to slide along a wall) towards open space
+WANDER_STRENGTH = 0.3
+N_HEADINGS = 32
+HEADINGS = np.stack(
+    [np.cos(np.arange(N_HEADINGS) * 2 * np.pi / N_HEADINGS),
+     np.sin(np.arange(N_HEADINGS) * 2 * np.pi / N_HEADINGS)],
+    axis=1,
+)
+
+
+class Predator(Agent):
+    def __init__(self, role: str) -> None:
+        super().__init__()
+        assert role in ("attacker", "interceptor"), f"unknown predator role {role!r}"
+        self.role = role
+
+
+class Prey(Agent):
+    def __init__(self, view_radius: float) -> None:
+        super().__init__()
+        self.role = "prey"
+        self.view_radius = view_radius
+
+
+def choose_heading(pos: np.ndarray, wish: np.ndarray, bound: float) -> np.ndarray:
+    """The unit heading closest to `wish` that does not run into a near wall.
+
+    Scores each of N_HEADINGS candidates by its alignment with `wish`, minus WALL_WEIGHT times how
+    far it points into each wall times how close that wall is. A flight straight at a wall thus
+    becomes a slide along it, and only a corner can trap the prey.
+    """
+    closeness = np.clip((np.abs(pos) - (bound - WALL_MARGIN)) / WALL_MARGIN, 0.0, 1.0)
+    outward = np.maximum(HEADINGS * np.sign(pos), 0.0)  # (N_HEADINGS, 2)
+    score = HEADINGS @ wish - WALL_WEIGHT * (outward @ closeness) - CENTRE_PULL * (HEADINGS @ pos)
+    return HEADINGS[int(np.argmax(score))]
+
+
+def prey_policy(prey: Prey, world: ArenaWorld) -> Action:
+    """Flee visible predators, sliding along walls; wander a little when none is in view.
+
+    The flight wish is the sum of unit vectors away from the predators in view, each weighted by
+    1 / distance, so the nearest threat counts most. Random draws come from `world.np_random`
+    only, so the prey is deterministic given the env's seed.
+    """
+    away = np.zeros(world.dim_p)
+    for predator in world.agents:
+        offset = prey.state.p_pos - predator.state.p_pos
+        dist = float(np.sqrt(np.dot(offset, offset)))
+        if 0.0 < dist <= prey.view_radius:
+            away += offset / dist**2  # (offset / dist) * (1 / dist)
+    away_norm = float(np.sqrt(np.dot(away, away)))
+    if away_norm > 0.0:
+        thrust, wish = 1.0, away / away_norm
+    else:
+        angle = world.np_random.uniform(0.0, 2.0 * np.pi)
+        thrust, wish = WANDER_STRENGTH, np.array([np.cos(angle), np.sin(angle)])
+    action = Action()
+    action.u = thrust * prey.accel * choose_heading(prey.state.p_pos, wish, world.bound)
+    action.c = np.zeros(world.dim_c)
+    return action
+
+
+class HuntingScenario(BaseScenario):
+    def __init__(
+        self,
+        dist_scale: float = DIST_SCALE,
+        hit_bonus: float = HIT_BONUS,
+        collision_penalty: float = COLLISION_PENALTY,
+    ) -> None:
+        self.dist_scale = dist_scale
+        self.hit_bonus = hit_bonus
+        self.collision_penalty = collision_penalty
+
+    def make_world(
+        self,
+        n_prey: int = 1,
+        n_attackers: int = 1,
+        n_interceptors: int = 2,
+        view_radius: float = VIEW_RADIUS,
+        prey_view_radius: float = PREY_VIEW_RADIUS,
+        bound: float = 1.0,
+    ) -> ArenaWorld:
+        assert n_prey >= 1 and n_attackers >= 1, "hunting needs at least one prey and one attacker"
+        world = ArenaWorld(bound=bound)
+        world.view_radius = view_radius
+        roles = ["attacker"] * n_attackers + ["interceptor"] * n_interceptors
+        role_counts = {"attacker": 0, "interceptor": 0}
+        for role in roles:
+            predator = Predator(role)
+            predator.name = f"{role}_{role_counts[role]}"
+            role_counts[role] += 1
+            # simple_tag's adversary: slower than the prey and bigger
+            predator.size, predator.accel, predator.max_speed = 0.075, 3.0, 1.0
+            predator.silent = True
+            predator.color = np.array(ROLE_COLOURS[role])
+            world.agents.append(predator)
+        for i in range(n_prey):
+            prey = Prey(prey_view_radius)
+            prey.name = f"prey_{i}"
+            prey.size, prey.accel, prey.max_speed = 0.05, 4.0, 1.3
+            prey.silent = True
+            prey.action_callback = prey_policy
+            prey.color = np.array(ROLE_COLOURS["prey"])
+            world.scripted.append(prey)
+        return world
+
+    def reset_world(self, world: ArenaWorld, np_random: np.random.Generator) -> None:
+        world.np_random = np_random
+        for predator in world.agents:
+            predator.state.p_pos = np_random.uniform(-world.bound, world.bound, world.dim_p)
+        predator_pos = [p.state.p_pos for p in world.agents]
+        for prey in world.scripted:
+            # a small gap beyond touching so no episode starts with a free hit
+            prey.state.p_pos = sample_clear_position(
+                np_random, world.bound, predator_pos, 0.075 + prey.size + 0.05
+            )
+        for mover in world.movers:
+            mover.state.p_vel = np.zeros(world.dim_p)
+            mover.state.c = np.zeros(world.dim_c)
+            mover.action.u = np.zeros(world.dim_p)
+            mover.action.c = np.zeros(world.dim_c)
+
+    def reward(self, agent: Predator, world: ArenaWorld) -> float:
+        offsets = np.array([prey.state.p_pos for prey in world.scripted]) - agent.state.p_pos
+        rew = -self.dist_scale * float(np.min(np.sqrt(np.sum(np.square(offsets), axis=1))))
+        touches = sum(is_touching(agent, prey) for prey in world.scripted)
+        if agent.role == "attacker":
+            rew += self.hit_bonus * touches
+        else:
+            rew -= self.collision_penalty * touches
+        return rew
+
+    def observation(self, agent: Predator, world: ArenaWorld) -> np.ndarray:
+        """[own vel, own pos, role one-hot (attacker, interceptor),
+        per prey [visible, rel_pos, rel_vel], per other predator [visible, rel_pos, is_attacker]].
+        """
+        own_pos, own_vel = agent.state.p_pos, agent.state.p_vel
+        role = [1.0, 0.0] if agent.role == "attacker" else [0.0, 1.0]
+        prey_slots = encode_slots(
+            own_pos,
+            [prey.state.p_pos for prey in world.scripted],
+            world.view_radius,
+            [prey.state.p_vel - own_vel for prey in world.scripted],
+        )
+        others = [other for other in world.agents if other is not agent]
+        predator_slots = encode_slots(
+            own_pos,
+            [other.state.p_pos for other in others],
+            world.view_radius,
+            [[1.0 if other.role == "attacker" else 0.0] for other in others],
+        )
+        return np.concatenate([own_vel, own_pos, role, prey_slots, predator_slots]).astype(
+            np.float32
+        )
+
+    def benchmark_data(self, agent: Predator, world: ArenaWorld) -> dict[str, float]:
+        return step_metrics(world)
+
+    def step_metrics(self, world: ArenaWorld) -> dict[str, float]:
+        return step_metrics(world)
+
+
+def step_metrics(world: ArenaWorld) -> dict[str, float]:
+    """What happened in one world on the last step.
+
+    hits: attacker-prey contacts; interceptor_collisions: interceptor-prey contacts;
+    min_prey_distance: the closest any predator is to any prey (centre to centre).
+    """
+    hits = collisions = 0
+    closest = np.inf
+    for predator in world.agents:
+        for prey in world.scripted:
+            touching = is_touching(predator, prey)
+            hits += touching and predator.role == "attacker"
+            collisions += touching and predator.role == "interceptor"
+            closest = min(closest, float(np.linalg.norm(predator.state.p_pos - prey.state.p_pos)))
+    return {
+        "hits": float(hits),
+        "interceptor_collisions": float(collisions),
+        "min_prey_distance": closest,
+    }
+
+
+class raw_env(ArenaEnv, EzPickle):
+    def __init__(
+        self,
+        n_prey: int = 1,
+        n_attackers: int = 1,
+        n_interceptors: int = 2,
+        max_cycles: int = 30,
+        continuous_actions: bool = False,
+        render_mode: str | None = None,
+        view_radius: float = VIEW_RADIUS,
+        prey_view_radius: float = PREY_VIEW_RADIUS,
+        dist_scale: float = DIST_SCALE,
+        hit_bonus: float = HIT_BONUS,
+        collision_penalty: float = COLLISION_PENALTY,
+    ) -> None:
+        EzPickle.__init__(
+            self,
+            n_prey=n_prey,
+            n_attackers=n_attackers,
+            n_interceptors=n_interceptors,
+            max_cycles=max_cycles,
+            continuous_actions=continuous_actions,
+            render_mode=render_mode,
+            view_radius=view_radius,
+            prey_view_radius=prey_view_radius,
+            dist_scale=dist_scale,
+            hit_bonus=hit_bonus,
+            collision_penalty=collision_penalty,
+        )
+        scenario = HuntingScenario(dist_scale, hit_bonus, collision_penalty)
+        world = scenario.make_world(
+            n_prey, n_attackers, n_interceptors, view_radius, prey_view_radius
+        )
+        ArenaEnv.__init__(
+            self,
+            name="cooperative_hunting_v0",
+            scenario=scenario,
+            world=world,
+            max_cycles=max_cycles,
+            render_mode=render_mode,
+            continuous_actions=continuous_actions,
+        )
+
+
+env = make_env(raw_env)
+parallel_env = parallel_wrapper_fn(env)

@@ -1,0 +1,120 @@
+"""K copies of an MPE scenario (hunting, collection) behind the env server's VectorEnv contract.
+
+The server steps the mpe2 worlds directly rather than through the PettingZoo wrapper: the
+wrapper's per-agent AEC bookkeeping costs more than the physics, and the server needs the
+positions anyway (range neighbourhoods, task metrics).
+
+Actions, per agent and copy:
+  discrete   0..4 as in mpe2: no-op, -x, +x, -y, +y (A2C, DQN)
+  continuous a force direction in [-1, 1]^2 (DDPG)
+both scaled by the agent's acceleration, as mpe2 does. Episodes have a fixed length; at the
+end every copy resets and `done` is 1 for that step (the observation sent is the new episode's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import SCENARIOS
+
+EPISODE_LENGTH = {"hunting": 30, "collection": 50}
+# Counted over an episode; every other task metric is a state (e.g. foods occupied) averaged over its steps.
+EVENT_METRICS = {"hits", "interceptor_collisions", "episode_team_return"}
+_DISCRETE_FORCE = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], np.float64)
+
+
+class MPEVectorEnv:
+    def __init__(self, name: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
+                 options: dict[str, Any] | None = None):
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown MPE scenario {name!r}; choose from {sorted(SCENARIOS)}")
+        if action_type not in ("discrete", "continuous"):
+            raise ValueError(f"action type must be discrete or continuous, got {action_type!r}")
+        options = dict(options or {})
+        self.name, self.n_envs, self.action_type = name, n_envs, action_type
+        self.episode_length = int(options.pop("max_cycles", EPISODE_LENGTH[name]))
+        if name == "collection":
+            options.setdefault("n_agents", n_agents)
+        self.scenario = SCENARIOS[name]()
+        try:
+            self.worlds = [self.scenario.make_world(**options) for _ in range(n_envs)]
+        except TypeError as exc:  # an option the scenario does not take
+            raise ValueError(f"--env {name}: {exc}") from None
+        self.n_agents = len(self.worlds[0].agents)
+        if self.n_agents != n_agents:
+            raise ValueError(f"--env {name} with {options or 'its defaults'} has {self.n_agents} learning agents, "
+                             f"but --n is {n_agents}")
+        self.rngs = [np.random.default_rng([seed, k]) for k in range(n_envs)]
+        for w, rng in zip(self.worlds, self.rngs):  # entities have no state until their first reset
+            self.scenario.reset_world(w, rng)
+        self.t = 0
+        self.positions = np.zeros((n_envs, n_agents, 2))  # after the last step, before any reset
+        self.metric_names = tuple(self.scenario.step_metrics(self.worlds[0]).keys()) + ("episode_team_return",)
+        self._episode_sums = np.zeros(len(self.metric_names))  # this episode so far, summed over copies
+        self._finished: list[np.ndarray] = []  # per finished episode: metrics averaged over copies
+        self._obs_dim = len(self.scenario.observation(self.worlds[0].agents[0], self.worlds[0]))
+
+    def agent_spec(self, agent: int) -> dict:
+        if self.action_type == "discrete":
+            action = {"type": "discrete", "n": 5}
+        else:
+            action = {"type": "continuous", "dim": 2, "low": -1.0, "high": 1.0}
+        a = self.worlds[0].agents[agent]
+        return {"obs_dim": self._obs_dim, "action": action, "continuing": False, "single_state": False,
+                "episode_length": self.episode_length, "env": self.name, "agent_name": a.name,
+                "role": getattr(a, "role", None)}
+
+    def _observe(self) -> list[np.ndarray]:
+        return [np.stack([self.scenario.observation(w.agents[i], w) for w in self.worlds]).astype(np.float32)
+                for i in range(self.n_agents)]
+
+    def reset(self) -> list[np.ndarray]:
+        for w, rng in zip(self.worlds, self.rngs):
+            self.scenario.reset_world(w, rng)
+        self.t = 0
+        self._episode_sums[:] = 0
+        return self._observe()
+
+    def _force(self, action: np.ndarray) -> np.ndarray:
+        if self.action_type == "discrete":
+            return _DISCRETE_FORCE[int(action)]
+        return np.clip(np.asarray(action, np.float64), -1.0, 1.0)
+
+    def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        rewards = np.empty((self.n_agents, self.n_envs), np.float32)
+        step_metrics = np.zeros(len(self.metric_names))
+        for k, w in enumerate(self.worlds):
+            for i, agent in enumerate(w.agents):
+                accel = 5.0 if agent.accel is None else agent.accel  # mpe2's default sensitivity
+                agent.action.u = self._force(actions[i][k]) * accel
+                agent.action.c = np.zeros(w.dim_c)
+            w.step()
+            for i, agent in enumerate(w.agents):
+                rewards[i, k] = self.scenario.reward(agent, w)
+                self.positions[k, i] = agent.state.p_pos
+            step_metrics[:-1] += list(self.scenario.step_metrics(w).values())
+        step_metrics[-1] = rewards.sum()
+        self._episode_sums += step_metrics / self.n_envs
+        self.t += 1
+        done = np.full(self.n_envs, float(self.t >= self.episode_length), np.float32)
+        if self.t >= self.episode_length:
+            per_step = np.array([name not in EVENT_METRICS for name in self.metric_names])
+            self._finished.append(np.where(per_step, self._episode_sums / self.t, self._episode_sums))
+            return self.reset(), rewards, done
+        return self._observe(), rewards, done
+
+    def in_range(self, radius: float) -> np.ndarray:
+        """(n, n, K) bool: agents i and j are within `radius` of each other (i != j), measured after
+        the last step, before an episode reset, i.e. where the rewards of that step were earned."""
+        delta = self.positions[:, :, None, :] - self.positions[:, None, :, :]
+        close = np.sqrt((delta ** 2).sum(-1)) <= radius  # (K, n, n)
+        close[:, np.arange(self.n_agents), np.arange(self.n_agents)] = False
+        return close.transpose(1, 2, 0)
+
+    def pop_task_metrics(self) -> list[dict[str, float]]:
+        """Task metrics of the episodes that ended since the last call, averaged over the copies:
+        events (EVENT_METRICS) summed over each episode, states averaged over its steps."""
+        done, self._finished = self._finished, []
+        return [dict(zip(self.metric_names, map(float, ep))) for ep in done]

@@ -1,0 +1,136 @@
+"""MPE scenarios in the runtime: the vectorised env adapter, range neighbourhoods, ctde, and
+short real multi-process runs of hunting and collection."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from PIL import Image
+
+from drima.env_server.envs import make_env
+from drima.launch.render import render_run
+from helpers import drima_processes_for, load_summary, run_launch
+
+
+def _place(env, k, positions):
+    for agent, pos in zip(env.worlds[k].agents, positions):
+        agent.state.p_pos = np.array(pos, float)
+        agent.state.p_vel = np.zeros(2)
+
+
+def _still(env):
+    return [np.zeros(env.n_envs, np.int32) for _ in range(env.n_agents)]  # discrete no-op
+
+
+def test_in_range_follows_the_agents_as_they_move():
+    env = make_env("collection", 3, 2, seed=0, options={"n_foods": 3})
+    env.reset()
+    _place(env, 0, [(0, 0), (0.5, 0), (-0.9, -0.9)])
+    _place(env, 1, [(0, 0), (0.9, 0.9), (0.1, 0)])
+    env.step(_still(env))
+    near = env.in_range(0.6)  # (n, n, K)
+    assert near[:, :, 0].astype(int).tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+    assert near[:, :, 1].astype(int).tolist() == [[0, 0, 1], [0, 0, 0], [1, 0, 0]]
+    _place(env, 0, [(0, 0), (0.5, 0), (0.1, 0.1)])  # agent 2 walks in, copy 1 unchanged
+    _place(env, 1, [(0, 0), (0.9, 0.9), (0.1, 0)])
+    env.step(_still(env))
+    assert env.in_range(0.6)[:, :, 0].astype(int).tolist() == [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+    assert env.in_range(0.6)[:, :, 1].astype(int).tolist() == [[0, 0, 1], [0, 0, 0], [1, 0, 0]]
+    assert not env.in_range(0.01).any()
+
+
+def test_episodes_end_together_and_report_task_metrics():
+    env = make_env("hunting", 3, 4, seed=1)
+    env.reset()
+    dones = [env.step(_still(env))[2] for _ in range(60)]
+    assert [i for i, d in enumerate(dones) if d.any()] == [29, 59]
+    assert all(d.all() for d in dones if d.any())
+    episodes = env.pop_task_metrics()
+    assert len(episodes) == 2 and env.pop_task_metrics() == []
+    assert set(episodes[0]) == {"hits", "interceptor_collisions", "min_prey_distance", "episode_team_return"}
+
+
+def test_continuous_actions_move_agents_the_way_they_push():
+    env = make_env("collection", 2, 1, seed=0, action_type="continuous", options={"n_foods": 2})
+    env.reset()
+    _place(env, 0, [(-0.5, 0), (0.5, 0)])
+    for _ in range(5):
+        env.step([np.array([[1.0, 0.0]], np.float32), np.array([[0.0, -1.0]], np.float32)])
+    a, b = (agent.state.p_pos for agent in env.worlds[0].agents)
+    assert a[0] > -0.3 and abs(a[1]) < 1e-9
+    assert b[1] < -0.2 and abs(b[0] - 0.5) < 1e-9
+
+
+def test_wrong_agent_count_and_unknown_option_are_clear_errors():
+    with pytest.raises(ValueError, match="has 3 learning agents, but --n is 4"):
+        make_env("hunting", 4, 2)
+    with pytest.raises(ValueError, match="unexpected keyword argument 'speed'"):
+        make_env("hunting", 3, 2, options={"speed": 2})
+
+
+# -- real processes ------------------------------------------------------------------------------
+
+def _agent_rows(run_dir, i):
+    return list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
+
+
+@pytest.mark.slow
+def test_hunting_with_a_range_topology_runs_and_neighbour_sets_follow_positions(tmp_path):
+    run_dir = tmp_path / "hunt"
+    res = run_launch(run_dir, "--env", "hunting", "--algo", "ddpg", "--mode", "dri", "--topology", "range:0.6",
+                     "--steps", "300", "--log-every", "10", "--render")
+    assert res.returncode == 0, res.stderr
+    summary = load_summary(run_dir)
+    assert summary["n_agents"] == 3 and summary["steps"] == 300
+    assert summary["final"]["episodes"] >= 1
+    assert {"hits", "interceptor_collisions", "episode_team_return"} <= summary["final"].keys()
+    peers = np.array([float(r["n_peers"]) for i in range(3) for r in _agent_rows(run_dir, i)])
+    # the mean number of in-range neighbours changes as the predators move: neither always 0 nor always 2
+    assert 0 < peers.mean() < 2 and peers.std() > 0
+    stats = json.loads((run_dir / "agent_0" / "stats.json").read_text())
+    assert stats["link"]["ignored_out_of_range"] > 0  # out-of-range peers' scalars were not used
+    config = json.loads((run_dir / "env_server" / "config.json").read_text())
+    assert config["range_radius"] == 0.6 and config["action_type"] == "continuous"
+    assert not drima_processes_for(str(run_dir))
+    with Image.open(run_dir / "episode.gif") as gif:  # --render: one 30-step episode with the learned policies
+        assert gif.n_frames > 20 and gif.size == (360, 360)  # (PIL merges identical frames)
+
+
+def test_render_refuses_a_run_without_checkpoints(tmp_path):
+    (tmp_path / "launch.json").write_text(json.dumps({"env": "hunting", "n": 3}))
+    with pytest.raises(ValueError, match="checkpoint.pt: missing"):
+        render_run(tmp_path, tmp_path / "x.gif")
+
+
+@pytest.mark.slow
+def test_collection_quick_start_command_runs_and_writes_its_files(tmp_path):
+    run_dir = tmp_path / "collect"
+    res = run_launch(run_dir, "--topology", "ring", "--n", "6", "--env", "collection", "--steps", "150")
+    assert res.returncode == 0, res.stderr
+    summary = load_summary(run_dir)
+    assert summary["status"] == "completed" and summary["n_agents"] == 6 and summary["algo"] == "a2c"
+    assert {"foods_occupied", "type_matches", "episode_team_return"} <= summary["final"].keys()
+    assert (run_dir / "learning_curves.png").exists()
+    for i in range(6):
+        assert int(_agent_rows(run_dir, i)[-1]["step"]) == 150
+        assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_ctde_agents_learn_from_the_team_reward(tmp_path):
+    """In ctde mode mu tracks the team reward (sum over agents), which only the env server can
+    send: each agent's mu ends near the env server's team reward, far above any own reward."""
+    run_dir = tmp_path / "ctde"
+    res = run_launch(run_dir, "--env", "collection", "--n", "3", "--env-options", '{"n_foods": 3}', "--mode",
+                     "ctde", "--topology", "ring", "--steps", "200", "--log-every", "20", "--mu-step-size", "0.2")
+    assert res.returncode == 0, res.stderr
+    env_rows = list(csv.DictReader(open(run_dir / "env_server" / "metrics.csv")))
+    team = np.mean([float(r["team_reward"]) for r in env_rows[-3:]])
+    for i in range(3):
+        rows = _agent_rows(run_dir, i)
+        assert float(rows[-1]["n_peers"]) == 0  # no neighbour links in ctde
+        mu = np.mean([float(r["mu"]) for r in rows[-3:]])
+        own = np.mean([float(r["reward"]) for r in rows[-3:]])
+        assert abs(mu - team) < 0.25 * abs(mu - own), (mu, team, own)
