@@ -38,11 +38,14 @@ STOP = "stop"  # body: {"reason": str}
 # both ways on the env link: "I am alive", sent only when nothing else was sent for one
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
 HEARTBEAT = "hb"  # body: {}
+# launcher node r -> node 0's rendezvous (REQ/ROUTER), multi-node runs only
+JOIN = "join"  # body: {"config": dict, "addresses": {"env": str | None, "agents": {id: str}}}
+TABLE = "table"  # body: {"env": str, "agents": {id: str}} or {"error": str}
 # agent -> agent (neighbour links)
 SCALARS = "dri"  # body: [reward bytes (float32 x K), mu]
 LINK_HELLO = "link-hello"  # body: {} ; published until the run starts
 
-KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, SCALARS, LINK_HELLO})
+KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, JOIN, TABLE, SCALARS, LINK_HELLO})
 
 
 class ProtocolError(ValueError):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
+import re
 import shutil
 import signal
 import sys
@@ -20,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from drima.agent.process import EXIT_REFUSED, AgentConfig
+from drima.agent.process import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
 from drima.env_server.envs import MPE_ENVS, is_mpe
 from drima.env_server.matrix_games import PayoffFileError, get_game
 from drima.env_server.server import MISSING_ACTIONS
-from drima.metrics import last_row
+from drima.metrics import last_row, write_json_atomic
 from drima.procinfo import set_process_title
 from drima.topology import TopologyError, build_topology, is_dynamic, range_radius
 from drima.types import ALGOS, REWARD_MODES
 
 from .plan import LaunchConfig, action_type, plan_run
+from .rendezvous import RendezvousError, exchange
 from .report import plot_run, write_summary
 from .supervisor import spawn_agent, spawn_env_server, stop_all, tail
 
@@ -55,7 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="run seed")
     p.add_argument("--run-dir", default=d.run_dir, help="output folder")
     p.add_argument("--transport", default=d.transport, choices=("ipc", "tcp"), help="socket transport")
-    p.add_argument("--host", default=d.host, help="address to bind and advertise with --transport tcp")
+    p.add_argument("--host", default=d.host,
+                   help="with tcp: this node's address, as the other processes reach it (advertised)")
+    p.add_argument("--bind-host", default=d.bind_host,
+                   help="with tcp: the address to bind (default: --host; 0.0.0.0 = every interface)")
+    p.add_argument("--nodes", type=int, default=d.nodes, help="nodes (hosts) the run is spread over")
+    p.add_argument("--node-rank", type=int, default=d.node_rank,
+                   help="this node's rank; node 0 runs the env server and the rendezvous")
+    p.add_argument("--rendezvous", default=d.rendezvous, metavar="HOST:PORT",
+                   help="node 0's rendezvous address, the same on every node (needed with --nodes > 1)")
+    p.add_argument("--rendezvous-timeout", type=float, default=d.rendezvous_timeout_s,
+                   help="seconds to wait for every node at the rendezvous")
     p.add_argument("--mu-step-size", type=float, default=d.mu_step_size, help="step size of mu")
     p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics rows")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
@@ -119,6 +132,12 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
         parser.error("--link-delay-ms must be >= 0")
     if a.heartbeat_interval <= 0 or a.heartbeat_liveness < 1 or a.reconnect_timeout <= 0:
         parser.error("--heartbeat-interval and --reconnect-timeout must be > 0, --heartbeat-liveness >= 1")
+    if a.nodes < 1 or not 0 <= a.node_rank < a.nodes:
+        parser.error("--nodes must be >= 1 and --node-rank in 0..nodes-1")
+    if a.nodes > 1:
+        if not re.fullmatch(r"[^:\s]+:\d+", a.rendezvous):
+            parser.error("--nodes > 1 needs --rendezvous HOST:PORT (node 0's address)")
+        a.transport = "tcp"  # ipc does not cross hosts
     if a.max_restarts < 0 or a.restart_delay < 0:
         parser.error("--max-restarts and --restart-delay must be >= 0")
     if a.mu_step_size <= 0 or a.mu_step_size > 1:
@@ -144,7 +163,11 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
                        heartbeat_interval_s=a.heartbeat_interval, heartbeat_liveness=a.heartbeat_liveness,
                        missing_action=a.missing_action, on_env_loss=a.on_env_loss,
                        reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
-                       max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent)
+                       max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent,
+                       bind_host=a.bind_host, nodes=a.nodes, node_rank=a.node_rank, rendezvous=a.rendezvous,
+                       rendezvous_timeout_s=a.rendezvous_timeout)
+    if cfg.nodes > cfg.n:
+        parser.error(f"--nodes {cfg.nodes} is more than the {cfg.n} agents")
     for agent, _ in a.kill_agent:
         if agent >= n:
             parser.error(f"--kill-agent {agent}@...: there are only agents 0..{n - 1}")
@@ -286,18 +309,31 @@ class AgentWatch:
             log.warning("fault injection: SIGKILL agent %d (pid %d) at step %d", agent, child.proc.pid, env_step)
             self.kills.append({"agent": agent, "asked_step": at, "env_step": env_step})
 
+    def running(self) -> bool:
+        """Some agent of this node is alive or about to be restarted."""
+        return bool(self.restart_at) or any(c.proc.poll() is None for c in self.children.values())
+
     def report(self) -> dict:
         """Per agent: exit status, restarts and every exit seen; for summary.json."""
-        return {i: {"exit_status": c.proc.returncode, "restarts": self.restarts[i], "exits": self.exits[i]}
-                for i, c in self.children.items()}
+        report = {}
+        for i, c in self.children.items():
+            exits = self.exits[i]
+            if c.proc.returncode is not None and len(exits) == self.restarts[i]:  # ended after the last poll
+                exits = [*exits, c.proc.returncode]
+            report[i] = {"exit_status": c.proc.returncode, "restarts": self.restarts[i], "exits": exits}
+        return report
 
 
 def run(cfg: LaunchConfig, quiet: bool = False) -> int:
-    """Run one experiment; returns the process exit status."""
+    """Run one experiment (this node's share of it); returns the process exit status."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "launch.json").write_text(json.dumps(cfg.__dict__, indent=2) + "\n")
-    plan = plan_run(cfg)
+    try:
+        plan = plan_run(cfg, exchange=functools.partial(exchange, cfg) if cfg.nodes > 1 else None)
+    except RendezvousError as exc:
+        print(f"drima-launch: error: {exc}", file=sys.stderr)
+        return 2
     interrupted = False
 
     def on_signal(signum, frame):
@@ -307,20 +343,20 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     t0 = time.monotonic()
-    server = spawn_env_server(plan.env_server)
+    server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
     watch = AgentWatch(cfg, plan.agents)
     progress = Progress(cfg, quiet)
     status, failure = "completed", None
     try:
-        while server.proc.poll() is None and not interrupted:
+        while not interrupted and (server.proc.poll() is None if server else watch.running()):
             watch.poll(run_dir)
             progress.update()
             time.sleep(0.1)
         agents = list(watch.children.values())
         if interrupted:
             status = "interrupted"
-            stop_all([server, *agents])
-        elif server.proc.returncode != 0:
+            stop_all([c for c in (server, *agents) if c])
+        elif server is not None and server.proc.returncode != 0:
             status, failure = "failed", f"env server {describe_exit(server.proc.returncode)}"
             # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4
             grace = cfg.heartbeat_interval_s * cfg.heartbeat_liveness + AGENT_EXIT_MARGIN_S
@@ -332,17 +368,27 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
         else:
             stop_all(agents, grace_s=10.0, signal_first=False)  # they end by themselves after the last result
             bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
-            if bad:
+            if server is None and any(c.proc.returncode == EXIT_ENV_LOST for c in agents):
+                status, failure = "failed", "env server lost (agents exited with status 4)"
+            elif bad:
                 status = "completed with agent failures"
                 log.warning("agents %s did not finish cleanly; see their log.txt", bad)
     finally:
-        stop_all([server, *watch.children.values()])
+        stop_all([c for c in (server, *watch.children.values()) if c])
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         if plan.socket_dir:
             shutil.rmtree(plan.socket_dir, ignore_errors=True)
     progress.update(force=True)
     progress.done()
+    if server is None:  # node r > 0: the env server's stats and the summary are node 0's
+        write_json_atomic(run_dir / f"node_{cfg.node_rank}.json",
+                          {"node": cfg.node_rank, "status": status, "failure": failure, "agents": watch.report(),
+                           "kills": watch.kills, "wall_s": round(time.monotonic() - t0, 2)})
+        if not quiet:
+            print(f"node {cfg.node_rank}: {status}{': ' + failure if failure else ''}; "
+                  f"results: {run_dir / f'node_{cfg.node_rank}.json'}")
+        return {"completed": 0, "interrupted": 130}.get(status, 1)
     processes = {"agents": watch.report(), "kills": watch.kills, "failure": failure,
                  "env_server_exit_status": server.proc.returncode}
     summary = write_summary(cfg, status, time.monotonic() - t0, plan.neighbours, processes)
@@ -352,7 +398,8 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
         freq = sorted(fin.get("joint_action_freq", {}).items(), key=lambda kv: -kv[1])[:3]
         tasks = {k: round(v, 3) for k, v in fin.items() if isinstance(v, float) and k not in
                  ("mean_team_reward", "mean_conflict_rate")}
-        print(f"{status}{': ' + failure if failure else ''}: {summary['steps']} steps, {summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
+        print(f"{status}{': ' + failure if failure else ''}: {summary['steps']} steps, "
+              f"{summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
               f"final team reward per step {fin.get('mean_team_reward')}, "
               + (f"per episode {tasks}" if tasks else f"top joint actions {freq}"))
         print(f"results: {run_dir / 'summary.json'}" + (f", {plot}" if plot else ""))

@@ -28,6 +28,11 @@ def launch(*args):
     (["--missing-action", "guess"], "invalid choice"),
     (["--heartbeat-interval", "0"], "--heartbeat-interval"),
     (["--heartbeat-liveness", "0"], "--heartbeat-liveness"),
+    (["--kill-agent", "2"], "K@T"),
+    (["--kill-agent", "5@10"], "only agents 0..1"),
+    (["--nodes", "2"], "--rendezvous HOST:PORT"),
+    (["--nodes", "2", "--node-rank", "2", "--rendezvous", "h:1"], "--node-rank"),
+    (["--nodes", "3", "--rendezvous", "h:1"], "more than the 2 agents"),
 ])
 def test_bad_flags_exit_2_with_a_message(args, message, tmp_path):
     res = launch("--run-dir", str(tmp_path / "r"), *args)
