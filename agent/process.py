@@ -183,9 +183,12 @@ class AgentProcess:
         while time.monotonic() < end and not self.stop_requested:
             self.env.close(linger=0)
             self.env = self._connect_env()
-            try:  # a new HELLO every 5 s at most, in case the server was restarted in between
+            # a fresh socket and HELLO every liveness window: a server that was paused may still
+            # hold our old connection and refuse the new one (same identity) until it notices
+            retry_s = self.cfg.heartbeat_interval_s * self.cfg.heartbeat_liveness
+            try:
                 self._send_env(protocol.HELLO, self.step, {})
-                msg = self._recv_env(min(5.0, max(0.1, end - time.monotonic())))
+                msg = self._recv_env(min(retry_s, max(0.1, end - time.monotonic())))
             except EnvServerGone:
                 continue
             if msg.kind == protocol.SPEC:

@@ -124,6 +124,8 @@ class EnvServer:
         self.rejoin_ready: set[int] = set()  # ... and said READY: gets the current obs at the next step
         self.events: list[dict] = []  # deaths and rejoins, for stats.json
         self.rng = np.random.default_rng(cfg.seed)  # for missing_action=random
+        self.alone_since: float | None = None  # since when no agent is in the run
+        self.abandoned = False
 
     # -- socket helpers --------------------------------------------------------------------------
     def _send(self, agent: int, kind: str, step: int, body) -> None:
@@ -192,7 +194,13 @@ class EnvServer:
         if now < self.next_tick:
             return
         interval = self.cfg.heartbeat_interval_s
+        window = interval * self.cfg.heartbeat_liveness
+        if self.next_tick and now - self.next_tick > window:  # this process itself was paused (SIGSTOP, swap)
+            log.warning("env server was paused for %.2f s: the agents get a new liveness window", now - self.next_tick)
+            self.last_heard[self.last_heard > 0] = now
         self.next_tick = now + interval / 5
+        # frames already queued are signs of life not yet counted: judge silence on an empty queue
+        judge = self.running and not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
         for i in range(self.cfg.n_agents):
             if i in self.removed or self.last_heard[i] == 0:  # never heard: nobody to heartbeat yet
                 continue
@@ -200,7 +208,7 @@ class EnvServer:
                 self._send(i, protocol.HEARTBEAT, self.step, {})
             silent = now - self.last_heard[i]
             starting = i in self.rejoining and i not in self.rejoin_ready  # building its learner: not waited for
-            if self.running and not starting and i not in self.dead and silent > interval * self.cfg.heartbeat_liveness:
+            if judge and not starting and i not in self.dead and silent > interval * self.cfg.heartbeat_liveness:
                 self._declare_dead(i, silent)
 
     def _declare_dead(self, agent: int, silent_s: float) -> None:
@@ -251,12 +259,20 @@ class EnvServer:
         return {i for i, m in enumerate(self.missed) if m < self.cfg.agent_liveness} \
             - self.dead - self.removed - self.rejoining
 
+    def _step_complete(self, actions: dict[int, np.ndarray]) -> bool:
+        waited = self._waited_for()
+        if waited:
+            return waited <= actions.keys()
+        # nobody to wait for (all dead or rejoining): do not race through the run on substitutes;
+        # step once someone acts or is ready to rejoin, or after action_timeout_s
+        return bool(actions) or bool(self.rejoin_ready)
+
     def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
         """Actions for `step` from every agent waited for, until action_timeout_s. A missing
         action is replaced according to missing_action."""
         actions: dict[int, np.ndarray] = {}
         end = time.monotonic() + self.cfg.action_timeout_s
-        while not self._waited_for() <= actions.keys() and not self.stop_requested:
+        while not self._step_complete(actions) and not self.stop_requested:
             self._tick()
             left_ms = int((end - time.monotonic()) * 1000)
             if left_ms <= 0:
@@ -272,6 +288,7 @@ class EnvServer:
                 act = self._parse_action(msg)
                 if act is not None:
                     actions[msg.sender] = act
+        self._check_abandoned(actions)
         missing = [i for i in range(self.cfg.n_agents) if i not in actions]
         for i in range(self.cfg.n_agents):
             if i in actions:
@@ -285,6 +302,18 @@ class EnvServer:
                                 "(missing_action=%s)", i, self.missed[i], self.cfg.missing_action)
         full = [actions[i] if i in actions else self._substitute(i, last_actions[i]) for i in range(self.cfg.n_agents)]
         return full, len(missing)
+
+    def _check_abandoned(self, actions: dict[int, np.ndarray]) -> None:
+        """No agent acting or rejoining for startup_timeout_s: the run has nobody left; end it."""
+        now = time.monotonic()
+        if actions or self.rejoining or self._waited_for():
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = now
+        elif now - self.alone_since > self.cfg.startup_timeout_s:
+            log.error("no agent has acted or rejoined for %.0f s (startup_timeout_s): ending the run at step %d",
+                      now - self.alone_since, self.step)
+            self.abandoned = True
 
     def _substitute(self, agent: int, last: np.ndarray) -> np.ndarray:
         if self.cfg.missing_action == "noop":
@@ -365,7 +394,7 @@ class EnvServer:
         for step in range(cfg.steps):
             self.step = step
             actions, n_missing = self._collect_actions(step, last_actions)
-            if self.stop_requested:
+            if self.stop_requested or self.abandoned:
                 break
             self.env.count_joint_actions = step >= final_from
             obs, rewards, done = self.env.step(actions)
@@ -386,9 +415,9 @@ class EnvServer:
                                "wall_s": round(now - t0, 3), "env_steps_per_s": round(rate, 1)})
                 t_log = now
         wall = time.monotonic() - t0
-        done_steps = step + 1 if not self.stop_requested else step
-        if self.stop_requested:
-            self._broadcast_stop("run interrupted")
+        done_steps = step + 1 if not (self.stop_requested or self.abandoned) else step
+        if self.stop_requested or self.abandoned:
+            self._broadcast_stop("run interrupted" if self.stop_requested else "no agent left")
         metrics.close()
         stats = {"env": cfg.env, "steps": done_steps, "n_envs": cfg.n_envs, "env_steps": done_steps * cfg.n_envs,
                  "wall_s": round(wall, 3), "env_steps_per_s": round(done_steps * cfg.n_envs / max(wall, 1e-9), 1),
@@ -399,14 +428,14 @@ class EnvServer:
                      for name in self.task_metric_names},
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
-                 "dropped_frames": self.dropped, "interrupted": self.stop_requested,
+                 "dropped_frames": self.dropped, "interrupted": self.stop_requested, "abandoned": self.abandoned,
                  "agent_events": self.events,
                  "memory": memory_mb()}
         write_json_atomic(self.dir / "stats.json", stats)
         log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
         self.sock.close()
         self.ctx.term()
-        return 0 if not self.stop_requested else 130
+        return 130 if self.stop_requested else 3 if self.abandoned else 0
 
     def _broadcast_stop(self, reason: str) -> None:
         for i in range(self.cfg.n_agents):

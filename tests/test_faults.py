@@ -158,3 +158,33 @@ def test_env_server_killed_every_agent_saves_and_exits_4_in_time(tmp_path):
         step = int(re.search(r"saving a checkpoint at step (\d+)", log_text)[1])
         assert torch.load(run_dir / f"agent_{i}" / "checkpoint.pt", weights_only=False)["step"] == step >= 190
     assert not drima_processes_for(run_dir)
+
+
+def test_frozen_env_server_agents_with_on_env_loss_wait_rejoin(tmp_path):
+    """SIGSTOP the env server for 4 s (a partition, a GC pause, a live migration): the agents
+    declare it lost after 2 s, reconnect, and once it resumes they rejoin and the run completes."""
+    run_dir = tmp_path / "frozen"
+    steps = 1500
+    launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
+                                 "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
+                                 "--log-every", "10", "--on-env-loss", "wait", "--reconnect-timeout", "30"])
+    metrics = run_dir / "env_server" / "metrics.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+        time.sleep(0.1)
+    server = pid_of(run_dir, "env-server")
+    os.kill(server, signal.SIGSTOP)
+    time.sleep(4.0)
+    os.kill(server, signal.SIGCONT)
+    assert launcher.wait(timeout=240) == 0
+    summary = load_summary(run_dir)
+    assert summary["status"] == "completed" and summary["steps"] == steps
+    assert all(a["exit_status"] == 0 and a["restarts"] == 0 for a in summary["agents"].values())
+    rejoined = {e["agent"] for e in summary["agent_events"] if e["event"] == "rejoined"}
+    assert rejoined == {0, 1, 2, 3}
+    for i in range(4):
+        log_text = (run_dir / f"agent_{i}" / "log.txt").read_text()
+        assert "env server silent for" in log_text and "reconnecting for up to 30 s (on_env_loss=wait)" in log_text
+        assert "reconnected to the env server" in log_text
+        rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
+        assert int(rows[-1]["step"]) == steps

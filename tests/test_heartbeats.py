@@ -157,6 +157,35 @@ def test_env_server_refuses_a_removed_agent_and_rejoins_a_dead_one(tmp_path, cap
     assert "agent 1 is ready: it rejoins at step" in logs
 
 
+def test_env_server_ends_the_run_when_every_agent_is_gone(tmp_path, caplog):
+    """Nobody left to wait for: the server does not race through the steps on substitutes, and
+    gives up after startup_timeout_s without any agent acting or rejoining (exit status 3)."""
+    caplog.set_level(logging.INFO, logger="drima.env_server")
+    cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env", env="pd", n_agents=2, steps=10_000, n_envs=K,
+                          run_dir=str(tmp_path / "srv"), action_timeout_s=0.3, startup_timeout_s=1.5,
+                          heartbeat_interval_s=INTERVAL, heartbeat_liveness=LIVENESS)
+    server = EnvServer(cfg)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(code=server.run()))
+    thread.start()
+    ctx = zmq.Context()
+    try:
+        for s in join_agents(ctx, cfg.address):
+            s.close()  # both agents die before their first action
+        t0 = time.monotonic()
+        thread.join(timeout=20)
+        took = time.monotonic() - t0
+        assert result.get("code") == 3
+        assert 1.5 < took < 1.5 + LIVENESS * INTERVAL + 1.5, took
+        stats = json.loads((tmp_path / "srv" / "stats.json").read_text())
+        assert stats["abandoned"] and stats["steps"] < 20  # ~one step per action_timeout_s, not 10,000
+        assert "no agent has acted or rejoined" in caplog.text
+    finally:
+        server.stop_requested = True
+        thread.join(timeout=10)
+        ctx.destroy(0)
+
+
 # -- the agent's side: a real agent process against a hand-driven env server ------------------------
 
 def start_agent(tmp_path, **overrides):
