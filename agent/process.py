@@ -215,8 +215,8 @@ class AgentProcess:
         n_envs = int(spec["n_envs"])
         self.n_agents = int(spec["n_agents"])
         self.action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
-        learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"], env_defaults(spec) | cfg.learner,
-                               cfg.seed)
+        learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"],
+                               env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed)
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         ckpt = self.dir / "checkpoint.pt"

@@ -19,15 +19,14 @@ import argparse
 import csv
 import json
 import shlex
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+
+from common import band, launch, read_curve, run_grid
 
 GAMES = {"pd": 2, "maintain": 2, "meeting3": 3}           # game -> number of agents
 TARGETS = {"pd": "C,C", "maintain": "A,X", "meeting3": "F,F,F"}
@@ -65,13 +64,6 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
-def load_summary(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def same_config(s: dict, args: argparse.Namespace) -> bool:
     """Is a finished run's configuration the one asked for now (so it may be reused)?"""
     cfg = s.get("config", {})
@@ -80,32 +72,18 @@ def same_config(s: dict, args: argparse.Namespace) -> bool:
             and (args.mu_step_size is None or cfg.get("mu_step_size") == args.mu_step_size))
 
 
-def launch(args: argparse.Namespace, game: str, algo: str, mode: str, seed: int,
-           run_dir: Path) -> tuple[dict | None, str]:
+def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
     """Run one configuration (unless already completed); return (summary or None, note)."""
-    s = load_summary(run_dir)
-    if s is not None and s.get("status") == "completed" and not args.force and same_config(s, args):
-        return s, "cached"
-    shutil.rmtree(run_dir, ignore_errors=True)          # stale or forced: start clean
-    cmd = [sys.executable, "-m", "drima.launch", "--env", game, "--algo", algo, "--mode", mode,
-           "--topology", "full", "--n", str(GAMES[game]), "--steps", str(args.steps),
-           "--envs", str(args.envs), "--seed", str(seed), "--run-dir", str(run_dir), "--quiet"]
+    game, algo, mode, seed = key
+    run_dir = args.out / "runs" / f"{game}-{algo}-{mode}-s{seed}"
+    cmd = ["--env", game, "--algo", algo, "--mode", mode, "--topology", "full", "--n", str(GAMES[game]),
+           "--steps", str(args.steps), "--envs", str(args.envs), "--seed", str(seed)]
     if args.learner:
         cmd += ["--learner", args.learner]
     if args.mu_step_size is not None:
         cmd += ["--mu-step-size", str(args.mu_step_size)]
-    log = args.out / "logs" / f"{run_dir.name}.log"
-    with open(log, "w") as f:
-        try:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                timeout=args.run_timeout).returncode
-        except subprocess.TimeoutExpired:
-            return None, f"timed out after {args.run_timeout:.0f}s (log: {log})"
-    s = load_summary(run_dir)
-    if rc != 0 or s is None or s.get("status") != "completed":
-        status = s.get("status") if s else "no summary.json"
-        return None, f"exit {rc}, status {status} (log: {log})"
-    return s, "ran"
+    return launch(cmd, run_dir, args.out / "logs" / f"{run_dir.name}.log", args.run_timeout,
+                  lambda s: same_config(s, args), args.force)
 
 
 def to_row(game: str, algo: str, mode: str, seed: int, s: dict) -> dict:
@@ -150,13 +128,6 @@ def write_tables(rows: list[dict], args: argparse.Namespace, elapsed: float) -> 
     (args.out / "results.md").write_text("\n".join(lines))
 
 
-def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(run_dir / "env_server" / "metrics.csv", newline="") as f:
-        data = [(float(r["env_steps"]), float(r["team_reward"])) for r in csv.DictReader(f)]
-    arr = np.array(data, dtype=float).reshape(-1, 2)
-    return arr[:, 0], arr[:, 1]
-
-
 def plot_game(game: str, args: argparse.Namespace, done: set[tuple]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -169,14 +140,13 @@ def plot_game(game: str, args: argparse.Namespace, done: set[tuple]) -> None:
             for seed in range(args.seeds):
                 if (game, algo, mode, seed) in done:
                     try:
-                        curves.append(read_curve(args.out / "runs" / f"{game}-{algo}-{mode}-s{seed}"))
+                        curves.append(read_curve(args.out / "runs" / f"{game}-{algo}-{mode}-s{seed}", "team_reward"))
                     except (OSError, KeyError, ValueError):
                         pass
-            curves = [c for c in curves if len(c[0])]
-            if not curves:
+            curves_band = band(curves)
+            if curves_band is None:
                 continue
-            m = min(len(x) for x, _ in curves)
-            x, ys = curves[0][0][:m], np.stack([y[:m] for _, y in curves])
+            x, ys = curves_band
             ax.plot(x, ys.mean(0), color=COLOURS[mode], label=f"{algo.upper()}-{mode}")
             ax.fill_between(x, ys.min(0), ys.max(0), color=COLOURS[mode], alpha=0.2, lw=0)
         ax.set_title(f"{game}: {algo.upper()}")
@@ -196,29 +166,18 @@ def main() -> int:
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     grid = [(g, a, m, s) for g in args.games for a in args.algos for m in args.modes
             for s in range(args.seeds)]
-    t0, rows, failed, done = time.time(), {}, [], set()
+    t0 = time.time()
     print(f"{len(grid)} runs, {args.steps} steps each, {args.jobs} in parallel -> {args.out}")
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futs = {pool.submit(launch, args, *key, args.out / "runs" / "{}-{}-{}-s{}".format(*key)):
-                key for key in grid}
-        for i, fut in enumerate(as_completed(futs), 1):
-            key = futs[fut]
-            name = "{} {} {} s{}".format(*key)
-            try:
-                s, note = fut.result()
-            except Exception as e:                       # a bug here must not hide other runs
-                s, note = None, f"{type(e).__name__}: {e}"
-            if s is None:
-                failed.append((name, note))
-                print(f"[{i}/{len(grid)}] {name} -> FAILED: {note}", flush=True)
-                continue
-            row = to_row(*key, s)
-            rows[key] = row
-            done.add(key)
-            mark = "reached" if row["reached"] else "missed"
-            print(f"[{i}/{len(grid)}] {name} -> {row['outcome']} ({row['outcome_freq']:.2f}), "
-                  f"target {mark}, {float(s.get('wall_s') or 0):.1f}s"
-                  + (" (cached)" if note == "cached" else ""), flush=True)
+
+    def describe(key: tuple, s: dict, note: str) -> str:
+        row = to_row(*key, s)
+        mark = "reached" if row["reached"] else "missed"
+        return (f"{row['outcome']} ({row['outcome_freq']:.2f}), target {mark}, "
+                f"{float(s.get('wall_s') or 0):.1f}s")
+
+    summaries, failed = run_grid(grid, lambda key: launch_one(args, key), args.jobs, describe)
+    rows = {key: to_row(*key, s) for key, s in summaries.items()}
+    done = set(summaries)
     ordered = [rows[k] for k in grid if k in rows]
     write_tables(ordered, args, time.time() - t0)
     for game in args.games:

@@ -3,10 +3,12 @@ memory, and the ratio to the same learners run in one process with no sockets.
 
     python benchmarks/runtime.py                      # n in {2, 6, 12} x K in {1, 8}, pd, a2c-dri, ring
     python benchmarks/runtime.py --ns 6 --ks 8 --steps 2000
+    python benchmarks/runtime.py --env collection --ns 6 --ks 8 --out benchmarks/results/runtime_mpe
 
 For each (n, K) it runs `drima-launch` for real (one env server + n agent processes) and then
 `drima.reference.run_reference` (the same learners, env and DRI rule in one process) with the
-same settings, and prints one table row. Results: benchmarks/results/runtime.{md,csv}.
+same settings, and the environment alone (random actions, no learners), and prints one table
+row. Results: benchmarks/results/runtime.{md,csv}.
 """
 
 from __future__ import annotations
@@ -23,9 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
+from drima.env_server.envs import make_env
 from drima.reference import run_reference
 
-COLUMNS = ["n", "K", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "nbr_bytes_per_peer_env_step",
+
+def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int) -> float:
+    """Env steps/s of the environment by itself: K copies, random discrete actions, no learning."""
+    venv = make_env(env, n, k, seed)
+    rng = np.random.default_rng(seed)
+    sizes = [venv.agent_spec(i)["action"]["n"] for i in range(n)]
+    venv.reset()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        venv.step([rng.integers(0, size, k).astype(np.int32) for size in sizes])
+    return steps * k / (time.perf_counter() - t0)
+
+COLUMNS = ["n", "K", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "env_alone_env_steps_per_s", "nbr_bytes_per_peer_env_step",
            "nbr_bytes_per_msg", "env_link_bytes_per_agent_step", "exchange_p50_ms", "exchange_p99_ms",
            "agent_rss_mb", "agent_pss_mb", "env_server_rss_mb", "total_pss_mb"]
 
@@ -50,6 +65,7 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
     return {
         "n": n, "K": k, "env_steps_per_s": round(rate), "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
         "ratio": round(rate / ref["env_steps_per_s"], 2),
+        "env_alone_env_steps_per_s": round(env_alone_rate(env, n, k, steps, seed)),
         # PUB sends each frame once; ZeroMQ delivers one copy to each subscribed neighbour.
         "nbr_bytes_per_peer_env_step": round(float((sent / (steps * k)).mean()), 2),
         "nbr_bytes_per_msg": round(float((sent / msgs).mean()), 1),

@@ -31,8 +31,8 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
     agents = []
     for i in range(n):
         spec = venv.agent_spec(i)
-        learner = make_learner(algo, spec["obs_dim"], spec["action"], env_defaults(spec) | (learner_overrides or {}),
-                               agent_seed(seed, i))
+        options = env_defaults(spec, algo) | (learner_overrides or {})
+        learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i))
         agents.append(AgentCore(learner, mode, mu_step_size))
     obs = venv.reset()
     final_window = steps - max(1, steps // 10)

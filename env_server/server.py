@@ -358,7 +358,9 @@ class EnvServer:
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
             extras["team"] = protocol.to_bytes(rewards.sum(0))
-        in_range = self.env.in_range(self.cfg.range_radius) if rewards is not None and self.cfg.range_radius > 0 else None
+        in_range = None
+        if rewards is not None and self.cfg.range_radius > 0:
+            in_range = self.env.in_range(self.cfg.range_radius)
         for i in range(self.cfg.n_agents):
             if i in self.removed or i in self.dead or (i in self.rejoining and i not in self.rejoin_ready):
                 continue

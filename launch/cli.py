@@ -207,7 +207,7 @@ def _validate(cfg: LaunchConfig) -> None:
         build_topology(cfg.topology, cfg.n, cfg.seed)
     env = make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options)
     spec = env.agent_spec(0)
-    make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec) | cfg.learner, 0)
+    make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec, cfg.algo) | cfg.learner, 0)
 
 
 class Progress:

@@ -41,7 +41,8 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: in
     agents = []
     for i in range(cfg.n):
         spec = env.agent_spec(i)
-        learner = make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec) | cfg.learner, seed + i)
+        options = env_defaults(spec, cfg.algo) | cfg.learner
+        learner = make_learner(cfg.algo, spec["obs_dim"], spec["action"], options, seed + i)
         core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         ckpt = run_dir / f"agent_{i}" / "checkpoint.pt"
         if not ckpt.exists():

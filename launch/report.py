@@ -76,9 +76,14 @@ def plot_run(cfg: LaunchConfig) -> Path | None:
     if not env_rows:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    x = [float(r["env_steps"]) for r in env_rows]
-    axes[0].plot(x, [float(r["team_reward"]) for r in env_rows], color="k")
-    axes[0].set(title="team reward (sum over agents, per step)", xlabel="env steps")
+    episodic = [r for r in env_rows if r.get("episode_team_return")]  # MPE: the paper's group reward
+    if episodic:
+        axes[0].plot([float(r["env_steps"]) for r in episodic], [float(r["episode_team_return"]) for r in episodic],
+                     color="k")
+        axes[0].set(title="group reward (sum over agents and the episode)", xlabel="env steps")
+    else:
+        axes[0].plot([float(r["env_steps"]) for r in env_rows], [float(r["team_reward"]) for r in env_rows], color="k")
+        axes[0].set(title="team reward (sum over agents, per step)", xlabel="env steps")
     for i in range(cfg.n):
         rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
         if not rows:

@@ -33,6 +33,15 @@ def launch(*args):
     (["--nodes", "2"], "--rendezvous HOST:PORT"),
     (["--nodes", "2", "--node-rank", "2", "--rendezvous", "h:1"], "--node-rank"),
     (["--nodes", "3", "--rendezvous", "h:1"], "more than the 2 agents"),
+    (["--env", "pd", "--prey", "2"], "options of --env hunting"),
+    (["--env", "pd", "--render"], "--render draws MPE envs"),
+    (["--env", "hunting", "--topology", "range:far"], "range:0.8"),
+    (["--env", "hunting", "--n", "4"], "has 3 learning agents, but --n is 4"),
+    (["--env", "hunting", "--interceptors", "0"], "--interceptors must be >= 1"),
+    (["--env", "hunting", "--env-options", '{"speed": 1}'], "speed"),
+    (["--env", "collection", "--env-options", "[1]"], "--env-options: not a JSON object"),
+    (["--env", "collection", "--algo", "a2c", "--actions", "continuous"], "a2c supports discrete"),
+    (["--env", "pd", "--actions", "continuous"], "discrete actions only"),
 ])
 def test_bad_flags_exit_2_with_a_message(args, message, tmp_path):
     res = launch("--run-dir", str(tmp_path / "r"), *args)

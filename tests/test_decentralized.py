@@ -5,7 +5,6 @@
 import csv
 import json
 import threading
-import time
 
 import numpy as np
 import pytest

@@ -49,8 +49,10 @@ def test_unknown_learner_option_is_named():
 
 
 def test_one_state_games_default_to_gamma_zero():
-    assert env_defaults({"single_state": True}) == {"gamma": 0.0}
-    assert env_defaults({}) == {}
+    assert env_defaults({"single_state": True}, "dqn") == {"gamma": 0.0}
+    assert env_defaults({}, "a2c") == {}
+    assert env_defaults({"episode_length": 30}, "ddpg") == {"gamma": 0.95}  # only fields ddpg has
+    assert env_defaults({"episode_length": 30}, "a2c")["n_steps"] == 5
 
 
 def test_a2c_learns_the_better_arm_of_a_bandit():
@@ -78,3 +80,20 @@ def test_ddpg_continuous_actions_are_bounded_and_learn_a_target_action():
 def test_continuous_actions_are_refused_by_discrete_only_learners():
     with pytest.raises(ValueError, match="a2c supports discrete"):
         make_learner("a2c", 3, {"type": "continuous", "dim": 2}, {}, 0)
+
+
+def test_a2c_with_rollouts_updates_every_n_steps_and_credits_delayed_reward():
+    """Two-step episodes: the first action alone decides the reward paid at the SECOND step.
+    Only the bootstrapped / GAE return carries it back; the n-step learner must find it."""
+    learner = make_learner("a2c", 2, {"type": "discrete", "n": 2},
+                           {"gamma": 0.9, "n_steps": 4, "lr_actor": 3e-3}, 0)
+    first, second = np.tile([1.0, 0.0], (16, 1)).astype(np.float32), np.tile([0.0, 1.0], (16, 1)).astype(np.float32)
+    no, yes = np.zeros(16, np.float32), np.ones(16, np.float32)
+    infos = []
+    for _ in range(600):
+        a0 = learner.act(first)
+        infos.append(learner.update(first, a0, no, second, no))
+        a1 = learner.act(second)
+        infos.append(learner.update(second, a1, np.where(a0 == 1, 1.0, -1.0).astype(np.float32), first, yes))
+    assert [bool(i) for i in infos[:8]] == [False, False, False, True] * 2  # one update per 4 steps
+    assert learner.policy(first[:1])[0, 1] > 0.9

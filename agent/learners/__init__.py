@@ -24,10 +24,20 @@ class Learner(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def env_defaults(spec: dict) -> dict[str, Any]:
-    """Learner options implied by the environment: a one-state game (matrix games) gets
-    gamma 0, since no action changes the next state and an action's value is its signal."""
-    return {"gamma": 0.0} if spec.get("single_state") else {}
+def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
+    """Learner options implied by the environment, for the fields `algo` has.
+
+    A one-state game (matrix games) gets gamma 0: no action changes the next state, so an
+    action's value is its signal. Short episodes (MPE, 30-50 steps) get MADDPG's gamma 0.95,
+    and A2C learns from 5-step rollouts there (one-step updates on small per-step signals
+    barely move it)."""
+    if spec.get("single_state"):
+        defaults = {"gamma": 0.0}
+    elif spec.get("episode_length"):
+        defaults = {"gamma": 0.95} | ({"n_steps": 5, "lr_actor": 3e-3} if algo == "a2c" else {})
+    else:
+        defaults = {}
+    return defaults
 
 
 def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[str, Any], seed: int) -> Learner:

@@ -4,6 +4,10 @@
     critic: minimise 0.5 * delta^2          (step size lr_critic, the faster time scale)
     actor:  ascend delta * log pi(a|s)      (step size lr_actor) + entropy bonus
 
+With n_steps > 1 the update waits for n steps and uses GAE(lambda) advantages over them
+(the usual A2C rollout), which episodic tasks with small per-step signals need; n_steps = 1
+is the one-step rule above, the matrix-game default.
+
 `signal` is the DRI differential reward (r - mu in -ind mode); with gamma = 1 and a
 one-state game V(s') - V(s) cancels and delta is the signal itself, as in the paper;
 gamma = 0 (the matrix-game default) keeps V as a learned baseline instead.
@@ -34,6 +38,10 @@ class A2CConfig:
     """entropy bonus that keeps the stochastic policy exploring"""
     max_grad_norm: float = 10.0
     """gradient clipping on actor and critic together"""
+    n_steps: int = 1
+    """steps per update (a rollout of n_steps x K transitions); 1 = update at every step"""
+    gae_lambda: float = 0.95
+    """GAE lambda over a rollout (used when n_steps > 1)"""
 
 
 class A2C:
@@ -48,6 +56,7 @@ class A2C:
         ])
         self.params = list(self.actor.parameters()) + list(self.critic.parameters())
         self.gen = torch.Generator().manual_seed(seed)
+        self.rollout: list[tuple[np.ndarray, ...]] = []  # transitions since the last update
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -60,18 +69,27 @@ class A2C:
         return F.softmax(self.actor(torch.as_tensor(obs)), dim=-1).numpy()
 
     def update(self, obs, actions, signal, next_obs, done) -> dict[str, float]:
-        obs_t, next_t = torch.as_tensor(obs), torch.as_tensor(next_obs)
-        sig = torch.as_tensor(signal, dtype=torch.float32)
-        not_done = 1.0 - torch.as_tensor(done, dtype=torch.float32)
+        self.rollout.append((obs, actions, signal, next_obs, done))
+        if len(self.rollout) < self.cfg.n_steps:
+            return {}
+        obs_t, act_t, sig, next_t, done_t = (torch.as_tensor(np.stack(x)) for x in zip(*self.rollout))
+        self.rollout.clear()
+        not_done = 1.0 - done_t.float()  # (n, K)
+        v = self.critic(obs_t).squeeze(-1)  # (n, K)
         with torch.no_grad():
-            v_next = self.critic(next_t).squeeze(-1) if self.cfg.gamma > 0 else torch.zeros_like(sig)
-        v = self.critic(obs_t).squeeze(-1)
-        delta = sig + self.cfg.gamma * v_next * not_done - v
+            v_next = self.critic(next_t).squeeze(-1) if self.cfg.gamma > 0 else torch.zeros_like(v)
+            deltas = sig.float() + self.cfg.gamma * v_next * not_done - v
+            adv = torch.zeros_like(deltas)
+            running = torch.zeros_like(deltas[0])
+            for t in reversed(range(len(deltas))):  # GAE; with one step it is delta itself
+                running = deltas[t] + self.cfg.gamma * self.cfg.gae_lambda * not_done[t] * running
+                adv[t] = running
+            returns = adv + v
         logp_all = F.log_softmax(self.actor(obs_t), dim=-1)
-        logp = logp_all.gather(1, torch.as_tensor(actions, dtype=torch.int64).unsqueeze(-1)).squeeze(-1)
+        logp = logp_all.gather(-1, act_t.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
-        actor_loss = -(delta.detach() * logp).mean() - self.cfg.entropy_coef * entropy
-        critic_loss = 0.5 * delta.pow(2).mean()
+        actor_loss = -(adv * logp).mean() - self.cfg.entropy_coef * entropy
+        critic_loss = 0.5 * (returns - v).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)

@@ -13,6 +13,7 @@ end every copy resets and `done` is 1 for that step (the observation sent is the
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -37,9 +38,12 @@ class MPEVectorEnv:
         self.episode_length = int(options.pop("max_cycles", EPISODE_LENGTH[name]))
         if name == "collection":
             options.setdefault("n_agents", n_agents)
-        self.scenario = SCENARIOS[name]()
+        cls = SCENARIOS[name]
+        reward_keys = set(inspect.signature(cls.__init__).parameters) - {"self"}  # reward scales
         try:
-            self.worlds = [self.scenario.make_world(**options) for _ in range(n_envs)]
+            self.scenario = cls(**{k: v for k, v in options.items() if k in reward_keys})
+            world_options = {k: v for k, v in options.items() if k not in reward_keys}
+            self.worlds = [self.scenario.make_world(**world_options) for _ in range(n_envs)]
         except TypeError as exc:  # an option the scenario does not take
             raise ValueError(f"--env {name}: {exc}") from None
         self.n_agents = len(self.worlds[0].agents)

@@ -1,0 +1,89 @@
+"""What the learning benchmarks share: run one `drima.launch` configuration (reusing a completed
+run with the same settings), run a grid of them in parallel, and read learning curves back."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+
+def load_summary(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def launch(cmd_args: list[str], run_dir: Path, log: Path, timeout_s: float, reuse: Callable[[dict], bool],
+           force: bool = False) -> tuple[dict | None, str]:
+    """Run `python -m drima.launch CMD_ARGS --run-dir RUN_DIR --quiet` unless a completed run that
+    `reuse` accepts is already there; return (summary or None, note)."""
+    s = load_summary(run_dir)
+    if s is not None and s.get("status") == "completed" and not force and reuse(s):
+        return s, "cached"
+    shutil.rmtree(run_dir, ignore_errors=True)  # stale or forced: start clean
+    cmd = [sys.executable, "-m", "drima.launch", *cmd_args, "--run-dir", str(run_dir), "--quiet"]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            return None, f"timed out after {timeout_s:.0f}s (log: {log})"
+    s = load_summary(run_dir)
+    if rc != 0 or s is None or s.get("status") != "completed":
+        status = s.get("status") if s else "no summary.json"
+        return None, f"exit {rc}, status {status} (log: {log})"
+    return s, "ran"
+
+
+def run_grid(keys: Iterable[tuple], run_one: Callable[[tuple], tuple[dict | None, str]], jobs: int,
+             describe: Callable[[tuple, dict, str], str]) -> tuple[dict[tuple, dict], list[tuple[str, str]]]:
+    """Run every key (in `jobs` threads, each driving one launcher); print one line per run."""
+    keys = list(keys)
+    done, failed = {}, []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futs = {pool.submit(run_one, key): key for key in keys}
+        for i, fut in enumerate(as_completed(futs), 1):
+            key = futs[fut]
+            name = " ".join(map(str, key))
+            try:
+                s, note = fut.result()
+            except Exception as e:  # a bug here must not hide other runs
+                s, note = None, f"{type(e).__name__}: {e}"
+            if s is None:
+                failed.append((name, note))
+                print(f"[{i}/{len(keys)}] {name} -> FAILED: {note}", flush=True)
+                continue
+            done[key] = s
+            print(f"[{i}/{len(keys)}] {name} -> {describe(key, s, note)}" + (" (cached)" if note == "cached" else ""),
+                  flush=True)
+    return done, failed
+
+
+def read_curve(run_dir: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, column) from the env server's metrics.csv, skipping rows where it is empty."""
+    with open(run_dir / "env_server" / "metrics.csv", newline="") as f:
+        data = [(float(r["env_steps"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
+    arr = np.array(data, dtype=float).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def band(curves: list[tuple[np.ndarray, np.ndarray]], smooth: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+    """Seeds' curves cut to a common length (and moving-averaged over `smooth` points): x, (seeds, T)."""
+    curves = [c for c in curves if len(c[0]) >= smooth]
+    if not curves:
+        return None
+    m = min(len(x) for x, _ in curves)
+    x, ys = curves[0][0][:m], np.stack([y[:m] for _, y in curves])
+    if smooth > 1:
+        kernel = np.ones(smooth) / smooth
+        ys = np.stack([np.convolve(y, kernel, mode="valid") for y in ys])
+        x = x[smooth - 1:]
+    return x, ys
