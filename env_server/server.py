@@ -172,8 +172,7 @@ class EnvServer:
 
     def _spec(self, agent: int) -> dict:
         return self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
-                                             "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION,
-                                             "heartbeat_interval_s": self.cfg.heartbeat_interval_s}
+                                             "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION}
 
     # -- liveness ----------------------------------------------------------------------------------
     def _heard_from(self, agent: int) -> None:
@@ -196,7 +195,8 @@ class EnvServer:
         interval = self.cfg.heartbeat_interval_s
         window = interval * self.cfg.heartbeat_liveness
         if self.next_tick and now - self.next_tick > window:  # this process itself was paused (SIGSTOP, swap)
-            log.warning("env server was paused for %.2f s: the agents get a new liveness window", now - self.next_tick)
+            log.warning("env server was paused for %.2f s: the agents get a new liveness window",
+                        now - self.next_tick)
             self.last_heard[self.last_heard > 0] = now
         self.next_tick = now + interval / 5
         # frames already queued are signs of life not yet counted: judge silence on an empty queue
