@@ -20,20 +20,21 @@ class MetricsWriter:
         if not exists:
             self._writer.writeheader()
         self._sums: dict[str, float] = {}
-        self._count = 0
+        self._counts: dict[str, int] = {}  # per key: episode metrics and losses do not come every step
 
     def accumulate(self, values: dict[str, float]) -> None:
-        """Add one step's values to the running means of this interval."""
+        """Add one sample of each value to the running means of this interval."""
         for k, v in values.items():
             self._sums[k] = self._sums.get(k, 0.0) + float(v)
-        self._count += 1
+            self._counts[k] = self._counts.get(k, 0) + 1
 
     def write(self, row: dict[str, float | int | str]) -> None:
-        """Write one row: `row` plus the interval means accumulated so far, then reset them."""
-        means = {k: round(v / self._count, 6) for k, v in self._sums.items()} if self._count else {}
+        """Write one row: `row` plus the interval means accumulated so far (each over its own
+        samples; a key with none stays empty), then reset them."""
+        means = {k: round(v / self._counts[k], 6) for k, v in self._sums.items()}
         self._writer.writerow(means | row)
         self._file.flush()
-        self._sums, self._count = {}, 0
+        self._sums, self._counts = {}, {}
 
     def close(self) -> None:
         if not self._file.closed:
