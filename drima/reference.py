@@ -24,8 +24,9 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
                   env_options: dict | None = None, log_every: int = 0) -> dict:
     torch.set_num_threads(1)
     venv = make_env(env, n, n_envs, seed, default_action_type(env, algo), env_options)
-    radius = range_radius(topology) if is_dynamic(topology) else 0.0
-    nbrs = neighbour_map(build_topology("full" if radius else topology, n, seed))
+    dynamic = is_dynamic(topology)
+    radius = range_radius(topology) if dynamic else None  # None with range:sight: the units' sight ranges
+    nbrs = neighbour_map(build_topology("full" if dynamic else topology, n, seed))
     if mode == "ctde":
         nbrs = {i: [] for i in range(n)}
     agents = []
@@ -42,7 +43,7 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
         venv.count_joint_actions = t >= final_window
         actions = [a.act(o) for a, o in zip(agents, obs)]
         next_obs, rewards, dones = venv.step(actions)
-        near = venv.in_range(radius) if radius else None
+        near = venv.in_range(radius) if dynamic else None
         team = rewards.sum(0)
         mus = np.array([a.mu for a in agents])
         for i, a in enumerate(agents):

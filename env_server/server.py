@@ -35,7 +35,7 @@ class EnvServerConfig:
     address: str
     """where the ROUTER socket binds, e.g. tcp://0.0.0.0:5555 or ipc:///tmp/run/env"""
     env: str
-    """pd | maintain | meeting3 | payoff:FILE | hunting | collection"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP"""
     n_agents: int
     """how many agent processes take part"""
     steps: int
@@ -61,16 +61,22 @@ class EnvServerConfig:
     range_radius: float = 0.0
     """> 0: tell each agent, per step and copy, which agents are within this distance (range:R
     topologies). The server is the physical medium here, like a radio; it learns nothing."""
+    range_sight: bool = False
+    """range:sight (SMAX, SC2): as range_radius, with each unit's own sight range as its radius"""
     share_team_reward: bool = False
-    """ctde mode: send every agent the team reward (the sum of all agents' rewards) too"""
+    """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
+    their mean, see env_server/smax.py) and, where the env has one, the global state"""
 
 
 class EnvServer:
     def __init__(self, cfg: EnvServerConfig, env: VectorEnv | None = None):
         self.cfg = cfg
         self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, cfg.seed, cfg.action_type, cfg.env_options)
-        if cfg.range_radius > 0 and not hasattr(self.env, "in_range"):
-            raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE env")
+        self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
+        if self.neighbourhoods and not hasattr(self.env, "in_range"):
+            raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")
+        self.team_reward = getattr(self.env, "team_reward", lambda rewards: rewards.sum(0))
+        self.send_state = cfg.share_team_reward and hasattr(self.env, "global_state")
         self.task_metric_names: tuple[str, ...] = getattr(self.env, "metric_names", ())
         self.dir = Path(cfg.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -126,8 +132,9 @@ class EnvServer:
         return None
 
     def _spec(self, agent: int) -> dict:
-        return self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
+        spec = self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
                                              "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION}
+        return spec | ({"state_dim": int(self.env.state_dim)} if self.send_state else {})
 
     # -- phases ------------------------------------------------------------------------------------
     def _handle_control(self, msg: protocol.Message) -> None:
@@ -215,14 +222,19 @@ class EnvServer:
         done_b = protocol.to_bytes(done)
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
-            extras["team"] = protocol.to_bytes(rewards.sum(0))
+            extras["team"] = protocol.to_bytes(self.team_reward(rewards))
+        if self.send_state:
+            extras["state"] = protocol.to_bytes(self.env.global_state())
         in_range = None
-        if rewards is not None and self.cfg.range_radius > 0:
-            in_range = self.env.in_range(self.cfg.range_radius)
+        if rewards is not None and self.neighbourhoods:
+            in_range = self.env.in_range(None if self.cfg.range_sight else self.cfg.range_radius)
+        avail = self.env.avail_actions() if hasattr(self.env, "avail_actions") else None
         for i in range(self.cfg.n_agents):
             r = b"" if rewards is None else protocol.to_bytes(rewards[i])
             if in_range is not None:  # only agent i's own row: who is near i
                 extras["in_range"] = np.ascontiguousarray(in_range[i], np.uint8).tobytes()
+            if avail is not None:
+                extras["avail"] = np.ascontiguousarray(avail[i], np.uint8).tobytes()
             self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last, extras])
 
     # -- main loop -----------------------------------------------------------------------------------
@@ -278,8 +290,10 @@ class EnvServer:
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested,
+                 "replaced_actions": getattr(self.env, "replaced_actions", 0),
                  "memory": memory_mb()}
         write_json_atomic(self.dir / "stats.json", stats)
+        getattr(self.env, "close", lambda: None)()  # SC2: end the game processes
         log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
         self.sock.close()
         self.ctx.term()

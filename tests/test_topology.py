@@ -240,6 +240,7 @@ def test_range_radius_parses_the_distance_and_names_bad_ones():
     from drima.topology import range_radius
 
     assert range_radius("range:0.8") == 0.8
+    assert range_radius("range:sight") is None  # each unit's own sight range (SMAX, SC2)
     for bad in ("range", "range:", "range:far", "range:-1", "range:0", "range:inf", "ring"):
         with pytest.raises(TopologyError):
             range_radius(bad)
