@@ -23,6 +23,7 @@ import zmq
 from drima import protocol
 from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
+from drima.types import StepInfo
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .core import AgentCore
@@ -46,7 +47,7 @@ class AgentConfig:
     peers: dict[str, str]
     """neighbour id -> that neighbour's PUB address (JSON keys are strings)"""
     algo: str = "a2c"
-    """a2c | dqn | ddpg"""
+    """a2c | dqn | ddpg | ppo"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde"""
     seed: int = 0
@@ -137,7 +138,9 @@ class AgentProcess:
         self.n_agents = int(spec["n_agents"])
         action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
         learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"],
-                               env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed)
+                               env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed, int(spec.get("state_dim", 0)))
+        n_actions = int(spec["action"].get("n", 0))
+        state_dim = int(spec.get("state_dim", 0))
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         ckpt = self.dir / "checkpoint.pt"
         if cfg.resume and ckpt.exists():
@@ -159,6 +162,7 @@ class AgentProcess:
                     log.warning("dropped unexpected %s from the env server", msg.kind)
                     continue
                 next_obs = protocol.floats(msg.body[0]).reshape(n_envs, -1)
+                next_info = self._step_info(msg.body[4], n_envs, n_actions, state_dim)
                 if obs is not None:  # RESULT t+1 carries r_t for the action sent at step t
                     rewards = protocol.floats(msg.body[1])
                     done = protocol.floats(msg.body[2])
@@ -173,7 +177,7 @@ class AgentProcess:
                     self.exchange_s.append(time.perf_counter() - t_pub)
                     mask = None if near is None else near[peer_ids]
                     reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
-                                                     in_range=mask, team_reward=team)
+                                                     in_range=mask, team_reward=team, next_info=next_info)
                     metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
                                         "conflict_rate": reshaped.conflict.mean(),
                                         "n_peers": len(peer_ids) if mask is None else mask.sum(0).mean()} | info)
@@ -186,7 +190,7 @@ class AgentProcess:
                 if msg.body[3]:  # last result of the run
                     break
                 obs = next_obs
-                actions = self.core.act(obs)
+                actions = self.core.act(obs, next_info)
                 self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, action_dtype)])
         except EnvServerGone as exc:
             log.error("%s: saving a checkpoint and exiting", exc)
@@ -213,6 +217,24 @@ class AgentProcess:
                         raw.size, self.n_agents, n_envs)
             return None
         return raw.reshape(self.n_agents, n_envs).astype(bool)
+
+    @staticmethod
+    def _step_info(extras: dict, n_envs: int, n_actions: int, state_dim: int) -> StepInfo | None:
+        """Action masks and global state sent beside an observation (SMAX, SC2), if any."""
+        avail = state = None
+        if "avail" in extras:
+            raw = np.frombuffer(extras["avail"], np.uint8)
+            if raw.size == n_envs * n_actions:
+                avail = raw.reshape(n_envs, n_actions).astype(bool)
+            else:
+                log.warning("ignored an action mask of %d bytes (expected %d x %d)", raw.size, n_envs, n_actions)
+        if "state" in extras:
+            raw = protocol.floats(extras["state"])
+            if raw.size == n_envs * state_dim:
+                state = raw.reshape(n_envs, state_dim)
+            else:
+                log.warning("ignored a global state of %d floats (expected %d x %d)", raw.size, n_envs, state_dim)
+        return None if avail is None and state is None else StepInfo(avail, state)
 
     def _write_stats(self) -> None:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""
