@@ -14,20 +14,21 @@ from pathlib import Path
 
 from drima.agent.process import AgentConfig
 from drima.env_server.server import EnvServerConfig
-from drima.env_server.envs import default_action_type
+from drima.env_server.envs import battle_kind, default_action_type
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
 
 @dataclass
 class LaunchConfig:
     env: str = "pd"
-    """pd | maintain | meeting3 | payoff:FILE | hunting | collection"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP"""
     algo: str = "a2c"
-    """a2c | dqn | ddpg: every agent runs its own learner of this kind"""
+    """a2c | dqn | ddpg | ppo: every agent runs its own learner of this kind"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde (learn from the team reward the env server sends)"""
     topology: str = "full"
-    """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES | range:R"""
+    """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES | range:R
+    | range:sight (SMAX, SC2: each unit's sight range)"""
     n: int = 2
     """number of agent processes"""
     steps: int = 3000
@@ -92,7 +93,7 @@ def action_type(cfg: LaunchConfig) -> str:
 
 def plan_run(cfg: LaunchConfig) -> RunPlan:
     """Build every process's config. Raises ValueError/TopologyError on a bad config."""
-    radius = 0.0
+    radius: float | None = 0.0  # None: range:sight
     if cfg.mode == "ctde":  # learns from the team reward: no neighbour scalars to trade
         nbrs = {i: [] for i in range(cfg.n)}
     elif is_dynamic(cfg.topology):  # anyone may come in range: link to all, the env server says who is near
@@ -116,15 +117,19 @@ def plan_run(cfg: LaunchConfig) -> RunPlan:
         raise ValueError(f"unknown transport {cfg.transport!r}: use ipc or tcp")
     server = EnvServerConfig(address=env_addr, env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
                              seed=cfg.seed, run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
-                             env_options=dict(cfg.env_options), action_type=action_type(cfg), range_radius=radius,
+                             env_options=dict(cfg.env_options), action_type=action_type(cfg),
+                             range_radius=radius or 0.0, range_sight=radius is None,
                              share_team_reward=cfg.mode == "ctde")
+    # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
+    # before the env server answers: give the agents that long to hear from it
+    startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s
     agents = [
         AgentConfig(agent_id=i, env_address=env_addr, link_bind=bind_addrs[i],
                     peers={str(j): link_addrs[j] for j in nbrs[i]}, algo=cfg.algo, mode=cfg.mode,
                     seed=agent_seed(cfg.seed, i), run_dir=str(run_dir / f"agent_{i}"), learner=dict(cfg.learner),
                     mu_step_size=cfg.mu_step_size, log_every=cfg.log_every,
                     checkpoint_every=cfg.checkpoint_every, link_deadline_s=cfg.link_deadline_s,
-                    link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms)
+                    link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms, startup_timeout_s=startup_s)
         for i in range(cfg.n)
     ]
     return RunPlan(server, agents, nbrs, socket_dir)

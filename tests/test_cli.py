@@ -25,6 +25,11 @@ def launch(*args):
     (["--learner", "{not json"], "--learner"),
     (["--learner", '{"lr_actorr": 1}'], "lr_actorr"),
     (["--mu-step-size", "2"], "mu-step-size"),
+    (["--env", "smax:4m"], "unknown SMAX map '4m'"),
+    (["--env", "smax:3m", "--n", "4"], "smax:3m has 3 allied units, but --n is 4"),
+    (["--env", "collection", "--topology", "range:sight"], "range:sight needs units with a sight range"),
+    (["--env", "smax:3m", "--algo", "ppo", "--learner", '{"chunk_len": 7}'], "chunk_len 7 must divide n_steps 400"),
+    (["--env", "sc2:3m"], "github.com/oxwhirl/smac"),  # SMAC is not installed here
 ])
 def test_bad_flags_exit_2_with_a_message(args, message, tmp_path):
     res = launch("--run-dir", str(tmp_path / "r"), *args)
