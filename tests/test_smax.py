@@ -3,6 +3,7 @@ placed by hand (observations, action masks, sight neighbourhoods, rewards), per-
 short real multi-process runs."""
 
 import csv
+import importlib.util
 import json
 
 import numpy as np
@@ -11,9 +12,11 @@ import pytest
 from drima.env_server.smax import MAPS, battle_rewards, static_spec, team_reward
 from helpers import drima_processes_for, load_summary, run_launch
 
-jaxmarl = pytest.importorskip("jaxmarl", reason="the smax extra is not installed")
+needs_jaxmarl = pytest.mark.skipif(importlib.util.find_spec("jaxmarl") is None,
+                                   reason='the smax extra is not installed: pip install -e ".[smax]"')
 
 
+@needs_jaxmarl
 def test_map_table_and_sizes_match_jaxmarl():
     from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
     from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
@@ -65,6 +68,7 @@ COOLDOWNS = [0, 0, 0, 5, 0, 0]  # enemy 0 cannot fire this step, enemy 1 can (at
 STOP, ATTACK_0 = 4, 5
 
 
+@needs_jaxmarl
 def test_a_battle_placed_by_hand(env):
     health = np.array([HEALTH, HEALTH])
     health[1, 2] = 0  # copy 1: ally 2 is dead
@@ -93,6 +97,7 @@ def test_a_battle_placed_by_hand(env):
     assert env.global_state().shape == (2, 72)
 
 
+@needs_jaxmarl
 def test_battles_end_and_reset_per_copy(env):
     health = np.array([HEALTH, HEALTH])
     health[0, 3:] = 0  # copy 0: every enemy is already dead, the battle is won at the next step
@@ -114,6 +119,7 @@ def _rows(path):
     return list(csv.DictReader(open(path)))
 
 
+@needs_jaxmarl
 @pytest.mark.slow
 def test_smax_3m_dri_run_with_sight_neighbourhoods(tmp_path):
     run_dir = tmp_path / "smax"
@@ -137,6 +143,7 @@ def test_smax_3m_dri_run_with_sight_neighbourhoods(tmp_path):
     assert not drima_processes_for(str(run_dir))
 
 
+@needs_jaxmarl
 @pytest.mark.slow
 def test_smax_ctde_agents_get_the_team_reward_and_the_global_state(tmp_path):
     run_dir = tmp_path / "ctde"
