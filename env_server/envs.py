@@ -89,6 +89,11 @@ def is_mpe(spec: str) -> bool:
     return spec in MPE_ENVS
 
 
+def team_reward(env: VectorEnv, rewards: np.ndarray) -> np.ndarray:
+    """ctde's team reward (K,): the env's own definition (battles: the mean over allies) or the sum."""
+    return env.team_reward(rewards) if hasattr(env, "team_reward") else rewards.sum(0)
+
+
 def battle_kind(spec: str) -> str | None:
     """"smax" or "sc2" for `smax:MAP` / `sc2:MAP`, else None."""
     kind, sep, _ = spec.partition(":")

@@ -23,7 +23,7 @@ from drima import protocol
 from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
 
-from .envs import VectorEnv, make_env
+from .envs import VectorEnv, make_env, team_reward
 
 log = logging.getLogger("drima.env_server")
 
@@ -75,7 +75,6 @@ class EnvServer:
         self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
         if self.neighbourhoods and not hasattr(self.env, "in_range"):
             raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")
-        self.team_reward = getattr(self.env, "team_reward", lambda rewards: rewards.sum(0))
         self.send_state = cfg.share_team_reward and hasattr(self.env, "global_state")
         self.task_metric_names: tuple[str, ...] = getattr(self.env, "metric_names", ())
         self.dir = Path(cfg.run_dir)
@@ -222,7 +221,7 @@ class EnvServer:
         done_b = protocol.to_bytes(done)
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
-            extras["team"] = protocol.to_bytes(self.team_reward(rewards))
+            extras["team"] = protocol.to_bytes(team_reward(self.env, rewards))
         if self.send_state:
             extras["state"] = protocol.to_bytes(self.env.global_state())
         in_range = None

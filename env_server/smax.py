@@ -204,9 +204,9 @@ class SMAXVectorEnv:
                 "env": self.spec, "agent_name": f"ally_{agent}", "role": self.unit_types[agent]}
 
     def _take(self, out) -> list[np.ndarray]:
-        obs, avail, wstate = out
-        self._obs, self._avail = np.asarray(obs, np.float32), np.asarray(avail, np.uint8)
-        self._wstate = np.asarray(wstate, np.float32)
+        obs, avail, wstate = out  # copied out of JAX's read-only buffers: learners may write to them
+        self._obs, self._avail = np.array(obs, np.float32), np.array(avail, np.uint8)
+        self._wstate = np.array(wstate, np.float32)
         return [self._obs[:, i] for i in range(self.n_agents)]
 
     def reset(self) -> list[np.ndarray]:

@@ -113,6 +113,16 @@ def test_battles_end_and_reset_per_copy(env):
                       "enemies_alive": 0.0, "episode_length": 1.0}
 
 
+@needs_jaxmarl
+def test_the_in_process_reference_loop_plays_battles_in_ctde():
+    """The yardstick loop gives PPO the masks and, in ctde, the global state, as the server does."""
+    from drima.reference import run_reference
+
+    out = run_reference("smax:3m", "ppo", "ctde", "range:sight", 3, 40, 0, n_envs=2,
+                        learner_overrides={"n_steps": 20, "epochs": 1})
+    assert out["env_steps_per_s"] > 0 and 0.0 <= out["won"] <= 1.0 and out["episode_length"] > 0
+
+
 # -- real processes ----------------------------------------------------------------------------------
 
 def _rows(path):
