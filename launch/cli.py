@@ -22,7 +22,7 @@ import numpy as np
 from drima.metrics import last_row
 from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, has_positions, is_mpe
 from drima.env_server.matrix_games import PayoffFileError, get_game
-from drima.topology import TopologyError, build_topology, is_dynamic, range_radius
+from drima.topology import TopologyError, build_topology, is_dynamic, is_sight_range, range_radius
 from drima.types import ALGOS, REWARD_MODES
 
 from .plan import LaunchConfig, action_type, plan_run
@@ -101,7 +101,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
     if is_dynamic(a.topology) and not has_positions(a.env):
         parser.error(f"--topology {a.topology}: range topologies need an environment with positions "
                      f"({', '.join(MPE_ENVS)}, smax:MAP, sc2:MAP)")
-    if is_dynamic(a.topology) and a.topology.partition(":")[2] == "sight" and not battle_kind(a.env):
+    if is_sight_range(a.topology) and not battle_kind(a.env):
         parser.error("--topology range:sight needs units with a sight range: smax:MAP or sc2:MAP")
     try:
         n = a.n if a.n is not None else default_n(a.env, env_options)
