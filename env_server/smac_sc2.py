@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .smax import METRIC_NAMES, battle_rewards, sight_neighbours, team_reward
+from .smax import Battles, battle_rewards
 
 log = logging.getLogger("drima.env_server")
 
@@ -75,7 +75,7 @@ def _health(units) -> np.ndarray:
                      for _, u in sorted(units.items())], np.float64)
 
 
-class SC2VectorEnv:
+class SC2VectorEnv(Battles):
     def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, options: dict | None = None,
                  env_class: Callable | None = None):
         """`env_class` builds one StarCraft2Env (default: SMAC's); `options` go to its constructor,
@@ -92,7 +92,6 @@ class SC2VectorEnv:
         self.spec, self.n_agents, self.n_envs = spec, n_agents, n_envs
         self.n_actions, self.state_dim = int(info["n_actions"]), int(info["state_shape"])
         self.obs_dim, self.episode_limit = int(info["obs_shape"]), int(info["episode_limit"])
-        self.metric_names = METRIC_NAMES
         self.replaced_actions = 0
 
     def agent_spec(self, agent: int) -> dict:
@@ -117,9 +116,7 @@ class SC2VectorEnv:
         for e in self.envs:
             e.reset()
         self._hp = np.stack([self._units(e)[0] for e in self.envs])
-        self._ep_return = np.zeros(self.n_envs)
-        self._ep_len = np.zeros(self.n_envs, np.int64)
-        self._finished: list[dict[str, float]] = []
+        self._start_books()
         return self._observe()
 
     def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -139,36 +136,12 @@ class SC2VectorEnv:
         rewards = battle_rewards(before[:, :n], after[:, :n], before[:, n:], after[:, n:], won,
                                  self.health_coef, self.won_bonus)
         self._alive = after[:, :n] > 0  # at the end of this step, before any reset
-        self._ep_return += rewards.sum(0)
-        self._ep_len += 1
-        for k in np.flatnonzero(done):
-            self._finished.append({"won": float(won[k]), "episode_team_return": float(self._ep_return[k]),
-                                   "allies_alive": float((after[k, :n] > 0).sum()),
-                                   "enemies_alive": float((after[k, n:] > 0).sum()),
-                                   "episode_length": float(self._ep_len[k])})
-            self.envs[k].reset()  # this battle is over: the copy starts the next one by itself
+        self._book(rewards, done, won, self._alive, after[:, n:] > 0)
+        for k in np.flatnonzero(done):  # this battle is over: the copy starts the next one by itself
+            self.envs[k].reset()
             after[k] = self._units(self.envs[k])[0]
-            self._ep_return[k], self._ep_len[k] = 0.0, 0
         self._hp = after
         return self._observe(), rewards, done.astype(np.float32)
-
-    def avail_actions(self) -> list[np.ndarray]:
-        return [self._avail[:, i] for i in range(self.n_agents)]
-
-    def global_state(self) -> np.ndarray:
-        return self._state
-
-    def team_reward(self, rewards: np.ndarray) -> np.ndarray:
-        return team_reward(rewards)
-
-    def in_range(self, radius: float | None) -> np.ndarray:
-        """As SMAXVectorEnv.in_range: SMAC's unit_sight_range with radius None (range:sight)."""
-        reach = self._sight if radius is None else np.full((self.n_envs, self.n_agents), float(radius))
-        return sight_neighbours(self._pos, self._alive, reach)
-
-    def pop_task_metrics(self) -> list[dict[str, float]]:
-        done, self._finished = self._finished, []
-        return done
 
     def close(self) -> None:
         for e in self.envs:

@@ -99,6 +99,57 @@ def sight_neighbours(positions: np.ndarray, alive: np.ndarray, reach: np.ndarray
     return near.transpose(1, 2, 0)
 
 
+class Battles:
+    """What the SMAX and StarCraft II adapters share: per-battle metrics and the views the env
+    server reads. After every reset and step a subclass sets `_avail` (K, n, n_actions) uint8 and
+    `_state` (K, state_dim) float32; after every step `_pos` (K, n, 2), `_alive` (K, n) and `_sight`
+    (K, n) of the allied units, as they were at the step's end (before any reset)."""
+
+    n_agents: int
+    n_envs: int
+    metric_names = METRIC_NAMES
+
+    def _start_books(self) -> None:
+        self._ep_return = np.zeros(self.n_envs)  # per copy, this battle so far
+        self._ep_len = np.zeros(self.n_envs, np.int64)
+        self._finished: list[dict[str, float]] = []
+
+    def _book(self, rewards: np.ndarray, done: np.ndarray, won: np.ndarray, allies_alive: np.ndarray,
+              enemies_alive: np.ndarray) -> None:
+        """Add one step; close the battles that ended (done, won (K,) bool; alive (K, units) bool)."""
+        self._ep_return += rewards.sum(0)
+        self._ep_len += 1
+        for k in np.flatnonzero(done):
+            self._finished.append({"won": float(won[k]), "episode_team_return": float(self._ep_return[k]),
+                                   "allies_alive": float(allies_alive[k].sum()),
+                                   "enemies_alive": float(enemies_alive[k].sum()), "episode_length": float(self._ep_len[k])})
+        self._ep_return[done] = 0.0
+        self._ep_len[done] = 0
+
+    def avail_actions(self) -> list[np.ndarray]:
+        """Per agent (K, n_actions) uint8: the actions allowed at the current observation."""
+        return [self._avail[:, i] for i in range(self.n_agents)]
+
+    def global_state(self) -> np.ndarray:
+        """(K, state_dim) float32: the global state at the current observation (ctde critics)."""
+        return self._state
+
+    def team_reward(self, rewards: np.ndarray) -> np.ndarray:
+        return team_reward(rewards)
+
+    def in_range(self, radius: float | None) -> np.ndarray:
+        """(n, n, K) bool over the allied units at the end of the last step (before a reset):
+        j is within i's sight range (radius None, `range:sight`) or within `radius`; dead units
+        are nobody's neighbour."""
+        reach = self._sight if radius is None else np.full((self.n_envs, self.n_agents), float(radius))
+        return sight_neighbours(self._pos, self._alive, reach)
+
+    def pop_task_metrics(self) -> list[dict[str, float]]:
+        """One dict per battle that ended since the last call (METRIC_NAMES)."""
+        done, self._finished = self._finished, []
+        return done
+
+
 @contextlib.contextmanager
 def _silent_stdout():
     """jaxmarl prints to stdout on import, past contextlib.redirect_stdout: silence fd 1 itself."""
@@ -128,7 +179,7 @@ def _import_jax():
     return jax, HeuristicEnemySMAX, map_name_to_scenario
 
 
-class SMAXVectorEnv:
+class SMAXVectorEnv(Battles):
     def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, options: dict | None = None):
         name = map_of(spec)
         options = dict(options or {})
@@ -194,8 +245,7 @@ class SMAXVectorEnv:
         for _ in range(2):
             self.step([np.full(n_envs, STOP, np.int32)] * allies)
         self._key = jax.random.PRNGKey(seed)
-        self.metric_names = METRIC_NAMES
-        self.state_dim = int(self._wstate.shape[1])
+        self.state_dim = int(self._state.shape[1])
         self._obs_dim = int(self._obs.shape[2])
 
     def agent_spec(self, agent: int) -> dict:
@@ -206,22 +256,19 @@ class SMAXVectorEnv:
     def _take(self, out) -> list[np.ndarray]:
         obs, avail, wstate = out  # copied out of JAX's read-only buffers: learners may write to them
         self._obs, self._avail = np.array(obs, np.float32), np.array(avail, np.uint8)
-        self._wstate = np.array(wstate, np.float32)
+        self._state = np.array(wstate, np.float32)
         return [self._obs[:, i] for i in range(self.n_agents)]
 
     def reset(self) -> list[np.ndarray]:
         self._key, self._states, out = self._reset_all(self._key)
-        self._ep_return = np.zeros(self.n_envs)  # per copy, this battle so far
-        self._ep_len = np.zeros(self.n_envs, np.int64)
-        self._finished: list[dict[str, float]] = []
-        self._alive = np.ones((self.n_envs, self.n_agents + self.n_enemies), bool)
+        self._start_books()
         return self._take(out)
 
     def set_battles(self, edit) -> list[np.ndarray]:
         """Replace the K battles by `edit(states)` (jaxmarl's batched SMAX state, e.g. units placed by
         hand in tests) and return the observations of the new state. Episodes start anew there."""
         self._states = self._states.replace(state=edit(self._states.state))
-        self._ep_return[:], self._ep_len[:] = 0.0, 0
+        self._start_books()
         return self._take(self._observe_all(self._states))
 
     def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -232,37 +279,6 @@ class SMAXVectorEnv:
         won = (~alive[:, n:]).all(1) & alive[:, :n].any(1)
         rewards = battle_rewards(before[:, :n], after[:, :n], before[:, n:], after[:, n:], won,
                                  self.health_coef, self.won_bonus)
-        self._alive, self._pos, self._sight = alive, pos, sight  # at the end of this step, before any reset
-        self._ep_return += rewards.sum(0)
-        self._ep_len += 1
-        for k in np.flatnonzero(done):
-            self._finished.append({"won": float(won[k]), "episode_team_return": float(self._ep_return[k]),
-                                   "allies_alive": float(alive[k, :n].sum()),
-                                   "enemies_alive": float(alive[k, n:].sum()), "episode_length": float(self._ep_len[k])})
-        self._ep_return[done] = 0.0
-        self._ep_len[done] = 0
+        self._alive, self._pos, self._sight = alive[:, :n], pos[:, :n], sight[:, :n]
+        self._book(rewards, done, won, alive[:, :n], alive[:, n:])
         return self._take(out), rewards, done.astype(np.float32)
-
-    def avail_actions(self) -> list[np.ndarray]:
-        """Per agent (K, n_actions) uint8: the actions allowed at the current observation."""
-        return [self._avail[:, i] for i in range(self.n_agents)]
-
-    def global_state(self) -> np.ndarray:
-        """(K, state_dim) float32: the world state at the current observation (ctde critics)."""
-        return self._wstate
-
-    def team_reward(self, rewards: np.ndarray) -> np.ndarray:
-        return team_reward(rewards)
-
-    def in_range(self, radius: float | None) -> np.ndarray:
-        """(n, n, K) bool over the allied units at the end of the last step (before a reset):
-        j is within i's sight range (radius None, `range:sight`) or within `radius`; dead units
-        are nobody's neighbour."""
-        n = self.n_agents
-        reach = self._sight[:, :n] if radius is None else np.full((self.n_envs, n), float(radius))
-        return sight_neighbours(self._pos[:, :n], self._alive[:, :n], reach)
-
-    def pop_task_metrics(self) -> list[dict[str, float]]:
-        """One dict per battle that ended since the last call (METRIC_NAMES)."""
-        done, self._finished = self._finished, []
-        return done
