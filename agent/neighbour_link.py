@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections import deque
+from typing import Callable
 
 import numpy as np
 import zmq
@@ -26,6 +27,8 @@ import zmq
 from drima import protocol
 
 log = logging.getLogger("drima.agent.link")
+
+MAX_PENDING_STEPS = 64  # open steps with early neighbour messages; a live peer is at most a step or two ahead
 
 
 class NeighbourLink:
@@ -45,6 +48,7 @@ class NeighbourLink:
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_LINK_FRAME_BYTES)  # a rogue publisher cannot balloon us
         for addr in self.peers.values():
             self.sub.connect(addr)
         self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message
@@ -54,7 +58,7 @@ class NeighbourLink:
         self._not_wanted: deque[tuple[int, set[int]]] = deque(maxlen=16)  # (step, peers out of range)
         self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0,
                       "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0, "dropped_chaos": 0,
-                      "ignored_out_of_range": 0}
+                      "dropped_flood": 0, "ignored_out_of_range": 0}
 
     # -- sending ---------------------------------------------------------------------------
     def publish(self, step: int, rewards: np.ndarray, mu: float) -> None:
@@ -126,16 +130,21 @@ class NeighbourLink:
             log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
             return
         self.heard.add(msg.sender)
+        if msg.step not in self._pending and len(self._pending) >= MAX_PENDING_STEPS:
+            # only a broken or hostile peer gets this far ahead: evict the farthest step, keep memory bounded
+            self.stats["dropped_flood"] += 1
+            del self._pending[max(self._pending)]
         self._pending.setdefault(msg.step, {})[msg.sender] = (protocol.floats(msg.body[0]), float(msg.body[1]))
 
     def live_peers(self) -> list[int]:
         return [p for p, m in self.missed.items() if m < self.liveness]
 
-    def collect(self, step: int, n_envs: int, deadline_s: float, wanted: set[int] | None = None
-                ) -> tuple[list[int], np.ndarray, np.ndarray]:
+    def collect(self, step: int, n_envs: int, deadline_s: float, wanted: set[int] | None = None,
+                on_wait: Callable[[], None] | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Neighbour (rewards, mu) for `step`: waits for every live peer (of `wanted`, if given:
         range topologies wait only for the peers in range) until the deadline, then closes the
-        step. Returns (peer ids, rewards (m, K), mus (m,))."""
+        step; `on_wait` is called at least every 100 ms while waiting (the agent's heartbeat).
+        Returns (peer ids, rewards (m, K), mus (m,))."""
         wanted = set(self.peers) if wanted is None else wanted & self.peers.keys()
         expected = set(self.live_peers()) & wanted
         end = time.monotonic() + deadline_s
@@ -148,8 +157,10 @@ class NeighbourLink:
             wait = end - now
             if self._delayed:
                 wait = min(wait, max(0.0, self._delayed[0][0] - now))
-            if self.sub.poll(int(wait * 1000) + 1):
+            if self.sub.poll(int(min(wait, 0.1) * 1000) + 1):
                 self.drain()
+            if on_wait:
+                on_wait()
         got = self._pending.pop(step, {})
         for old in [s for s in self._pending if s < step]:
             del self._pending[old]

@@ -68,14 +68,32 @@ class AgentConfig:
     """consecutive missed steps after which a neighbour is not waited for"""
     startup_timeout_s: float = 60.0
     """how long to wait for the env server and the neighbours at start-up"""
-    env_timeout_s: float = 60.0
-    """no message from the env server for this long: checkpoint and exit non-zero"""
+    heartbeat_interval_s: float = 0.5
+    """send the env server a HEARTBEAT while busy or waiting, when nothing else was sent for this long"""
+    heartbeat_liveness: int = 4
+    """the env server is declared lost after this many silent heartbeat intervals (2 s by default);
+    keep heartbeat_interval_s * heartbeat_liveness above the longest learner update"""
+    on_env_loss: str = "exit"
+    """what to do when the env server is lost: exit (save a checkpoint, exit with status 4) |
+    wait (reconnect and rejoin, for up to reconnect_timeout_s, then as exit)"""
+    reconnect_timeout_s: float = 60.0
+    """with on_env_loss=wait: how long to keep trying to rejoin the env server"""
     link_drop: float = 0.0
     """chaos: fraction of incoming neighbour messages to lose (seeded, per link)"""
     link_delay_ms: float = 0.0
     """chaos: delay of every outgoing neighbour message"""
     resume: bool = False
-    """start from run_dir/checkpoint.pt if it exists"""
+    """start from run_dir/checkpoint.pt if it exists (and append to metrics.csv)"""
+
+    def __post_init__(self):
+        if self.on_env_loss not in ("exit", "wait"):
+            raise ValueError(f"on_env_loss {self.on_env_loss!r}: use exit or wait")
+        if self.heartbeat_interval_s <= 0 or self.heartbeat_liveness < 1:
+            raise ValueError("heartbeat_interval_s must be > 0 and heartbeat_liveness >= 1")
+
+
+EXIT_REFUSED = 3  # the env server refused this agent (e.g. it was removed from the run)
+EXIT_ENV_LOST = 4  # the env server was lost: checkpoint saved, see the log for why
 
 
 class EnvServerGone(RuntimeError):
@@ -88,10 +106,7 @@ class AgentProcess:
         self.dir = Path(cfg.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
-        self.env = self.ctx.socket(zmq.DEALER)
-        self.env.setsockopt(zmq.IDENTITY, str(cfg.agent_id).encode())
-        self.env.setsockopt(zmq.LINGER, 1000)
-        self.env.connect(cfg.env_address)
+        self.env = self._connect_env()
         peers = {int(k): v for k, v in cfg.peers.items()}
         self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
                                  drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed)
@@ -99,102 +114,139 @@ class AgentProcess:
         self.core: AgentCore | None = None
         self.step = 0
         self.exchange_s: list[float] = []  # publish -> all live neighbours heard, per step
+        self.last_heard = time.monotonic()  # last frame from the env server
+        self.last_sent = 0.0  # last frame to the env server
+        self.poll_ms = max(1, min(100, int(cfg.heartbeat_interval_s * 500)))  # >= 2 polls per interval
 
     # -- env link ------------------------------------------------------------------------------
-    def _send_env(self, kind: str, step: int, body) -> None:
-        self.env.send(protocol.encode(kind, self.cfg.agent_id, step, body))
+    def _connect_env(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, str(self.cfg.agent_id).encode())
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        sock.connect(self.cfg.env_address)
+        return sock
 
-    def _recv_env(self, timeout_s: float, while_waiting=None) -> protocol.Message:
-        """Next valid message from the env server; malformed frames are logged and dropped."""
-        end = time.monotonic() + timeout_s
+    def _send_env(self, kind: str, step: int, body) -> None:
+        try:  # never block on a dead server: the queue only fills (1000 frames) when it is gone
+            self.env.send(protocol.encode(kind, self.cfg.agent_id, step, body), zmq.NOBLOCK)
+            self.last_sent = time.monotonic()
+        except zmq.Again:
+            log.debug("env link queue full: %s not sent", kind)
+
+    def _heartbeat(self) -> None:
+        """Tell the env server we are alive, if nothing else was sent for one interval (cheap to call often)."""
+        if time.monotonic() - self.last_sent >= self.cfg.heartbeat_interval_s:
+            self._send_env(protocol.HEARTBEAT, self.step, {})
+
+    def _recv_env(self, timeout_s: float | None = None, while_waiting=None) -> protocol.Message:
+        """Next valid message from the env server; heartbeats and malformed frames are consumed here.
+        With timeout_s (start-up), gives up after that long; without, once the server has been
+        silent for heartbeat_liveness intervals. Silence is only judged after an empty poll, so
+        frames that queued while this agent was busy count."""
+        start = time.monotonic()
+        interval = self.cfg.heartbeat_interval_s
         while not self.stop_requested:
-            left = end - time.monotonic()
-            if left <= 0:
-                raise EnvServerGone(f"no message from the env server for {timeout_s:.0f} s")
-            if not self.env.poll(min(100, int(left * 1000) + 1)):
-                if while_waiting:
-                    while_waiting()
+            if self.env.poll(self.poll_ms):
+                frame = self.env.recv()
+                self.last_heard = time.monotonic()
+                try:
+                    msg = protocol.decode(frame)
+                except protocol.ProtocolError as exc:
+                    log.warning("dropped malformed frame from the env server: %s", exc)
+                    continue
+                if msg.kind != protocol.HEARTBEAT:
+                    return msg
                 continue
-            frame = self.env.recv()
-            try:
-                return protocol.decode(frame)
-            except protocol.ProtocolError as exc:
-                log.warning("dropped malformed frame from the env server: %s", exc)
+            self._heartbeat()
+            if while_waiting:
+                while_waiting()
+            now = time.monotonic()
+            if timeout_s is not None:
+                if now - start > timeout_s:
+                    raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
+            elif now - self.last_heard > interval * self.cfg.heartbeat_liveness:
+                silent = now - self.last_heard
+                missed = int(silent / interval)
+                raise EnvServerGone(f"env server silent for {silent:.2f} s ({missed} missed heartbeats)")
         raise KeyboardInterrupt
+
+    def _hello(self) -> protocol.Message:
+        """HELLO -> SPEC (or STOP), waiting up to startup_timeout_s."""
+        self._send_env(protocol.HELLO, self.step, {})
+        return self._recv_env(self.cfg.startup_timeout_s)
+
+    def _reconnect(self) -> bool:
+        """on_env_loss=wait: a fresh socket (the old one may hold a dead connection), HELLO until a
+        SPEC comes back, then READY. The server then sends the current observation."""
+        end = time.monotonic() + self.cfg.reconnect_timeout_s
+        lost_since = self.last_heard
+        while time.monotonic() < end and not self.stop_requested:
+            self.env.close(linger=0)
+            self.env = self._connect_env()
+            # a fresh socket and HELLO every liveness window: a server that was paused may still
+            # hold our old connection and refuse the new one (same identity) until it notices
+            retry_s = self.cfg.heartbeat_interval_s * self.cfg.heartbeat_liveness
+            try:
+                self._send_env(protocol.HELLO, self.step, {})
+                msg = self._recv_env(min(retry_s, max(0.1, end - time.monotonic())))
+            except EnvServerGone:
+                continue
+            if msg.kind == protocol.SPEC:
+                self._send_env(protocol.READY, self.step, {})
+                log.info("reconnected to the env server after %.2f s of silence: rejoining",
+                         self.last_heard - lost_since)
+                return True
+            if msg.kind == protocol.STOP:
+                log.error("env server refused the rejoin: %s", msg.body.get("reason"))
+                return False
+        return False
 
     # -- main ----------------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
         torch.set_num_threads(1)
-        self._send_env(protocol.HELLO, 0, {})
-        spec = self._recv_env(cfg.startup_timeout_s)
+        spec = self._hello()
         if spec.kind == protocol.STOP:
             log.error("env server refused this agent: %s", spec.body.get("reason"))
-            return 3
+            return EXIT_REFUSED
         if spec.kind != protocol.SPEC:
             raise RuntimeError(f"expected an env spec, got {spec.kind}")
         spec = spec.body
         n_envs = int(spec["n_envs"])
         self.n_agents = int(spec["n_agents"])
-        action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
+        self.action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
         learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"],
                                env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed, int(spec.get("state_dim", 0)))
-        n_actions = int(spec["action"].get("n", 0))
-        state_dim = int(spec.get("state_dim", 0))
+        self.n_actions = int(spec["action"].get("n", 0))
+        self.state_dim = int(spec.get("state_dim", 0))
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
+        self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         ckpt = self.dir / "checkpoint.pt"
         if cfg.resume and ckpt.exists():
             self.step = load_checkpoint(ckpt, self.core)
             log.info("resumed from %s at step %d (mu=%.4f)", ckpt, self.step, self.core.mu)
+        elif cfg.resume:
+            log.warning("resume requested but %s does not exist: starting from scratch", ckpt)
         self._handshake()
-        self._send_env(protocol.READY, 0, {})
+        self._send_env(protocol.READY, self.step, {})
         metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume)
-        t0 = time.monotonic()
-        obs = actions = None
+        self.t0 = time.monotonic()
         exit_code = 0
         try:
             while True:
-                msg = self._recv_env(cfg.env_timeout_s, while_waiting=self.link.publish_hello if obs is None else None)
-                if msg.kind == protocol.STOP:
-                    log.info("env server says stop: %s", msg.body.get("reason"))
+                try:
+                    self._loop(metrics, n_envs, ckpt)
                     break
-                if msg.kind != protocol.RESULT:
-                    log.warning("dropped unexpected %s from the env server", msg.kind)
-                    continue
-                next_obs = protocol.floats(msg.body[0]).reshape(n_envs, -1)
-                next_info = self._step_info(msg.body[4], n_envs, n_actions, state_dim)
-                if obs is not None:  # RESULT t+1 carries r_t for the action sent at step t
-                    rewards = protocol.floats(msg.body[1])
-                    done = protocol.floats(msg.body[2])
-                    extras = msg.body[4]
-                    team = protocol.floats(extras["team"]) if "team" in extras else None
-                    near = self._in_range(extras, n_envs)
-                    t = msg.step - 1
-                    t_pub = time.perf_counter()
-                    self.link.publish(t, rewards, self.core.mu)
-                    wanted = None if near is None else set(np.flatnonzero(near.any(axis=1)).tolist())
-                    peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, cfg.link_deadline_s, wanted)
-                    self.exchange_s.append(time.perf_counter() - t_pub)
-                    mask = None if near is None else near[peer_ids]
-                    reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
-                                                     in_range=mask, team_reward=team, next_info=next_info)
-                    metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
-                                        "conflict_rate": reshaped.conflict.mean(),
-                                        "n_peers": len(peer_ids) if mask is None else mask.sum(0).mean()} | info)
-                    self.step = t + 1
-                    if self.step % cfg.log_every == 0:
-                        metrics.write({"step": self.step, "env_steps": self.step * n_envs,
-                                       "wall_s": round(time.monotonic() - t0, 3)})
-                    if self.step % cfg.checkpoint_every == 0:
-                        save_checkpoint(ckpt, self.core, self.step)
-                if msg.body[3]:  # last result of the run
-                    break
-                obs = next_obs
-                actions = self.core.act(obs, next_info)
-                self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, action_dtype)])
+                except EnvServerGone as exc:
+                    if cfg.on_env_loss != "wait":
+                        raise
+                    log.warning("%s: reconnecting for up to %.0f s (on_env_loss=wait)", exc, cfg.reconnect_timeout_s)
+                    if not self._reconnect():
+                        raise EnvServerGone(f"{exc}, and not back within {cfg.reconnect_timeout_s:.0f} s") from None
         except EnvServerGone as exc:
-            log.error("%s: saving a checkpoint and exiting", exc)
-            exit_code = 4
+            log.error("%s: saving a checkpoint at step %d and exiting with status %d", exc, self.step, EXIT_ENV_LOST)
+            exit_code = EXIT_ENV_LOST
         except KeyboardInterrupt:
             log.info("stop requested at step %d: saving a checkpoint", self.step)
         finally:
@@ -203,9 +255,58 @@ class AgentProcess:
             metrics.close()
             self._write_stats()
             self.link.close()
-            self.env.close()
+            self.env.close(linger=0 if exit_code == EXIT_ENV_LOST else None)  # nothing to flush to a dead server
             self.ctx.term()
         return exit_code
+
+    def _loop(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
+        """Steps until the last result or a STOP. The first result after (re)joining carries no
+        reward: the agent only acts on it."""
+        cfg = self.cfg
+        obs = actions = None
+        while True:
+            msg = self._recv_env(while_waiting=self.link.publish_hello if obs is None else None)
+            if msg.kind == protocol.STOP:
+                log.info("env server says stop: %s", msg.body.get("reason"))
+                return
+            if msg.kind != protocol.RESULT:
+                log.warning("dropped unexpected %s from the env server", msg.kind)
+                continue
+            next_obs = protocol.floats(msg.body[0]).reshape(n_envs, -1)
+            next_info = self._step_info(msg.body[4], n_envs)
+            if obs is not None and msg.body[1]:  # RESULT t+1 carries r_t for the action sent at step t
+                rewards = protocol.floats(msg.body[1])
+                done = protocol.floats(msg.body[2])
+                extras = msg.body[4]
+                team = protocol.floats(extras["team"]) if "team" in extras else None
+                near = self._in_range(extras, n_envs)
+                t = msg.step - 1
+                t_pub = time.perf_counter()
+                self.link.publish(t, rewards, self.core.mu)
+                wanted = None if near is None else set(np.flatnonzero(near.any(axis=1)).tolist())
+                peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, cfg.link_deadline_s, wanted,
+                                                            on_wait=self._heartbeat)
+                self.exchange_s.append(time.perf_counter() - t_pub)
+                mask = None if near is None else near[peer_ids]
+                reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
+                                                 in_range=mask, team_reward=team, next_info=next_info)
+                self._heartbeat()  # after a (possibly long) learner update
+                metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
+                                    "conflict_rate": reshaped.conflict.mean(),
+                                    "n_peers": len(peer_ids) if mask is None else mask.sum(0).mean()} | info)
+                self.step = t + 1
+                if self.step % cfg.log_every == 0:
+                    metrics.write({"step": self.step, "env_steps": self.step * n_envs,
+                                   "wall_s": round(time.monotonic() - self.t0, 3)})
+                if self.step % cfg.checkpoint_every == 0:
+                    save_checkpoint(ckpt, self.core, self.step)
+            elif obs is None and msg.step > self.step:
+                log.info("first result at step %d: acting from there", msg.step)
+            if msg.body[3]:  # last result of the run
+                return
+            obs = next_obs
+            actions = self.core.act(obs, next_info)
+            self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
 
     def _in_range(self, extras: dict, n_envs: int) -> np.ndarray | None:
         """(n_agents, K) bool from the env server's in-range row, or None for static topologies."""
@@ -218,22 +319,21 @@ class AgentProcess:
             return None
         return raw.reshape(self.n_agents, n_envs).astype(bool)
 
-    @staticmethod
-    def _step_info(extras: dict, n_envs: int, n_actions: int, state_dim: int) -> StepInfo | None:
+    def _step_info(self, extras: dict, n_envs: int) -> StepInfo | None:
         """Action masks and global state sent beside an observation (SMAX, SC2), if any."""
         avail = state = None
         if "avail" in extras:
             raw = np.frombuffer(extras["avail"], np.uint8)
-            if raw.size == n_envs * n_actions:
-                avail = raw.reshape(n_envs, n_actions).astype(bool)
+            if raw.size == n_envs * self.n_actions:
+                avail = raw.reshape(n_envs, self.n_actions).astype(bool)
             else:
-                log.warning("ignored an action mask of %d bytes (expected %d x %d)", raw.size, n_envs, n_actions)
+                log.warning("ignored an action mask of %d bytes (expected %d x %d)", raw.size, n_envs, self.n_actions)
         if "state" in extras:
             raw = protocol.floats(extras["state"])
-            if raw.size == n_envs * state_dim:
-                state = raw.reshape(n_envs, state_dim)
+            if raw.size == n_envs * self.state_dim:
+                state = raw.reshape(n_envs, self.state_dim)
             else:
-                log.warning("ignored a global state of %d floats (expected %d x %d)", raw.size, n_envs, state_dim)
+                log.warning("ignored a global state of %d floats (expected %d x %d)", raw.size, n_envs, self.state_dim)
         return None if avail is None and state is None else StepInfo(avail, state)
 
     def _write_stats(self) -> None:
@@ -258,6 +358,7 @@ class AgentProcess:
                 next_hello = time.monotonic() + 0.05
             if self.link.sub.poll(50):
                 self.link.drain()
+            self._heartbeat()  # a rejoining agent is watched by the server already
         missing = peers - self.link.heard
         if missing:
             log.warning("neighbours %s not heard at start-up: starting without them", sorted(missing))
@@ -277,7 +378,7 @@ def main_with_config(cfg: AgentConfig) -> int:
         return proc.run()
     except EnvServerGone as exc:  # before the first step: nothing learned, nothing to save
         log.error("giving up at start-up: %s", exc)
-        return 4
+        return EXIT_ENV_LOST
     except KeyboardInterrupt:
         log.info("stopped during start-up")
         return 0

@@ -15,7 +15,7 @@ episodes that ended in the last 10 % of steps. The paper's claims: on CH-I the -
 hit the prey (positive group reward) while -Ind stay near 0; on collection DDPG-Dri has the best
 total reward and type-match count.
 
-Writes OUT/results.csv (one row per run), OUT/results.md (one row per task/algo/mode, mean ±
+Writes, per task, OUT/<task>.csv (one row per run), OUT/<task>.md (one row per algo/mode, mean ±
 std over seeds) and OUT/<task>.png (group reward and the task metric vs env steps, mean over
 seeds with a min-max band, like Fig. 4). Resumable: a completed run with the same settings is
 reused unless --force. Exit code 0 when every run completed, 1 otherwise.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shlex
 import sys
 import time
@@ -98,31 +97,30 @@ def _stat(rows: list[dict], key: str) -> str:
     return f"{vals.mean():.2f} ± {vals.std():.2f}" if vals.size else "-"
 
 
-def write_tables(rows: list[dict], args: argparse.Namespace, elapsed: float) -> None:
-    with open(args.out / "results.csv", "w", newline="") as f:
+def write_tables(task: str, rows: list[dict], args: argparse.Namespace, elapsed: float) -> None:
+    """OUT/<task>.csv and OUT/<task>.md, so that runs of other tasks (other invocations) stay."""
+    with open(args.out / f"{task}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
-    lines = ["# MPE: group reward and task metrics after training", "",
+    metrics = TASKS[task][1]
+    lines = [f"# MPE {task}: group reward and task metrics after training", "",
              f"{args.steps} steps x {args.envs} copies = {args.steps * args.envs:,} env steps per run; topology "
-             f"`{args.topology}`; mean ± std over seeds of the episodes ending in the last 10 % of steps.", ""]
-    for task in args.tasks:
-        metrics = TASKS[task][1]
-        lines += [f"## {task}", "", "| algo | mode | seeds | group reward | " + " | ".join(metrics)
-                  + " | conflict rate | wall s / run |", "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
-        for algo in args.algos:
-            for mode in args.modes:
-                rs = [r for r in rows if (r["task"], r["algo"], r["mode"]) == (task, algo, mode)]
-                if rs:
-                    lines.append(f"| {algo} | {mode} | {len(rs)} | {_stat(rs, 'episode_team_return')} | "
-                                 + " | ".join(_stat(rs, m) for m in metrics)
-                                 + f" | {_stat(rs, 'conflict_rate')} | {np.mean([r['wall_s'] for r in rs]):.0f} |")
-        lines.append("")
+             f"`{args.topology}`; mean ± std over seeds of the episodes ending in the last 10 % of steps.", "",
+             "| algo | mode | seeds | group reward | " + " | ".join(metrics) + " | conflict rate | wall s / run |",
+             "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+    for algo in args.algos:
+        for mode in args.modes:
+            rs = [r for r in rows if (r["algo"], r["mode"]) == (algo, mode)]
+            if rs:
+                lines.append(f"| {algo} | {mode} | {len(rs)} | {_stat(rs, 'episode_team_return')} | "
+                             + " | ".join(_stat(rs, m) for m in metrics)
+                             + f" | {_stat(rs, 'conflict_rate')} | {np.mean([r['wall_s'] for r in rs]):.0f} |")
     run_wall = sum(float(r["wall_s"] or 0.0) for r in rows)
-    lines += [f"Command: `python {shlex.join(sys.argv)}`  ",
+    lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ",
               f"Total wall time: {elapsed:.0f} s for this invocation "
               f"({run_wall:.0f} s summed over the {len(rows)} runs' own wall times).", ""]
-    (args.out / "results.md").write_text("\n".join(lines))
+    (args.out / f"{task}.md").write_text("\n".join(lines))
 
 
 def plot_task(task: str, args: argparse.Namespace, done: set[tuple]) -> None:
@@ -174,12 +172,10 @@ def main() -> int:
 
     summaries, failed = run_grid(grid, lambda key: launch_one(args, key), args.jobs, describe)
     rows = [to_row(k, summaries[k]) for k in grid if k in summaries]
-    write_tables(rows, args, time.time() - t0)
     for task in args.tasks:
+        write_tables(task, [r for r in rows if r["task"] == task], args, time.time() - t0)
         plot_task(task, args, set(summaries))
-    (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2) + "\n")
-    print(f"wrote {args.out / 'results.md'} and " + ", ".join(f"{t}.png" for t in args.tasks)
-          + f" in {time.time() - t0:.0f}s")
+    print("wrote " + ", ".join(f"{t}.md, {t}.csv, {t}.png" for t in args.tasks) + f" in {args.out} ({time.time() - t0:.0f}s)")
     if failed:
         print(f"{len(failed)} of {len(grid)} runs did not complete:", file=sys.stderr)
         for name, note in failed:

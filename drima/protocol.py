@@ -20,6 +20,8 @@ import numpy as np
 
 PROTOCOL_VERSION = 2  # 2: RESULT carries an extras map (team reward, in-range peers)
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
+MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
+MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
 SERVER_ID = -1  # the env server's sender id
 
 # Message kinds. agent -> env server
@@ -35,11 +37,17 @@ RESULT = "result"  # body: [obs bytes, reward bytes, done bytes, last, extras]
 #   "avail": uint8 x (K * n_actions), the actions this agent may take at this observation (SMAX, SC2);
 #   "state": float32 x (K * state_dim), the global state at this observation (ctde with SMAX, SC2).
 STOP = "stop"  # body: {"reason": str}
+# both ways on the env link: "I am alive", sent only when nothing else was sent for one
+# heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
+HEARTBEAT = "hb"  # body: {}
+# launcher node r -> node 0's rendezvous (REQ/ROUTER), multi-node runs only
+JOIN = "join"  # body: {"config": dict, "addresses": {"env": str | None, "agents": {id: str}}}
+TABLE = "table"  # body: {"env": str, "agents": {id: str}} or {"error": str}
 # agent -> agent (neighbour links)
 SCALARS = "dri"  # body: [reward bytes (float32 x K), mu]
 LINK_HELLO = "link-hello"  # body: {} ; published until the run starts
 
-KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, SCALARS, LINK_HELLO})
+KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, JOIN, TABLE, SCALARS, LINK_HELLO})
 
 
 class ProtocolError(ValueError):
@@ -89,9 +97,12 @@ def _check_body(kind: str, body: Any) -> None:
         if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], bytes)
                 and isinstance(body[1], (int, float)) and len(body[0]) % 4 == 0):
             raise ProtocolError("scalars body must be [float32 bytes, mu]")
+        # a NaN or huge value from a neighbour would poison the learner (and crash its sampling)
+        if not abs(body[1]) <= MAX_SCALAR or not np.all(np.abs(np.frombuffer(body[0], "<f4")) <= MAX_SCALAR):
+            raise ProtocolError(f"scalars must be finite numbers within +-{MAX_SCALAR:g}")
     elif kind == ACTION:
-        if not (isinstance(body, list) and len(body) == 1 and isinstance(body[0], bytes)):
-            raise ProtocolError("action body must be [bytes]")
+        if not (isinstance(body, list) and len(body) == 1 and isinstance(body[0], bytes) and len(body[0]) % 4 == 0):
+            raise ProtocolError("action body must be [int32 or float32 bytes]")
     elif kind == RESULT:
         if not (isinstance(body, list) and len(body) == 5 and all(isinstance(b, bytes) for b in body[:3])
                 and isinstance(body[3], bool) and isinstance(body[4], dict)

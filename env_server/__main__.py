@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from drima.config import load_config
 from drima.logs import setup_logging
+from drima.procinfo import set_process_title
 
 from .server import EnvServer, EnvServerConfig
 
@@ -21,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.exit(2, f"drima-env-server: error: {exc}\n")
     setup_logging("env-server")
+    set_process_title("env-server", Path(cfg.run_dir).parent)
     server = EnvServer(cfg)
 
     def on_term(signum, frame):  # the launcher owns shutdown: stop the loop, tell agents, write stats

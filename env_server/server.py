@@ -7,6 +7,14 @@ Protocol on its ROUTER socket (agents connect DEALER sockets whose identity is t
   once all agents are ready: server RESULT 0 (first obs) -> agent ACTION 0 ->
   server RESULT 1 (obs_1, r_0, done_0) -> ... -> RESULT S with last=True.
 Malformed frames, unknown agent ids and actions of the wrong shape are logged and dropped.
+
+Liveness, Paranoid-Pirate style: the server sends an agent a HEARTBEAT whenever it has sent
+it nothing for heartbeat_interval_s, and agents do the same while they are busy or waiting.
+Any frame counts as a sign of life. An agent silent for heartbeat_liveness intervals is
+declared dead: it is no longer waited for and its seat plays `missing_action`. An agent that
+says HELLO mid-run (restarted, or reconnecting) gets its SPEC again and, after its READY, the
+current observation with an empty reward, so it acts from the next step without learning from
+steps it did not take.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from .envs import VectorEnv, make_env, team_reward
 
 log = logging.getLogger("drima.env_server")
 
+MISSING_ACTIONS = ("last", "noop", "random", "remove")
 METRIC_FIELDS = ["step", "env_steps", "wall_s", "env_steps_per_s", "team_reward", "missing_actions"]
 
 
@@ -53,7 +62,16 @@ class EnvServerConfig:
     action_timeout_s: float = 10.0
     """how long to wait for an agent's action before repeating its last one"""
     agent_liveness: int = 3
-    """consecutive missed steps after which an agent is no longer waited for"""
+    """consecutive missed steps after which a live (heartbeating) agent is no longer waited for"""
+    heartbeat_interval_s: float = 0.5
+    """send an agent a HEARTBEAT when it was sent nothing else for this long"""
+    heartbeat_liveness: int = 4
+    """an agent silent for this many heartbeat intervals (2 s by default) is declared dead"""
+    missing_action: str = "last"
+    """what an agent's seat plays when its action is missing (dead, or later than
+    action_timeout_s): last (its last action) | noop (action 0, or zero force) | random (uniform, seeded);
+    remove: like last, and a dead agent is dropped for the rest of the run (never waited for
+    or sent to again, a HELLO from it is refused)"""
     env_options: dict = field(default_factory=dict)
     """scenario options (MPE: e.g. {"n_prey": 2, "view_radius": 1.0})"""
     action_type: str = "discrete"
@@ -66,6 +84,12 @@ class EnvServerConfig:
     share_team_reward: bool = False
     """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
     their mean, see env_server/smax.py) and, where the env has one, the global state"""
+
+    def __post_init__(self):
+        if self.missing_action not in MISSING_ACTIONS:
+            raise ValueError(f"missing_action {self.missing_action!r}: use one of {', '.join(MISSING_ACTIONS)}")
+        if self.heartbeat_interval_s <= 0 or self.heartbeat_liveness < 1:
+            raise ValueError("heartbeat_interval_s must be > 0 and heartbeat_liveness >= 1")
 
 
 class EnvServer:
@@ -86,6 +110,8 @@ class EnvServer:
         self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         self.sock.bind(cfg.address)
         self.stop_requested = False
+        self.running = False  # past start-up: a HELLO now means a rejoin
+        self.step = 0
         self.ready: set[int] = set()
         self.missed = [0] * cfg.n_agents  # consecutive steps without an action, per agent
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
@@ -93,6 +119,18 @@ class EnvServer:
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
         self.dropped = 0
+        # liveness (monotonic seconds; 0 = never): see the module docstring
+        self.last_heard = np.zeros(cfg.n_agents)
+        self.last_sent = np.zeros(cfg.n_agents)
+        self.next_tick = 0.0
+        self.dead: set[int] = set()  # silent for heartbeat_liveness intervals
+        self.removed: set[int] = set()  # dead with missing_action=remove: out for good
+        self.rejoining: set[int] = set()  # said HELLO mid-run; not waited for until it has its first result
+        self.rejoin_ready: set[int] = set()  # ... and said READY: gets the current obs at the next step
+        self.events: list[dict] = []  # deaths and rejoins, for stats.json
+        self.rng = np.random.default_rng(cfg.seed)  # for missing_action=random
+        self.alone_since: float | None = None  # since when no agent is in the run
+        self.abandoned = False
 
     # -- socket helpers --------------------------------------------------------------------------
     def _send(self, agent: int, kind: str, step: int, body) -> None:
@@ -100,6 +138,7 @@ class EnvServer:
         try:
             self.sock.send_multipart([str(agent).encode(), frame])
             self.bytes_sent[agent] += len(frame)
+            self.last_sent[agent] = time.monotonic()
             self.unreachable.discard(agent)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the agent is gone; say so once
             if agent not in self.unreachable:
@@ -123,6 +162,12 @@ class EnvServer:
         if ident != str(msg.sender).encode():
             return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
         self.bytes_recv[msg.sender] += len(frame)
+        self._heard_from(msg.sender)
+        if msg.sender in self.removed:
+            if msg.kind == protocol.HELLO:
+                self._send(msg.sender, protocol.STOP, self.step,
+                           {"reason": "removed from the run (missing_action=remove)"})
+            return self._drop(f"{msg.kind} from removed agent {msg.sender}")
         return msg
 
     def _drop(self, why: str) -> None:
@@ -135,14 +180,71 @@ class EnvServer:
                                              "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION}
         return spec | ({"state_dim": int(self.env.state_dim)} if self.send_state else {})
 
+    # -- liveness ----------------------------------------------------------------------------------
+    def _heard_from(self, agent: int) -> None:
+        now = time.monotonic()
+        if agent in self.dead:  # back from the dead (it was frozen, or restarted): it rejoins like a new agent
+            log.info("agent %d is back after %.2f s of silence (step %d)", agent, now - self.last_heard[agent],
+                     self.step)
+            self.dead.discard(agent)
+            if agent not in self.rejoining:
+                self.rejoining.add(agent)
+                self.rejoin_ready.add(agent)  # a HELLO (restart) takes this back until its READY
+        self.last_heard[agent] = now
+
+    def _tick(self) -> None:
+        """Between polls, at most every interval/5: heartbeat the agents sent nothing lately and
+        declare dead the ones silent for heartbeat_liveness intervals (only once running)."""
+        now = time.monotonic()
+        if now < self.next_tick:
+            return
+        interval = self.cfg.heartbeat_interval_s
+        window = interval * self.cfg.heartbeat_liveness
+        if self.next_tick and now - self.next_tick > window:  # this process itself was paused (SIGSTOP, swap)
+            log.warning("env server was paused for %.2f s: the agents get a new liveness window",
+                        now - self.next_tick)
+            self.last_heard[self.last_heard > 0] = now
+        self.next_tick = now + interval / 5
+        # frames already queued are signs of life not yet counted: judge silence on an empty queue
+        judge = self.running and not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        for i in range(self.cfg.n_agents):
+            if i in self.removed or self.last_heard[i] == 0:  # never heard: nobody to heartbeat yet
+                continue
+            if now - self.last_sent[i] >= interval:
+                self._send(i, protocol.HEARTBEAT, self.step, {})
+            silent = now - self.last_heard[i]
+            starting = i in self.rejoining and i not in self.rejoin_ready  # building its learner: not waited for
+            if judge and not starting and i not in self.dead and silent > interval * self.cfg.heartbeat_liveness:
+                self._declare_dead(i, silent)
+
+    def _declare_dead(self, agent: int, silent_s: float) -> None:
+        remove = self.cfg.missing_action == "remove"
+        log.warning("agent %d silent for %.2f s (%d missed heartbeats) at step %d: %s", agent, silent_s,
+                    int(silent_s / self.cfg.heartbeat_interval_s), self.step,
+                    "removing it from the run" if remove else
+                    f"not waiting for it; its seat plays missing_action={self.cfg.missing_action}")
+        self.events.append({"event": "dead", "agent": agent, "step": self.step, "silent_s": round(silent_s, 3)})
+        (self.removed if remove else self.dead).add(agent)
+
     # -- phases ------------------------------------------------------------------------------------
     def _handle_control(self, msg: protocol.Message) -> None:
+        i = msg.sender
+        if msg.kind == protocol.HEARTBEAT:
+            return  # its sign of life is already counted
         if msg.kind == protocol.HELLO:
-            self._send(msg.sender, protocol.SPEC, 0, self._spec(msg.sender))
+            if self.running:  # a restarted or reconnecting agent: not waited for until it is ready
+                log.info("agent %d says hello at step %d: sending its spec for a rejoin", i, self.step)
+                self.rejoining.add(i)
+                self.rejoin_ready.discard(i)  # no result before its READY
+            self._send(i, protocol.SPEC, self.step, self._spec(i))
+        elif msg.kind == protocol.READY and not self.running:
+            self.ready.add(i)
         elif msg.kind == protocol.READY:
-            self.ready.add(msg.sender)
+            log.info("agent %d is ready: it rejoins at step %d", i, self.step + 1)
+            self.rejoining.add(i)
+            self.rejoin_ready.add(i)
         else:
-            self._drop(f"{msg.kind} from agent {msg.sender} outside its phase")
+            self._drop(f"{msg.kind} from agent {i} outside its phase")
 
     def wait_for_agents(self) -> bool:
         end = time.monotonic() + self.cfg.startup_timeout_s
@@ -151,21 +253,33 @@ class EnvServer:
                 missing = sorted(set(range(self.cfg.n_agents)) - self.ready)
                 log.error("agents %s not ready after %.0f s", missing, self.cfg.startup_timeout_s)
                 return False
+            self._tick()  # ready agents wait for the first result: keep them sure we are alive
             msg = self._recv(100)
             if msg is not None:
                 self._handle_control(msg)
         return True
 
-    def _live_agents(self) -> set[int]:
-        return {i for i, m in enumerate(self.missed) if m < self.cfg.agent_liveness}
+    def _waited_for(self) -> set[int]:
+        """Agents whose action this step is waited for: not dead, removed or rejoining, and not
+        silent for agent_liveness steps."""
+        return {i for i, m in enumerate(self.missed) if m < self.cfg.agent_liveness} \
+            - self.dead - self.removed - self.rejoining
+
+    def _step_complete(self, actions: dict[int, np.ndarray]) -> bool:
+        waited = self._waited_for()
+        if waited:
+            return waited <= actions.keys()
+        # nobody to wait for (all dead or rejoining): do not race through the run on substitutes;
+        # step once someone acts or is ready to rejoin, or after action_timeout_s
+        return bool(actions) or bool(self.rejoin_ready)
 
     def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-        """Actions for `step` from every live agent, until action_timeout_s. An agent silent for
-        agent_liveness steps is not waited for (its last action is repeated) until it answers again."""
+        """Actions for `step` from every agent waited for, until action_timeout_s. A missing
+        action is replaced according to missing_action."""
         actions: dict[int, np.ndarray] = {}
-        expected = self._live_agents()
         end = time.monotonic() + self.cfg.action_timeout_s
-        while not expected <= actions.keys() and not self.stop_requested:
+        while not self._step_complete(actions) and not self.stop_requested:
+            self._tick()
             left_ms = int((end - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
@@ -180,18 +294,43 @@ class EnvServer:
                 act = self._parse_action(msg)
                 if act is not None:
                     actions[msg.sender] = act
+        self._check_abandoned(actions)
         missing = [i for i in range(self.cfg.n_agents) if i not in actions]
         for i in range(self.cfg.n_agents):
             if i in actions:
                 if self.missed[i] >= self.cfg.agent_liveness:
-                    log.info("agent %d is back at step %d", i, step)
+                    log.info("agent %d acts again at step %d", i, step)
                 self.missed[i] = 0
-            elif not self.stop_requested:
+            elif not self.stop_requested and i not in self.dead | self.removed | self.rejoining:
                 self.missed[i] += 1
                 if self.missed[i] == self.cfg.agent_liveness:
-                    log.warning("agent %d silent for %d steps: repeating its last action without waiting",
-                                i, self.missed[i])
-        return [actions.get(i, last_actions[i]) for i in range(self.cfg.n_agents)], len(missing)
+                    log.warning("agent %d alive but without an action for %d steps: not waiting for it "
+                                "(missing_action=%s)", i, self.missed[i], self.cfg.missing_action)
+        full = [actions[i] if i in actions else self._substitute(i, last_actions[i]) for i in range(self.cfg.n_agents)]
+        return full, len(missing)
+
+    def _check_abandoned(self, actions: dict[int, np.ndarray]) -> None:
+        """No agent acting or rejoining for startup_timeout_s: the run has nobody left; end it."""
+        now = time.monotonic()
+        if actions or self.rejoining or self._waited_for():
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = now
+        elif now - self.alone_since > self.cfg.startup_timeout_s:
+            log.error("no agent has acted or rejoined for %.0f s (startup_timeout_s): ending the run at step %d",
+                      now - self.alone_since, self.step)
+            self.abandoned = True
+
+    def _substitute(self, agent: int, last: np.ndarray) -> np.ndarray:
+        if self.cfg.missing_action == "noop":
+            return self._idle_action(agent)
+        if self.cfg.missing_action == "random":
+            space = self.action_spaces[agent]
+            if space["type"] == "continuous":
+                low, high = space["low"], space["high"]
+                return self.rng.uniform(low, high, (self.cfg.n_envs, space["dim"])).astype(np.float32)
+            return self.rng.integers(0, space["n"], self.cfg.n_envs).astype(np.int32)
+        return last  # last, remove
 
     def _parse_action(self, msg: protocol.Message) -> np.ndarray | None:
         space = self.action_spaces[msg.sender]
@@ -218,6 +357,9 @@ class EnvServer:
 
     def _send_results(self, step: int, obs: list[np.ndarray], rewards: np.ndarray | None, done: np.ndarray,
                       last: bool) -> None:
+        """RESULT `step` to every agent in the run. An agent rejoining gets the observation with an
+        empty reward (the reward was for an action it did not take); a dead one, or one still in
+        its handshake, gets nothing (results would pile up in its queue)."""
         done_b = protocol.to_bytes(done)
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
@@ -229,12 +371,20 @@ class EnvServer:
             in_range = self.env.in_range(None if self.cfg.range_sight else self.cfg.range_radius)
         avail = self.env.avail_actions() if hasattr(self.env, "avail_actions") else None
         for i in range(self.cfg.n_agents):
-            r = b"" if rewards is None else protocol.to_bytes(rewards[i])
+            if i in self.removed or i in self.dead or (i in self.rejoining and i not in self.rejoin_ready):
+                continue
+            fresh = rewards is None or i in self.rejoin_ready
+            r = b"" if fresh else protocol.to_bytes(rewards[i])
             if in_range is not None:  # only agent i's own row: who is near i
                 extras["in_range"] = np.ascontiguousarray(in_range[i], np.uint8).tobytes()
             if avail is not None:
                 extras["avail"] = np.ascontiguousarray(avail[i], np.uint8).tobytes()
             self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last, extras])
+        for i in self.rejoin_ready:
+            self.events.append({"event": "rejoined", "agent": i, "step": step})
+            self.missed[i] = 0
+        self.rejoining -= self.rejoin_ready
+        self.rejoin_ready.clear()
 
     # -- main loop -----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -250,11 +400,14 @@ class EnvServer:
         final_from = cfg.steps - max(1, cfg.steps // 10)
         final_team, final_episodes = [], []
         t0 = t_log = time.monotonic()
+        self.running = True
+        self.last_heard[:] = t0  # every agent was just heard (READY); silence counts from here
         self._send_results(0, obs, None, np.zeros(cfg.n_envs, np.float32), last=cfg.steps == 0)
         step = 0
         for step in range(cfg.steps):
+            self.step = step
             actions, n_missing = self._collect_actions(step, last_actions)
-            if self.stop_requested:
+            if self.stop_requested or self.abandoned:
                 break
             self.env.count_joint_actions = step >= final_from
             obs, rewards, done = self.env.step(actions)
@@ -275,9 +428,9 @@ class EnvServer:
                                "wall_s": round(now - t0, 3), "env_steps_per_s": round(rate, 1)})
                 t_log = now
         wall = time.monotonic() - t0
-        done_steps = step + 1 if not self.stop_requested else step
-        if self.stop_requested:
-            self._broadcast_stop("run interrupted")
+        done_steps = step + 1 if not (self.stop_requested or self.abandoned) else step
+        if self.stop_requested or self.abandoned:
+            self._broadcast_stop("run interrupted" if self.stop_requested else "no agent left")
         metrics.close()
         stats = {"env": cfg.env, "steps": done_steps, "n_envs": cfg.n_envs, "env_steps": done_steps * cfg.n_envs,
                  "wall_s": round(wall, 3), "env_steps_per_s": round(done_steps * cfg.n_envs / max(wall, 1e-9), 1),
@@ -288,15 +441,15 @@ class EnvServer:
                      for name in self.task_metric_names},
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
-                 "dropped_frames": self.dropped, "interrupted": self.stop_requested,
-                 "replaced_actions": getattr(self.env, "replaced_actions", 0),
+                 "dropped_frames": self.dropped, "interrupted": self.stop_requested, "abandoned": self.abandoned,
+                 "agent_events": self.events, "replaced_actions": getattr(self.env, "replaced_actions", 0),
                  "memory": memory_mb()}
         write_json_atomic(self.dir / "stats.json", stats)
         getattr(self.env, "close", lambda: None)()  # SC2: end the game processes
         log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
         self.sock.close()
         self.ctx.term()
-        return 0 if not self.stop_requested else 130
+        return 130 if self.stop_requested else 3 if self.abandoned else 0
 
     def _broadcast_stop(self, reason: str) -> None:
         for i in range(self.cfg.n_agents):

@@ -9,8 +9,11 @@ behind), and leaves summary.json, learning_curves.png and one folder per process
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
+import re
 import shutil
 import signal
 import sys
@@ -19,15 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from drima.metrics import last_row
+from drima.agent.process import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
 from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, has_positions, is_mpe
 from drima.env_server.matrix_games import PayoffFileError, get_game
+from drima.env_server.server import MISSING_ACTIONS
+from drima.metrics import last_row, write_json_atomic
+from drima.procinfo import set_process_title
 from drima.topology import TopologyError, build_topology, is_dynamic, is_sight_range, range_radius
 from drima.types import ALGOS, REWARD_MODES
 
 from .plan import LaunchConfig, action_type, plan_run
+from .rendezvous import RendezvousError, exchange
 from .report import plot_run, write_summary
-from .supervisor import Child, spawn_agent, spawn_env_server, stop_all, tail
+from .supervisor import spawn_agent, spawn_env_server, stop_all, tail
 
 log = logging.getLogger("drima.launch")
 
@@ -53,7 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="run seed")
     p.add_argument("--run-dir", default=d.run_dir, help="output folder")
     p.add_argument("--transport", default=d.transport, choices=("ipc", "tcp"), help="socket transport")
-    p.add_argument("--host", default=d.host, help="address to bind and advertise with --transport tcp")
+    p.add_argument("--host", default=d.host,
+                   help="with tcp: this node's address, as the other processes reach it (advertised)")
+    p.add_argument("--bind-host", default=d.bind_host,
+                   help="with tcp: the address to bind (default: --host; 0.0.0.0 = every interface)")
+    p.add_argument("--nodes", type=int, default=d.nodes, help="nodes (hosts) the run is spread over")
+    p.add_argument("--node-rank", type=int, default=d.node_rank,
+                   help="this node's rank; node 0 runs the env server and the rendezvous")
+    p.add_argument("--rendezvous", default=d.rendezvous, metavar="HOST:PORT",
+                   help="node 0's rendezvous address, the same on every node (needed with --nodes > 1)")
+    p.add_argument("--rendezvous-timeout", type=float, default=d.rendezvous_timeout_s,
+                   help="seconds to wait for every node at the rendezvous")
     p.add_argument("--mu-step-size", type=float, default=d.mu_step_size, help="step size of mu")
     p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics rows")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
@@ -63,6 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chaos: fraction of neighbour messages lost on receipt (seeded)")
     p.add_argument("--link-delay-ms", type=float, default=d.link_delay_ms,
                    help="chaos: delay of every neighbour message")
+    p.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval_s,
+                   help="seconds between env-link heartbeats (server <-> agents) when nothing else is sent")
+    p.add_argument("--heartbeat-liveness", type=int, default=d.heartbeat_liveness,
+                   help="missed heartbeats after which the other end of the env link is declared dead")
+    p.add_argument("--missing-action", default=d.missing_action, choices=MISSING_ACTIONS,
+                   help="what a dead or late agent's seat plays; remove: also drop a dead agent for good")
+    p.add_argument("--on-env-loss", default=d.on_env_loss, choices=("exit", "wait"),
+                   help="agents on env server loss: exit (checkpoint, status 4) or wait (reconnect)")
+    p.add_argument("--reconnect-timeout", type=float, default=d.reconnect_timeout_s,
+                   help="with --on-env-loss wait: seconds agents keep trying to rejoin")
+    p.add_argument("--restart-failed", action="store_true",
+                   help="restart an agent that crashed or was killed, from its last checkpoint")
+    p.add_argument("--max-restarts", type=int, default=d.max_restarts,
+                   help="with --restart-failed: restarts per agent before it is left down")
+    p.add_argument("--restart-delay", type=float, default=d.restart_delay_s,
+                   help="with --restart-failed: seconds to wait before a restart (no tight crash loops)")
+    p.add_argument("--kill-agent", action="append", default=[], metavar="K@T", type=_kill_spec,
+                   help="fault injection (repeatable): SIGKILL agent K once the env server reports step T")
     p.add_argument("--learner", default="{}", help='learner option overrides as JSON, e.g. \'{"lr_actor": 0.003}\'')
     p.add_argument("--env-options", default="{}", help='scenario options as JSON, e.g. \'{"view_radius": 1.0}\'')
     p.add_argument("--prey", type=int, help="hunting: number of prey (CH-I 1, CH-II 2)")
@@ -76,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _kill_spec(text: str) -> list[int]:
+    try:
+        agent, step = (int(x) for x in text.split("@"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K@T, e.g. 2@500") from None
+    if agent < 0 or step < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: agent and step must be >= 0")
+    return [agent, step]
+
+
 def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool, bool]:
     """Parse and validate; any error exits with status 2 and a one-line message."""
     parser = build_parser()
@@ -87,6 +132,16 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
         parser.error("--link-drop must be in [0, 1]")
     if a.link_delay_ms < 0:
         parser.error("--link-delay-ms must be >= 0")
+    if a.heartbeat_interval <= 0 or a.heartbeat_liveness < 1 or a.reconnect_timeout <= 0:
+        parser.error("--heartbeat-interval and --reconnect-timeout must be > 0, --heartbeat-liveness >= 1")
+    if a.nodes < 1 or not 0 <= a.node_rank < a.nodes:
+        parser.error("--nodes must be >= 1 and --node-rank in 0..nodes-1")
+    if a.nodes > 1:
+        if not re.fullmatch(r"[^:\s]+:\d+", a.rendezvous):
+            parser.error("--nodes > 1 needs --rendezvous HOST:PORT (node 0's address)")
+        a.transport = "tcp"  # ipc does not cross hosts
+    if a.max_restarts < 0 or a.restart_delay < 0:
+        parser.error("--max-restarts and --restart-delay must be >= 0")
     if a.mu_step_size <= 0 or a.mu_step_size > 1:
         parser.error("--mu-step-size must be in (0, 1]")
     learner = _json_object(parser, "--learner", a.learner)
@@ -111,7 +166,18 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
                        envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
-                       learner=learner, env_options=env_options, actions=a.actions)
+                       learner=learner, env_options=env_options, actions=a.actions,
+                       heartbeat_interval_s=a.heartbeat_interval, heartbeat_liveness=a.heartbeat_liveness,
+                       missing_action=a.missing_action, on_env_loss=a.on_env_loss,
+                       reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
+                       max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent,
+                       bind_host=a.bind_host, nodes=a.nodes, node_rank=a.node_rank, rendezvous=a.rendezvous,
+                       rendezvous_timeout_s=a.rendezvous_timeout)
+    if cfg.nodes > cfg.n:
+        parser.error(f"--nodes {cfg.nodes} is more than the {cfg.n} agents")
+    for agent, _ in a.kill_agent:
+        if agent >= n:
+            parser.error(f"--kill-agent {agent}@...: there are only agents 0..{n - 1}")
     return cfg, a.quiet, a.render
 
 
@@ -199,12 +265,89 @@ class Progress:
         return f"{self.cfg.env} {self.cfg.algo}-{self.cfg.mode} {self.cfg.topology} n={self.cfg.n}"
 
 
+AGENT_EXIT_MARGIN_S = 1.0
+"""agents exit within heartbeat_interval_s * heartbeat_liveness + this after the env server dies"""
+
+
+def describe_exit(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+
+
+class AgentWatch:
+    """The agent children of one run: reports their exits, restarts the failed ones
+    (--restart-failed) and injects the kills asked for (--kill-agent)."""
+
+    def __init__(self, cfg: LaunchConfig, configs: list[AgentConfig]):
+        self.cfg = cfg
+        self.configs = {a.agent_id: a for a in configs}
+        self.children = {i: spawn_agent(a) for i, a in self.configs.items()}
+        self.restarts = {i: 0 for i in self.configs}
+        self.exits: dict[int, list[int]] = {i: [] for i in self.configs}  # every exit status, in order
+        self.restart_at: dict[int, float] = {}  # agent -> when to restart it
+        self.pending_kills = sorted((tuple(k) for k in cfg.kill_agents), key=lambda k: k[1])
+        self.kills: list[dict] = []
+
+    def poll(self, run_dir: Path) -> None:
+        if self.pending_kills:
+            row = last_row(run_dir / "env_server" / "metrics.csv")
+            self._inject_kills(int(row["step"]) if row else 0)
+        for i, child in self.children.items():
+            code = child.proc.poll()
+            if code is None or len(self.exits[i]) > self.restarts[i]:  # running, or this exit already handled
+                continue
+            self.exits[i].append(code)
+            if code == 0:
+                continue
+            if self.cfg.restart_failed and self.restarts[i] < self.cfg.max_restarts and code != EXIT_REFUSED:
+                log.warning("agent %d %s: restarting it from its last checkpoint in %.1f s (restart %d of %d). "
+                            "Its log:\n%s", i, describe_exit(code), self.cfg.restart_delay_s,
+                            self.restarts[i] + 1, self.cfg.max_restarts, tail(child.log_path))
+                self.restart_at[i] = time.monotonic() + self.cfg.restart_delay_s
+            else:
+                log.warning("agent %d %s; the run goes on without it. Its log:\n%s", i, describe_exit(code),
+                            tail(child.log_path))
+        for i, at in list(self.restart_at.items()):
+            if time.monotonic() >= at:
+                del self.restart_at[i]
+                self.restarts[i] += 1
+                self.children[i] = spawn_agent(dataclasses.replace(self.configs[i], resume=True))
+
+    def _inject_kills(self, env_step: int) -> None:
+        while self.pending_kills and env_step >= self.pending_kills[0][1]:
+            agent, at = self.pending_kills.pop(0)
+            child = self.children[agent]
+            if child.proc.poll() is not None:
+                log.warning("fault injection: agent %d is already down at step %d", agent, env_step)
+                continue
+            child.proc.kill()
+            log.warning("fault injection: SIGKILL agent %d (pid %d) at step %d", agent, child.proc.pid, env_step)
+            self.kills.append({"agent": agent, "asked_step": at, "env_step": env_step})
+
+    def running(self) -> bool:
+        """Some agent of this node is alive or about to be restarted."""
+        return bool(self.restart_at) or any(c.proc.poll() is None for c in self.children.values())
+
+    def report(self) -> dict:
+        """Per agent: exit status, restarts and every exit seen; for summary.json."""
+        report = {}
+        for i, c in self.children.items():
+            exits = self.exits[i]
+            if c.proc.returncode is not None and len(exits) == self.restarts[i]:  # ended after the last poll
+                exits = [*exits, c.proc.returncode]
+            report[i] = {"exit_status": c.proc.returncode, "restarts": self.restarts[i], "exits": exits}
+        return report
+
+
 def run(cfg: LaunchConfig, quiet: bool = False) -> int:
-    """Run one experiment; returns the process exit status."""
+    """Run one experiment (this node's share of it); returns the process exit status."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "launch.json").write_text(json.dumps(cfg.__dict__, indent=2) + "\n")
-    plan = plan_run(cfg)
+    try:
+        plan = plan_run(cfg, exchange=functools.partial(exchange, cfg) if cfg.nodes > 1 else None)
+    except RendezvousError as exc:
+        print(f"drima-launch: error: {exc}", file=sys.stderr)
+        return 2
     interrupted = False
 
     def on_signal(signum, frame):
@@ -214,48 +357,63 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     t0 = time.monotonic()
-    server = spawn_env_server(plan.env_server)
-    agents: list[Child] = [spawn_agent(a) for a in plan.agents]
-    children = [server, *agents]
+    server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
+    watch = AgentWatch(cfg, plan.agents)
     progress = Progress(cfg, quiet)
-    status = "completed"
+    status, failure = "completed", None
     try:
-        while server.proc.poll() is None and not interrupted:
-            for c in agents:
-                if c.proc.returncode is None and c.proc.poll() not in (None, 0):
-                    log.warning("%s exited with status %d; the run goes on without it. Its log:\n%s",
-                                c.name, c.proc.returncode, tail(c.log_path))
+        while not interrupted and (server.proc.poll() is None if server else watch.running()):
+            watch.poll(run_dir)
             progress.update()
             time.sleep(0.1)
+        agents = list(watch.children.values())
         if interrupted:
             status = "interrupted"
-            stop_all(children)
-        elif server.proc.returncode != 0:
-            status = "failed"
-            stop_all(children)
-            log.error("env server failed (status %d). Its log:\n%s", server.proc.returncode, tail(server.log_path, 20))
+            stop_all([c for c in (server, *agents) if c])
+        elif server is not None and server.proc.returncode != 0:
+            status, failure = "failed", f"env server {describe_exit(server.proc.returncode)}"
+            # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4
+            grace = cfg.heartbeat_interval_s * cfg.heartbeat_liveness + AGENT_EXIT_MARGIN_S
+            if cfg.on_env_loss == "wait":
+                grace += cfg.reconnect_timeout_s
+            log.error("%s; waiting up to %.1f s for the agents to save and exit. Its log:\n%s", failure, grace,
+                      tail(server.log_path, 20))
+            stop_all(agents, grace_s=grace, signal_first=False)
         else:
-            stop_all(agents, grace_s=30.0)  # agents end by themselves after the last result
+            stop_all(agents, grace_s=10.0, signal_first=False)  # they end by themselves after the last result
             bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
-            if bad:
+            if server is None and any(c.proc.returncode == EXIT_ENV_LOST for c in agents):
+                status, failure = "failed", "env server lost (agents exited with status 4)"
+            elif bad:
                 status = "completed with agent failures"
                 log.warning("agents %s did not finish cleanly; see their log.txt", bad)
     finally:
-        stop_all(children)
+        stop_all([c for c in (server, *watch.children.values()) if c])
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         if plan.socket_dir:
             shutil.rmtree(plan.socket_dir, ignore_errors=True)
     progress.update(force=True)
     progress.done()
-    summary = write_summary(cfg, status, time.monotonic() - t0, plan.neighbours)
+    if server is None:  # node r > 0: the env server's stats and the summary are node 0's
+        write_json_atomic(run_dir / f"node_{cfg.node_rank}.json",
+                          {"node": cfg.node_rank, "status": status, "failure": failure, "agents": watch.report(),
+                           "kills": watch.kills, "wall_s": round(time.monotonic() - t0, 2)})
+        if not quiet:
+            print(f"node {cfg.node_rank}: {status}{': ' + failure if failure else ''}; "
+                  f"results: {run_dir / f'node_{cfg.node_rank}.json'}")
+        return {"completed": 0, "interrupted": 130}.get(status, 1)
+    processes = {"agents": watch.report(), "kills": watch.kills, "failure": failure,
+                 "env_server_exit_status": server.proc.returncode}
+    summary = write_summary(cfg, status, time.monotonic() - t0, plan.neighbours, processes)
     plot = plot_run(cfg)
     if not quiet:
         fin = summary["final"]
         freq = sorted(fin.get("joint_action_freq", {}).items(), key=lambda kv: -kv[1])[:3]
         tasks = {k: round(v, 3) for k, v in fin.items() if isinstance(v, float) and k not in
                  ("mean_team_reward", "mean_conflict_rate")}
-        print(f"{status}: {summary['steps']} steps, {summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
+        print(f"{status}{': ' + failure if failure else ''}: {summary['steps']} steps, "
+              f"{summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
               f"final team reward per step {fin.get('mean_team_reward')}, "
               + (f"per episode {tasks}" if tasks else f"top joint actions {freq}"))
         print(f"results: {run_dir / 'summary.json'}" + (f", {plot}" if plot else ""))
@@ -270,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TopologyError) as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 2
+    set_process_title("launch", cfg.run_dir)
     code = run(cfg, quiet)
     if render and code == 0:
         from .render import render_run

@@ -11,6 +11,7 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from drima.agent.process import AgentConfig
 from drima.env_server.server import EnvServerConfig
@@ -42,7 +43,18 @@ class LaunchConfig:
     transport: str = "ipc"
     """ipc (one host, fastest) | tcp"""
     host: str = "127.0.0.1"
-    """address to bind and advertise with --transport tcp"""
+    """with tcp: the address of this node that the other processes connect to (advertised)"""
+    bind_host: str = ""
+    """with tcp: the address this node's sockets bind to; empty = host (0.0.0.0 = every interface)"""
+    nodes: int = 1
+    """number of nodes (hosts) the run is spread over; > 1 needs tcp and a rendezvous"""
+    node_rank: int = 0
+    """this node's rank: node 0 runs the env server and the rendezvous; node r runs agents
+    [r * n // nodes, (r + 1) * n // nodes)"""
+    rendezvous: str = ""
+    """HOST:PORT of node 0's rendezvous (ZeroMQ), where the nodes trade their addresses"""
+    rendezvous_timeout_s: float = 120.0
+    """how long a node waits for every other node at the rendezvous"""
     mu_step_size: float = 0.05
     """step size of every agent's average-reward estimate mu"""
     log_every: int = 50
@@ -61,14 +73,37 @@ class LaunchConfig:
     """scenario options (MPE: e.g. {"n_prey": 2, "n_attackers": 2, "n_interceptors": 2})"""
     actions: str = "auto"
     """auto | discrete | continuous; auto = continuous forces for ddpg in MPE, else discrete"""
+    heartbeat_interval_s: float = 0.5
+    """env link heartbeat interval, both ways (env server <-> agents)"""
+    heartbeat_liveness: int = 4
+    """silent heartbeat intervals after which the other end of the env link is declared dead"""
+    missing_action: str = "last"
+    """what a dead or late agent's seat plays: last | noop | random | remove (see EnvServerConfig)"""
+    on_env_loss: str = "exit"
+    """what agents do when the env server is lost: exit (checkpoint, status 4) | wait (reconnect)"""
+    reconnect_timeout_s: float = 60.0
+    """with on_env_loss=wait: how long agents keep trying to rejoin"""
+    restart_failed: bool = False
+    """restart an agent that crashed or was killed, from its last checkpoint, while the run goes on"""
+    max_restarts: int = 3
+    """with restart_failed: restarts per agent before it is left down"""
+    restart_delay_s: float = 1.0
+    """with restart_failed: seconds between an agent's exit and its restart"""
+    kill_agents: list = field(default_factory=list)
+    """fault injection: [agent, step] pairs; the launcher SIGKILLs that agent once the env server reports that step"""
 
 
 @dataclass
 class RunPlan:
-    env_server: EnvServerConfig
-    agents: list[AgentConfig]
+    env_server: EnvServerConfig | None  # None on nodes other than 0
+    agents: list[AgentConfig]  # this node's agents only
     neighbours: dict[int, list[int]]
     socket_dir: str | None  # ipc socket folder to remove at the end
+
+
+# what a node tells the others at the rendezvous: {"env": advertised env address (node 0 only),
+# "agents": {agent id (str): advertised PUB address}}
+AddressTable = dict
 
 
 def agent_seed(run_seed: int, agent_id: int) -> int:
@@ -91,8 +126,32 @@ def action_type(cfg: LaunchConfig) -> str:
     return default_action_type(cfg.env, cfg.algo) if cfg.actions == "auto" else cfg.actions
 
 
-def plan_run(cfg: LaunchConfig) -> RunPlan:
-    """Build every process's config. Raises ValueError/TopologyError on a bad config."""
+def node_agents(cfg: LaunchConfig) -> list[int]:
+    """The agent ids this node runs: a contiguous block, like torchrun's ranks."""
+    return list(range(cfg.node_rank * cfg.n // cfg.nodes, (cfg.node_rank + 1) * cfg.n // cfg.nodes))
+
+
+def _own_addresses(cfg: LaunchConfig, mine: list[int]) -> tuple[str | None, dict[str, str], dict[str, str], str | None]:
+    """Bind and advertised addresses of this node's sockets: (env bind, binds, advertised table, ipc dir).
+    Binds and advertised addresses differ only with tcp and a bind_host (e.g. 0.0.0.0 behind NAT)."""
+    if cfg.transport == "ipc":
+        socket_dir = tempfile.mkdtemp(prefix="drima-")  # short path: ipc paths are limited to ~100 chars
+        binds = {"env": f"ipc://{socket_dir}/env"} | {str(i): f"ipc://{socket_dir}/agent-{i}" for i in mine}
+        return binds["env"], binds, dict(binds), socket_dir
+    if cfg.transport != "tcp":
+        raise ValueError(f"unknown transport {cfg.transport!r}: use ipc or tcp")
+    bind_host = cfg.bind_host or cfg.host
+    names = (["env"] if cfg.node_rank == 0 else []) + [str(i) for i in mine]
+    ports = dict(zip(names, _free_tcp_ports(bind_host, len(names))))
+    binds = {k: f"tcp://{bind_host}:{p}" for k, p in ports.items()}
+    advertised = {k: f"tcp://{cfg.host}:{p}" for k, p in ports.items()}
+    return binds.get("env"), binds, advertised, None
+
+
+def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable] | None = None) -> RunPlan:
+    """Build the configs of this node's processes. With several nodes, `exchange` trades this
+    node's advertised addresses for everyone's (the rendezvous). Raises ValueError/TopologyError
+    on a bad config."""
     radius: float | None = 0.0  # None: range:sight
     if cfg.mode == "ctde":  # learns from the team reward: no neighbour scalars to trade
         nbrs = {i: [] for i in range(cfg.n)}
@@ -102,34 +161,30 @@ def plan_run(cfg: LaunchConfig) -> RunPlan:
     else:
         nbrs = neighbour_map(build_topology(cfg.topology, cfg.n, cfg.seed))
     run_dir = Path(cfg.run_dir)
-    socket_dir = None
-    if cfg.transport == "ipc":
-        socket_dir = tempfile.mkdtemp(prefix="drima-")  # short path: ipc paths are limited to ~100 chars
-        env_addr = f"ipc://{socket_dir}/env"
-        link_addrs = [f"ipc://{socket_dir}/agent-{i}" for i in range(cfg.n)]
-        bind_addrs = link_addrs
-    elif cfg.transport == "tcp":
-        ports = _free_tcp_ports(cfg.host, cfg.n + 1)
-        env_addr = f"tcp://{cfg.host}:{ports[0]}"
-        link_addrs = [f"tcp://{cfg.host}:{p}" for p in ports[1:]]
-        bind_addrs = link_addrs
-    else:
-        raise ValueError(f"unknown transport {cfg.transport!r}: use ipc or tcp")
-    server = EnvServerConfig(address=env_addr, env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
+    mine = node_agents(cfg)
+    env_bind, binds, advertised, socket_dir = _own_addresses(cfg, mine)
+    own: AddressTable = {"env": advertised.get("env"), "agents": {k: v for k, v in advertised.items() if k != "env"}}
+    table = exchange(own) if exchange else own
+    env_addr, link_addrs = table["env"], {int(k): v for k, v in table["agents"].items()}
+    server = EnvServerConfig(address=env_bind or "", env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
                              seed=cfg.seed, run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
                              env_options=dict(cfg.env_options), action_type=action_type(cfg),
-                             range_radius=radius or 0.0, range_sight=radius is None,
-                             share_team_reward=cfg.mode == "ctde")
+                             range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
+                             heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
+                             missing_action=cfg.missing_action)
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it
     startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s
     agents = [
-        AgentConfig(agent_id=i, env_address=env_addr, link_bind=bind_addrs[i],
+        AgentConfig(agent_id=i, env_address=env_addr, link_bind=binds[str(i)],
                     peers={str(j): link_addrs[j] for j in nbrs[i]}, algo=cfg.algo, mode=cfg.mode,
                     seed=agent_seed(cfg.seed, i), run_dir=str(run_dir / f"agent_{i}"), learner=dict(cfg.learner),
                     mu_step_size=cfg.mu_step_size, log_every=cfg.log_every,
                     checkpoint_every=cfg.checkpoint_every, link_deadline_s=cfg.link_deadline_s,
-                    link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms, startup_timeout_s=startup_s)
-        for i in range(cfg.n)
+                    link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms,
+                    heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
+                    on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s,
+                    startup_timeout_s=startup_s)
+        for i in mine
     ]
-    return RunPlan(server, agents, nbrs, socket_dir)
+    return RunPlan(server if cfg.node_rank == 0 else None, agents, nbrs, socket_dir)

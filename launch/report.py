@@ -19,10 +19,17 @@ def _final_mean(rows: list[dict[str, str]], key: str, from_step: float) -> float
     return float(np.mean(vals)) if vals else None
 
 
-def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dict[int, list[int]]) -> dict:
+def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dict[int, list[int]],
+                  processes: dict | None = None) -> dict:
+    """`processes`: what the launcher saw: per agent exit status and restarts, kills, failure."""
+    processes = processes or {}
     run_dir = Path(cfg.run_dir)
     stats_path = run_dir / "env_server" / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    if not stats:  # the env server died before writing it: its metrics tell how far it got
+        env_rows = read_rows(run_dir / "env_server" / "metrics.csv")
+        if env_rows:
+            stats = {"steps": int(env_rows[-1]["step"]), "env_steps": int(env_rows[-1]["env_steps"])}
     from_step = 0.9 * cfg.steps
     agents = {}
     for i in range(cfg.n):
@@ -33,10 +40,15 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
             "final_reward": _final_mean(rows, "reward", from_step),
             "final_mu": _final_mean(rows, "mu", from_step),
             "final_conflict_rate": _final_mean(rows, "conflict_rate", from_step),
-        }
+        } | processes.get("agents", {}).get(i, {})
     conflict = [a["final_conflict_rate"] for a in agents.values() if a["final_conflict_rate"] is not None]
     summary = {
         "status": status,
+        "failure": processes.get("failure"),
+        "env_server_exit_status": processes.get("env_server_exit_status"),
+        "restarts": {str(i): a["restarts"] for i, a in processes.get("agents", {}).items() if a["restarts"]},
+        "kills": processes.get("kills", []),
+        "agent_events": stats.get("agent_events", []),
         "env": cfg.env, "algo": cfg.algo, "mode": cfg.mode, "topology": cfg.topology, "n_agents": cfg.n,
         "seed": cfg.seed, "steps": stats.get("steps", 0), "n_envs": cfg.envs,
         "env_steps": stats.get("env_steps", 0),
@@ -64,9 +76,14 @@ def plot_run(cfg: LaunchConfig) -> Path | None:
     if not env_rows:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    x = [float(r["env_steps"]) for r in env_rows]
-    axes[0].plot(x, [float(r["team_reward"]) for r in env_rows], color="k")
-    axes[0].set(title="team reward (sum over agents, per step)", xlabel="env steps")
+    episodic = [r for r in env_rows if r.get("episode_team_return")]  # MPE: the paper's group reward
+    if episodic:
+        axes[0].plot([float(r["env_steps"]) for r in episodic], [float(r["episode_team_return"]) for r in episodic],
+                     color="k")
+        axes[0].set(title="group reward (sum over agents and the episode)", xlabel="env steps")
+    else:
+        axes[0].plot([float(r["env_steps"]) for r in env_rows], [float(r["team_reward"]) for r in env_rows], color="k")
+        axes[0].set(title="team reward (sum over agents, per step)", xlabel="env steps")
     for i in range(cfg.n):
         rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
         if not rows:

@@ -62,11 +62,16 @@ def spawn_agent(cfg: AgentConfig) -> Child:
     return spawn(f"agent {cfg.agent_id}", "drima.agent", cfg, ["--agent-id", str(cfg.agent_id)])
 
 
-def stop_all(children: list[Child], grace_s: float = 10.0) -> None:
-    """SIGTERM every live child (each saves and exits), then SIGKILL what is left after grace_s."""
+def stop_all(children: list[Child], grace_s: float = 10.0, signal_first: bool = True) -> None:
+    """SIGTERM every live child (each saves and exits), then SIGKILL what is left after grace_s.
+    With signal_first=False, the children get grace_s to end by themselves before the SIGTERM."""
+    if not signal_first:
+        _wait_all(children, grace_s)
     for c in children:
         if c.proc.poll() is None:
             c.proc.send_signal(signal.SIGTERM)
+    if not signal_first:
+        grace_s = 10.0
     end = time.monotonic() + grace_s
     for c in children:
         try:
@@ -75,6 +80,15 @@ def stop_all(children: list[Child], grace_s: float = 10.0) -> None:
             log.warning("%s did not stop within %.0f s: killing it", c.name, grace_s)
             c.proc.kill()
             c.proc.wait()
+
+
+def _wait_all(children: list[Child], timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    for c in children:
+        try:
+            c.proc.wait(timeout=max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def tail(path: Path, lines: int = 5) -> str:

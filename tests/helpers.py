@@ -12,19 +12,30 @@ def run_launch(run_dir: Path, *args: str, timeout: float = 240) -> subprocess.Co
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def drima_processes_for(marker: str) -> list[str]:
-    """Command lines of live processes that mention `marker` (a run dir)."""
-    found = []
+def _cmdlines():
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if marker in cmd and "drima" in cmd:
-            found.append(f"{pid}: {cmd}")
-    return found
+        yield int(pid), raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def drima_processes_for(run_dir) -> list[str]:
+    """'pid: title' of the live processes of one run, found by their titles
+    (`drima-agent 3 <run_dir>`, `drima-env-server <run_dir>`, `drima-launch <run_dir>`)."""
+    suffix = f" {Path(run_dir).resolve()}"
+    return [f"{pid}: {cmd}" for pid, cmd in _cmdlines() if cmd.startswith("drima-") and cmd.endswith(suffix)]
+
+
+def pid_of(run_dir, role: str) -> int:
+    """The pid of the one live process titled `drima-<role> <run_dir>`, e.g. role="agent 2"."""
+    title = f"drima-{role} {Path(run_dir).resolve()}"
+    pids = [pid for pid, cmd in _cmdlines() if cmd == title]
+    assert len(pids) == 1, f"{len(pids)} processes titled {title!r}"
+    return pids[0]
 
 
 def load_summary(run_dir: Path) -> dict:

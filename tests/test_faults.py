@@ -2,14 +2,16 @@
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
-from helpers import drima_processes_for, load_summary
+from helpers import drima_processes_for, load_summary, pid_of
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +26,12 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
         time.sleep(0.1)
-    victim = [p for p in drima_processes_for(str(run_dir)) if "--agent-id 2" in p]
-    assert len(victim) == 1, victim
-    os.kill(int(victim[0].split(":")[0]), signal.SIGKILL)
+    # every process of the run names its role in ps: that is how the victim is found
+    titles = sorted(p.split(": ", 1)[1] for p in drima_processes_for(run_dir))
+    resolved = run_dir.resolve()
+    assert titles == sorted([f"drima-launch {resolved}", f"drima-env-server {resolved}"]
+                            + [f"drima-agent {i} {resolved}" for i in range(4)]), titles
+    os.kill(pid_of(run_dir, "agent 2"), signal.SIGKILL)
     killed_at = len(metrics.read_text().splitlines()) * 10
     assert killed_at < steps, "the run ended before the kill: make it longer"
     assert launcher.wait(timeout=180) == 1  # completed, with an agent failure reported
@@ -63,3 +68,123 @@ def test_dri_still_beats_ind_when_links_drop_30_percent(tmp_path):
 
     stats = json.loads((tmp_path / "dri" / "agent_0" / "stats.json").read_text())
     assert 0.2 < stats["link"]["dropped_chaos"] / 600 < 0.4
+
+
+def test_process_title_is_a_no_op_without_setproctitle():
+    code = ("import sys; sys.modules['setproctitle'] = None\n"  # makes `import setproctitle` fail
+            "from drima.procinfo import set_process_title\n"
+            "set_process_title('agent 1', '/tmp/x')\n"
+            "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[0].decode())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "drima-agent" not in out and out.strip() == sys.executable
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def test_killed_ring_agent_restarts_from_its_checkpoint_and_rejoins(tmp_path):
+    from helpers import run_launch
+
+    run_dir = tmp_path / "restart"
+    steps = 1500
+    res = run_launch(run_dir, "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
+                     "--log-every", "10", "--checkpoint-every", "100", "--link-deadline", "0.3",
+                     "--kill-agent", "2@400", "--restart-failed", "--restart-delay", "3")
+    assert res.returncode == 0, res.stderr
+    assert "fault injection: SIGKILL agent 2" in res.stderr and "restarting it from its last checkpoint" in res.stderr
+    summary = load_summary(run_dir)
+    assert summary["status"] == "completed" and summary["steps"] == steps
+    assert summary["restarts"] == {"2": 1}
+    kill = summary["kills"][0]
+    assert kill["agent"] == 2 and 400 <= kill["env_step"] < steps
+    assert summary["agents"]["2"]["exits"] == [-signal.SIGKILL, 0] and summary["agents"]["2"]["exit_status"] == 0
+    assert [e["event"] for e in summary["agent_events"] if e["agent"] == 2] == ["dead", "rejoined"]
+    # it resumed from the last checkpoint before the kill (load_checkpoint succeeded) ...
+    log2 = (run_dir / "agent_2" / "log.txt").read_text()
+    resumed = int(re.search(r"resumed from \S+checkpoint.pt at step (\d+)", log2)[1])
+    assert resumed % 100 == 0 and 300 <= resumed <= kill["env_step"]
+    first = int(re.search(r"first result at step (\d+)", log2)[1])
+    assert first > kill["env_step"]
+    # ... and its metrics.csv was appended: rows up to the kill, a gap, then rows to the end
+    logged = [int(r["step"]) for r in csv.DictReader(open(run_dir / "agent_2" / "metrics.csv"))]
+    assert logged == sorted(set(logged)) and logged[-1] == steps
+    gap = sorted(set(range(10, steps + 1, 10)) - set(logged))
+    assert gap and kill["env_step"] - 10 <= gap[0] and gap[-1] < first + 10, (gap, kill, first)
+    assert torch.load(run_dir / "agent_2" / "checkpoint.pt", weights_only=False)["step"] == steps
+    for i in (1, 3):  # its neighbours saw it leave and come back, and learn with it to the end
+        log_text = (run_dir / f"agent_{i}" / "log.txt").read_text()
+        assert "neighbour 2 silent" in log_text and "neighbour 2 is back" in log_text
+        rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
+        assert float(rows[-1]["n_peers"]) == 2.0
+    server_log = (run_dir / "env_server" / "log.txt").read_text()
+    assert "agent 2 silent for" in server_log and "agent 2 is ready: it rejoins at step" in server_log
+    assert not drima_processes_for(run_dir)
+
+
+def test_env_server_killed_every_agent_saves_and_exits_4_in_time(tmp_path):
+    run_dir = tmp_path / "srvkill"
+    launcher_err = open(tmp_path / "launcher.err", "w")
+    launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
+                                 "--env", "pd", "--topology", "ring", "--n", "4", "--steps", "1000000",
+                                 "--log-every", "10", "--checkpoint-every", "50"], stderr=launcher_err)
+    metrics = run_dir / "env_server" / "metrics.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+        time.sleep(0.1)
+    agents = [pid_of(run_dir, f"agent {i}") for i in range(4)]
+    killed_at = time.monotonic()
+    os.kill(pid_of(run_dir, "env-server"), signal.SIGKILL)
+    while any(_alive(p) for p in agents) and time.monotonic() < killed_at + 30:
+        time.sleep(0.02)
+    took = time.monotonic() - killed_at
+    bound = 0.5 * 4 + 1.0  # heartbeat_interval_s * heartbeat_liveness + the documented 1 s margin
+    print(f"every agent exited {took:.2f} s after the env server was killed (bound {bound} s)")
+    assert 0.5 * 4 < took < bound, took
+    assert launcher.wait(timeout=60) == 1
+    assert "env server killed by SIGKILL" in (tmp_path / "launcher.err").read_text()
+    summary = load_summary(run_dir)
+    assert summary["status"] == "failed" and summary["failure"] == "env server killed by SIGKILL"
+    assert summary["steps"] >= 190
+    for i in range(4):
+        assert summary["agents"][str(i)]["exit_status"] == 4
+        log_text = (run_dir / f"agent_{i}" / "log.txt").read_text()
+        silent = float(re.search(r"env server silent for ([\d.]+) s \(\d missed heartbeats\)", log_text)[1])
+        assert 2.0 <= silent < 2.5
+        assert "exiting with status 4" in log_text
+        step = int(re.search(r"saving a checkpoint at step (\d+)", log_text)[1])
+        assert torch.load(run_dir / f"agent_{i}" / "checkpoint.pt", weights_only=False)["step"] == step >= 190
+    assert not drima_processes_for(run_dir)
+
+
+def test_frozen_env_server_agents_with_on_env_loss_wait_rejoin(tmp_path):
+    """SIGSTOP the env server for 4 s (a partition, a GC pause, a live migration): the agents
+    declare it lost after 2 s, reconnect, and once it resumes they rejoin and the run completes."""
+    run_dir = tmp_path / "frozen"
+    steps = 1500
+    launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
+                                 "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
+                                 "--log-every", "10", "--on-env-loss", "wait", "--reconnect-timeout", "30"])
+    metrics = run_dir / "env_server" / "metrics.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+        time.sleep(0.1)
+    server = pid_of(run_dir, "env-server")
+    os.kill(server, signal.SIGSTOP)
+    time.sleep(4.0)
+    os.kill(server, signal.SIGCONT)
+    assert launcher.wait(timeout=240) == 0
+    summary = load_summary(run_dir)
+    assert summary["status"] == "completed" and summary["steps"] == steps
+    assert all(a["exit_status"] == 0 and a["restarts"] == 0 for a in summary["agents"].values())
+    rejoined = {e["agent"] for e in summary["agent_events"] if e["event"] == "rejoined"}
+    assert rejoined == {0, 1, 2, 3}
+    for i in range(4):
+        log_text = (run_dir / f"agent_{i}" / "log.txt").read_text()
+        assert "env server silent for" in log_text and "reconnecting for up to 30 s (on_env_loss=wait)" in log_text
+        assert "reconnected to the env server" in log_text
+        rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
+        assert int(rows[-1]["step"]) == steps

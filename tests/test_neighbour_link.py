@@ -142,3 +142,23 @@ def test_chaos_delay_holds_outgoing_messages():
     for link in (sender, receiver):
         link.close()
     ctx.term()
+
+
+def test_a_flood_of_future_steps_keeps_memory_bounded(wired):
+    """A hostile peer sending scalars for 10,000 future steps cannot grow the pending table
+    beyond MAX_PENDING_STEPS; the real next step still gets through."""
+    from drima.agent.neighbour_link import MAX_PENDING_STEPS
+
+    link, peers = wired
+    for step in range(1000, 11000):
+        peers[1].send(scalars(1, step, [0, 0, 0, 0], 0.0))
+        if step % 100 == 0:  # below the sockets' high-water marks, so that none is lost in transit
+            time.sleep(0.005)
+            link.drain()
+    peers[2].send(scalars(2, 0, [5, 6, 7, 8], 1.5))
+    time.sleep(0.2)
+    link.drain()
+    assert len(link._pending) <= MAX_PENDING_STEPS
+    assert link.stats["dropped_flood"] >= 10000 - MAX_PENDING_STEPS
+    ids, rewards, _ = link.collect(0, K, deadline_s=0.5)
+    assert ids == [2]

@@ -31,6 +31,11 @@ def test_round_trip_result_and_action():
     assert np.frombuffer(act.body[0], "<i4").tolist() == [1, 0]
 
 
+def test_round_trip_heartbeat():
+    msg = protocol.decode(protocol.encode(protocol.HEARTBEAT, protocol.SERVER_ID, 12, {}))
+    assert (msg.kind, msg.sender, msg.step, msg.body) == (protocol.HEARTBEAT, protocol.SERVER_ID, 12, {})
+
+
 def test_sender_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown message kind"):
         protocol.encode("gossip", 0, 0, {})
@@ -50,12 +55,18 @@ V = protocol.PROTOCOL_VERSION
     (msgpack.packb([V, "dri", 0, 0, [b"abc", 0.0]]), "float32 bytes"),
     (msgpack.packb([V, "dri", 0, 0, [b"abcd", "mu"]]), "float32 bytes"),
     (msgpack.packb([V, "act", 0, 0, [1, 2]]), "action body"),
+    (msgpack.packb([V, "act", 0, 0, [b"abcde"]]), "action body"),
     (msgpack.packb([V, "result", 0, 0, [b"", b"", b""]]), "result body"),
     (msgpack.packb([V, "result", 0, 0, [b"", b"", b"", False]]), "result body"),
     (msgpack.packb([V, "result", 0, 0, [b"", b"", b"", False, {"team": 1.0}]]), "result body"),
     (msgpack.packb([V, "act", 0, 0, [b"", 1]]), "action body"),
     (msgpack.packb([V, "hello", 0, 0, [1]]), "must be a map"),
     (b"", "not msgpack"),
+    (msgpack.packb([V, "dri", 0, 0, [b"abcd", float("nan")]]), "finite"),
+    (msgpack.packb([V, "dri", 0, 0, [b"abcd", 1e300]]), "finite"),
+    (msgpack.packb([V, "dri", 0, 0, [np.array([1.0, np.nan], "<f4").tobytes(), 0.0]]), "finite"),
+    (msgpack.packb([V, "dri", 0, 0, [np.array([3e38], "<f4").tobytes(), 0.0]]), "finite"),
+    (msgpack.packb([V, "hb", 0, 0, []]), "must be a map"),
 ])
 def test_decode_rejects_malformed(frame, reason):
     with pytest.raises(protocol.ProtocolError, match=reason):

@@ -1,0 +1,282 @@
+"""Env-link heartbeats, both ways, with real sockets: a silent agent is declared dead by the env
+server and its seat plays `missing_action`; a silent env server is declared lost by a real agent
+process, which saves a checkpoint and exits with status 4, or (on_env_loss=wait) rejoins."""
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from drima import protocol
+from drima.agent.process import AgentConfig
+from drima.config import save_config
+from drima.env_server.envs import make_env
+from drima.env_server.server import EnvServer, EnvServerConfig
+
+K = 3
+INTERVAL, LIVENESS = 0.1, 4  # dead after 0.4 s of silence
+C, D = 0, 1
+
+
+def dealer(ctx, addr, ident: bytes):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.IDENTITY, ident)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(addr)
+    return s
+
+
+def recv_alive(sock, me: int, timeout_s: float = 10.0) -> protocol.Message:
+    """Next non-heartbeat message, heartbeating the server meanwhile (what a real agent does)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if sock.poll(20):
+            msg = protocol.decode(sock.recv())
+            if msg.kind != protocol.HEARTBEAT:
+                return msg
+        sock.send(protocol.encode(protocol.HEARTBEAT, me, 0, {}))
+    raise AssertionError("nothing from the env server")
+
+
+def start_server(tmp_path, missing_action: str, steps: int = 8):
+    cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env", env="pd", n_agents=2, steps=steps, n_envs=K,
+                          run_dir=str(tmp_path / "srv"), action_timeout_s=30.0,  # only heartbeats can unblock it
+                          heartbeat_interval_s=INTERVAL, heartbeat_liveness=LIVENESS, missing_action=missing_action)
+    server = EnvServer(cfg)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(code=server.run()))
+    thread.start()
+    return cfg, server, thread, result
+
+
+def join_agents(ctx, addr):
+    socks = [dealer(ctx, addr, str(i).encode()) for i in range(2)]
+    for i, s in enumerate(socks):
+        s.send(protocol.encode(protocol.HELLO, i, 0, {}))
+        assert protocol.decode(s.recv()).kind == protocol.SPEC
+        s.send(protocol.encode(protocol.READY, i, 0, {}))
+    return socks
+
+
+@pytest.mark.parametrize("missing_action, agent0_reward", [("last", 0.0), ("noop", 10.0), ("remove", 0.0)])
+def test_env_server_declares_a_silent_agent_dead_and_steps_on(tmp_path, caplog, missing_action, agent0_reward):
+    """Agent 1 defects for 2 steps, then goes silent. The server stops waiting for it after
+    ~LIVENESS * INTERVAL (not after action_timeout_s = 30 s) and plays its seat per missing_action."""
+    caplog.set_level(logging.INFO, logger="drima.env_server")
+    cfg, server, thread, result = start_server(tmp_path, missing_action)
+    ctx = zmq.Context()
+    try:
+        a0, a1 = join_agents(ctx, cfg.address)
+        for step in range(2):
+            for i, s in enumerate((a0, a1)):
+                assert recv_alive(s, i).step == step
+                s.send(protocol.encode(protocol.ACTION, i, step, [protocol.to_bytes(np.full(K, (C, D)[i]), "<i4")]))
+        # agent 1 is now silent; agent 0 keeps cooperating and heartbeating
+        rewards, waits = [], []
+        for step in range(2, cfg.steps + 1):
+            t_sent = time.monotonic()
+            msg = recv_alive(a0, 0)
+            waits.append(time.monotonic() - t_sent)
+            assert msg.kind == protocol.RESULT and msg.step == step
+            rewards.append(protocol.floats(msg.body[1]))
+            if step < cfg.steps:
+                a0.send(protocol.encode(protocol.ACTION, 0, step, [protocol.to_bytes(np.full(K, C), "<i4")]))
+        thread.join(timeout=10)
+        assert result.get("code") == 0
+        # the first wait includes the detection; it ends after the liveness window, long before 30 s
+        assert LIVENESS * INTERVAL * 0.9 < waits[1] < LIVENESS * INTERVAL + 0.5, waits
+        assert max(waits[2:]) < 0.3, waits  # then agent 1 is not waited for any more
+        np.testing.assert_array_equal(rewards[-1], np.full(K, agent0_reward))
+        dead = [r.getMessage() for r in caplog.records if "agent 1 silent for" in r.getMessage()]
+        assert len(dead) == 1 and "missed heartbeats" in dead[0], dead
+        silent_s = float(dead[0].split("silent for ")[1].split(" s")[0])
+        assert LIVENESS * INTERVAL <= silent_s < LIVENESS * INTERVAL + 0.3
+        stats = json.loads((tmp_path / "srv" / "stats.json").read_text())
+        assert [e["event"] for e in stats["agent_events"]] == ["dead"]
+        assert ("removing it from the run" in dead[0]) == (missing_action == "remove")
+    finally:
+        server.stop_requested = True
+        thread.join(timeout=10)
+        ctx.destroy(0)
+
+
+def test_env_server_refuses_a_removed_agent_and_rejoins_a_dead_one(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="drima.env_server")
+    for missing_action, expect in (("remove", protocol.STOP), ("last", protocol.SPEC)):
+        run = tmp_path / missing_action
+        run.mkdir()
+        cfg, server, thread, result = start_server(run, missing_action, steps=200)
+        ctx = zmq.Context()
+        try:
+            a0, a1 = join_agents(ctx, cfg.address)
+            a1.close()  # agent 1 dies before its first action
+            step = 0
+            while not server.dead | server.removed:  # agent 0 plays on while the server notices
+                assert recv_alive(a0, 0).step == step
+                a0.send(protocol.encode(protocol.ACTION, 0, step, [protocol.to_bytes(np.full(K, C), "<i4")]))
+                step += 1
+            a1 = dealer(ctx, cfg.address, b"1")  # agent 1 restarted
+            a1.send(protocol.encode(protocol.HELLO, 1, 0, {}))
+            reply = recv_alive(a1, 1)
+            assert reply.kind == expect
+            if expect == protocol.SPEC:  # READY: the next result carries the current obs and no reward
+                a1.send(protocol.encode(protocol.READY, 1, 0, {}))
+                first, a0_step = None, -1
+                while first is None or a0_step < first.step:  # agent 0 plays on; agent 1 waits for its result
+                    for sock, me in ((a0, 0), (a1, 1)):
+                        sock.send(protocol.encode(protocol.HEARTBEAT, me, 0, {}))
+                        if not sock.poll(10):
+                            continue
+                        msg = protocol.decode(sock.recv())
+                        if msg.kind == protocol.RESULT and me == 0:
+                            a0_step = msg.step
+                            cooperate = [protocol.to_bytes(np.full(K, C), "<i4")]
+                            a0.send(protocol.encode(protocol.ACTION, 0, msg.step, cooperate))
+                        elif msg.kind == protocol.RESULT:
+                            first = msg
+                assert first.kind == protocol.RESULT and first.body[1] == b"" and first.step == a0_step > 0
+                # it acts (defects) and is waited for again: agent 0's next reward shows its action
+                a1.send(protocol.encode(protocol.ACTION, 1, first.step, [protocol.to_bytes(np.full(K, D), "<i4")]))
+                nxt = recv_alive(a0, 0)
+                assert nxt.step == first.step + 1
+                np.testing.assert_array_equal(protocol.floats(nxt.body[1]), np.zeros(K))  # (C, D) pays 0 to agent 0
+                assert protocol.floats(recv_alive(a1, 1).body[1]).tolist() == [18.0] * K  # and agent 1 its reward
+        finally:
+            server.stop_requested = True
+            thread.join(timeout=10)
+            ctx.destroy(0)
+    logs = caplog.text
+    assert "dropped hello from removed agent 1" in logs
+    assert "agent 1 is ready: it rejoins at step" in logs
+
+
+def test_env_server_ends_the_run_when_every_agent_is_gone(tmp_path, caplog):
+    """Nobody left to wait for: the server does not race through the steps on substitutes, and
+    gives up after startup_timeout_s without any agent acting or rejoining (exit status 3)."""
+    caplog.set_level(logging.INFO, logger="drima.env_server")
+    cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env", env="pd", n_agents=2, steps=10_000, n_envs=K,
+                          run_dir=str(tmp_path / "srv"), action_timeout_s=0.3, startup_timeout_s=1.5,
+                          heartbeat_interval_s=INTERVAL, heartbeat_liveness=LIVENESS)
+    server = EnvServer(cfg)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(code=server.run()))
+    thread.start()
+    ctx = zmq.Context()
+    try:
+        for s in join_agents(ctx, cfg.address):
+            s.close()  # both agents die before their first action
+        t0 = time.monotonic()
+        thread.join(timeout=20)
+        took = time.monotonic() - t0
+        assert result.get("code") == 3
+        assert 1.5 < took < 1.5 + LIVENESS * INTERVAL + 1.5, took
+        stats = json.loads((tmp_path / "srv" / "stats.json").read_text())
+        assert stats["abandoned"] and stats["steps"] < 20  # ~one step per action_timeout_s, not 10,000
+        assert "no agent has acted or rejoined" in caplog.text
+    finally:
+        server.stop_requested = True
+        thread.join(timeout=10)
+        ctx.destroy(0)
+
+
+# -- the agent's side: a real agent process against a hand-driven env server ------------------------
+
+def start_agent(tmp_path, **overrides):
+    cfg = AgentConfig(agent_id=0, env_address=f"ipc://{tmp_path}/env", link_bind=f"ipc://{tmp_path}/link0",
+                      peers={}, run_dir=str(tmp_path / "agent_0"), heartbeat_interval_s=INTERVAL,
+                      heartbeat_liveness=LIVENESS, checkpoint_every=1, **overrides)
+    (tmp_path / "agent_0").mkdir()
+    path = tmp_path / "agent_0" / "config.json"
+    save_config(cfg, path)
+    log = open(tmp_path / "agent_0" / "log.txt", "wb")
+    return cfg, subprocess.Popen([sys.executable, "-m", "drima.agent", "--config", str(path)], stdout=log,
+                                 stderr=subprocess.STDOUT)
+
+
+class FakeEnvServer:
+    """A ROUTER socket that speaks the env-server side of the protocol for one agent."""
+
+    def __init__(self, ctx, addr):
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(addr)
+        spec = make_env("pd", 2, K).agent_spec(0)
+        self.spec = spec | {"n_envs": K, "agent_id": 0, "n_agents": 2}
+        self.obs = protocol.to_bytes(np.zeros((K, spec["obs_dim"])))
+
+    def recv(self, timeout_s=60.0) -> protocol.Message:
+        assert self.sock.poll(int(timeout_s * 1000)), "the agent said nothing"
+        return protocol.decode(self.sock.recv_multipart()[1])
+
+    def recv_kind(self, kind, timeout_s=60.0) -> protocol.Message:
+        while (msg := self.recv(timeout_s)).kind == protocol.HEARTBEAT:
+            pass
+        assert msg.kind == kind, msg
+        return msg
+
+    def send(self, kind, step, body):
+        self.sock.send_multipart([b"0", protocol.encode(kind, protocol.SERVER_ID, step, body)])
+
+    def handshake(self):
+        self.recv_kind(protocol.HELLO)
+        self.send(protocol.SPEC, 0, self.spec)
+        self.recv_kind(protocol.READY)
+
+    def result(self, step, reward: bytes, last=False):
+        self.send(protocol.RESULT, step, [self.obs, reward, protocol.to_bytes(np.zeros(K)), last, {}])
+
+
+def play(fake, first_step, n):
+    """Results first_step .. first_step+n-1, each answered by an action."""
+    for step in range(first_step, first_step + n):
+        fake.result(step, b"" if step == first_step else protocol.to_bytes(np.full(K, 2.0)))
+        assert fake.recv_kind(protocol.ACTION).step == step
+
+
+def test_agent_exits_4_with_a_checkpoint_when_the_env_server_goes_silent(tmp_path):
+    ctx = zmq.Context()
+    fake = FakeEnvServer(ctx, f"ipc://{tmp_path}/env")
+    try:
+        cfg, agent = start_agent(tmp_path)
+        fake.handshake()
+        play(fake, 0, 5)
+        silent_from = time.monotonic()  # the env server "dies": it sends nothing more
+        hb = fake.recv(timeout_s=1.0)  # the agent heartbeats while it waits
+        assert hb.kind == protocol.HEARTBEAT
+        assert agent.wait(timeout=10) == 4
+        took = time.monotonic() - silent_from
+        assert took < LIVENESS * INTERVAL + 1.0, took  # the documented bound: liveness * interval + 1 s
+        log = (tmp_path / "agent_0" / "log.txt").read_text()
+        assert "env server silent for" in log and "missed heartbeats" in log and "exiting with status 4" in log
+        ckpt = torch.load(tmp_path / "agent_0" / "checkpoint.pt", weights_only=False)
+        assert ckpt["step"] == 4
+    finally:
+        ctx.destroy(0)
+
+
+def test_agent_with_on_env_loss_wait_rejoins_the_env_server(tmp_path):
+    ctx = zmq.Context()
+    fake = FakeEnvServer(ctx, f"ipc://{tmp_path}/env")
+    try:
+        cfg, agent = start_agent(tmp_path, on_env_loss="wait", reconnect_timeout_s=20.0)
+        fake.handshake()
+        play(fake, 0, 5)
+        time.sleep(LIVENESS * INTERVAL + 0.5)  # silent long enough to be declared lost
+        fake.handshake()  # the agent says HELLO again (on a new socket) and READY
+        play(fake, 10, 3)  # rejoined at step 10: the first result has no reward
+        fake.result(13, protocol.to_bytes(np.full(K, 2.0)), last=True)
+        assert agent.wait(timeout=20) == 0
+        log = (tmp_path / "agent_0" / "log.txt").read_text()
+        assert "reconnecting for up to 20 s" in log and "reconnected to the env server" in log
+        assert torch.load(tmp_path / "agent_0" / "checkpoint.pt", weights_only=False)["step"] == 13
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        ctx.destroy(0)
