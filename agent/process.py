@@ -220,6 +220,8 @@ class AgentProcess:
                                env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed, int(spec.get("state_dim", 0)))
         self.n_actions = int(spec["action"].get("n", 0))
         self.state_dim = int(spec.get("state_dim", 0))
+        if hasattr(learner, "on_progress"):  # long updates (PPO) heartbeat between gradient steps
+            learner.on_progress = self._heartbeat
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         ckpt = self.dir / "checkpoint.pt"

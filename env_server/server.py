@@ -69,7 +69,8 @@ class EnvServerConfig:
     """an agent silent for this many heartbeat intervals (2 s by default) is declared dead"""
     missing_action: str = "last"
     """what an agent's seat plays when its action is missing (dead, or later than
-    action_timeout_s): last (its last action) | noop (action 0, or zero force) | random (uniform, seeded);
+    action_timeout_s): last (its last action) | noop (action 0, or zero force; battles: stop) | random
+    (uniform, seeded; battles: over the actions allowed now);
     remove: like last, and a dead agent is dropped for the rest of the run (never waited for
     or sent to again, a HELLO from it is refused)"""
     env_options: dict = field(default_factory=dict)
@@ -325,6 +326,9 @@ class EnvServer:
         if self.cfg.missing_action == "noop":
             return self._idle_action(agent)
         if self.cfg.missing_action == "random":
+            if hasattr(self.env, "avail_actions"):  # battles: uniform over the actions allowed now
+                avail = self.env.avail_actions()[agent]
+                return np.argmax(avail * self.rng.random(avail.shape), axis=1).astype(np.int32)
             space = self.action_spaces[agent]
             if space["type"] == "continuous":
                 low, high = space["low"], space["high"]
@@ -350,6 +354,8 @@ class EnvServer:
         return act
 
     def _idle_action(self, agent: int) -> np.ndarray:
+        if hasattr(self.env, "idle_actions"):  # battles: stop (action 0 is a move in SMAX)
+            return self.env.idle_actions()[:, agent]
         space = self.action_spaces[agent]
         if space["type"] == "continuous":
             return np.zeros((self.cfg.n_envs, space["dim"]), np.float32)

@@ -76,6 +76,8 @@ def _health(units) -> np.ndarray:
 
 
 class SC2VectorEnv(Battles):
+    stop_action, no_op_action = STOP, NO_OP
+
     def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, options: dict | None = None,
                  env_class: Callable | None = None):
         """`env_class` builds one StarCraft2Env (default: SMAC's); `options` go to its constructor,
@@ -124,7 +126,7 @@ class SC2VectorEnv(Battles):
         allowed = np.take_along_axis(self._avail, acts[..., None], axis=-1)[..., 0].astype(bool)
         if not allowed.all():  # SMAC asserts on these: stop, or no-op where stop is not allowed (dead)
             self.replaced_actions += int((~allowed).sum())
-            acts = np.where(allowed, acts, np.where(self._avail[..., STOP] == 1, STOP, NO_OP))
+            acts = np.where(allowed, acts, self.idle_actions())
         n = self.n_agents
         before, after = self._hp, np.empty_like(self._hp)
         done, won = np.zeros(self.n_envs, bool), np.zeros(self.n_envs, bool)

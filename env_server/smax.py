@@ -108,6 +108,12 @@ class Battles:
     n_agents: int
     n_envs: int
     metric_names = METRIC_NAMES
+    stop_action = no_op_action = STOP  # SMAX: stop is always allowed, dead or alive
+
+    def idle_actions(self) -> np.ndarray:
+        """(K, n) int32: doing nothing, for each agent and copy: stop, or no-op where stop is not
+        allowed (a dead SC2 unit). The env server plays it for an absent agent (missing_action=noop)."""
+        return np.where(self._avail[..., self.stop_action] == 1, self.stop_action, self.no_op_action).astype(np.int32)
 
     def _start_books(self) -> None:
         self._ep_return = np.zeros(self.n_envs)  # per copy, this battle so far

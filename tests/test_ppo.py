@@ -52,6 +52,18 @@ def test_ctde_critic_reads_the_global_state():
     assert any(not torch.equal(a, b) for a, b in zip(before, learner.critic.parameters()))
 
 
+def test_a_long_update_reports_progress_after_every_gradient_step():
+    """The agent process hangs its env-link heartbeat here: an update of seconds must not look dead."""
+    learner = make_learner("ppo", 2, {"type": "discrete", "n": 2},
+                           {"n_steps": 4, "chunk_len": 2, "epochs": 3, "minibatches": 2}, 0)
+    calls = []
+    learner.on_progress = lambda: calls.append(1)
+    obs = np.zeros((K, 2), np.float32)
+    for _ in range(4):
+        learner.update(obs, learner.act(obs), np.ones(K, np.float32), obs, np.zeros(K, np.float32))
+    assert len(calls) == 3 * 2
+
+
 def test_ppo_options_that_contradict_each_other_are_named():
     with pytest.raises(ValueError, match="chunk_len 3 must divide n_steps 8"):
         make_learner("ppo", 2, {"type": "discrete", "n": 2}, {"n_steps": 8, "chunk_len": 3}, 0)

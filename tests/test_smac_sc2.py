@@ -120,6 +120,32 @@ def test_unavailable_actions_are_replaced_and_dead_units_are_nobodys_neighbour()
     assert r[2, 0] == pytest.approx(0.0)  # dead: no group damage this step, no own term
 
 
+def test_the_env_server_plays_stop_or_allowed_random_actions_for_an_absent_unit(tmp_path):
+    """missing_action noop / random for battles: stop (no-op when dead), or uniform over what is allowed;
+    the stand-in asserts like SMAC, so a forbidden substitute would fail the step."""
+    from drima.env_server.server import EnvServer, EnvServerConfig
+
+    for missing in ("noop", "random"):
+        env = _env()
+        cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env-{missing}", env="sc2:fake_3m", n_agents=N_ALLIES, steps=1,
+                              n_envs=2, run_dir=str(tmp_path / missing), missing_action=missing)
+        server = EnvServer(cfg, env=env)
+        try:
+            env.reset()
+            for _ in range(3):  # ally 2 dies
+                env.step(_acts(STOP, STOP, STOP))
+            subs = [server._substitute(i, np.full(2, MOVE_N, np.int32)) for i in range(N_ALLIES)]
+            if missing == "noop":
+                assert [s.tolist() for s in subs] == [[STOP, STOP], [STOP, STOP], [NO_OP, NO_OP]]
+            for i, s in enumerate(subs):
+                assert (env.avail_actions()[i][np.arange(2), s] == 1).all()
+            env.step(subs)
+            assert env.replaced_actions == 0
+        finally:
+            server.sock.close()
+            server.ctx.term()
+
+
 def test_a_won_battle_resets_that_copy_and_reports_it():
     env = _env(k=1)
     env.reset()

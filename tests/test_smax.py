@@ -79,6 +79,7 @@ def test_a_battle_placed_by_hand(env):
     assert avail[1][0].tolist() == [1, 1, 1, 1, 1, 0, 1, 0]
     assert avail[2][0].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
     assert avail[2][1].tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
+    assert (env.idle_actions() == STOP).all()  # what the env server plays for an absent unit (noop)
     # ally 0 sees ally 1 (8 away) and enemy 0, not ally 2 (18.6), enemy 1 (12.5) or the dead enemy 2
     seen = (obs[0][0][:65].reshape(5, 13) != 0).any(1)
     assert seen.tolist() == [True, False, True, False, False]

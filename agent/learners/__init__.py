@@ -21,7 +21,8 @@ ACTION_TYPES = {"a2c": ("discrete",), "dqn": ("discrete",), "ddpg": ("discrete",
 
 class Learner(Protocol):
     """`info` / `next_info`: what the env server sent beside obs / next_obs (action masks, global
-    state); only PPO uses them."""
+    state); only PPO uses them. A learner whose update can take seconds (PPO) also has an
+    `on_progress` callable, which the agent process sets to its env-link heartbeat."""
 
     def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray: ...
     def update(self, obs: np.ndarray, actions: np.ndarray, signal: np.ndarray, next_obs: np.ndarray,

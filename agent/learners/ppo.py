@@ -23,6 +23,7 @@ The rollout in progress is not checkpointed: a resumed agent starts a new one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,6 +148,9 @@ class PPO:
         self.h_actor = self.h_critic = self.starts = None  # per copy, created at the first act
         self.pending: dict | None = None  # what act() computed, completed by update()
         self.rollout: list[dict] = []
+        # called after every gradient step: the agent process sends its env-link heartbeat there,
+        # so that an update of several seconds does not look like a dead agent
+        self.on_progress: Callable[[], None] = lambda: None
 
     def _critic_input(self, obs: np.ndarray, info: StepInfo | None) -> torch.Tensor:
         if not self.centralised:
@@ -248,6 +252,7 @@ class PPO:
                 nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.max_grad_norm)
                 self.actor_opt.step()
                 self.critic_opt.step()
+                self.on_progress()
                 for key, val in (("actor_loss", actor_loss), ("critic_loss", critic_loss), ("entropy", entropy)):
                     info[key] += val.item()
                 n_updates += 1
