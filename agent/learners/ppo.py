@@ -33,6 +33,8 @@ from torch import nn
 
 from drima.types import StepInfo
 
+from .nets import linear
+
 
 @dataclass
 class PPOConfig:
@@ -76,24 +78,17 @@ class PPOConfig:
             raise ValueError("ppo: minibatches and epochs must be >= 1")
 
 
-def _linear(i: int, o: int, gain: float = 2**0.5) -> nn.Linear:
-    layer = nn.Linear(i, o)
-    nn.init.orthogonal_(layer.weight, gain=gain)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
 class RecurrentNet(nn.Module):
     """MAPPO's R-MAPPO network: LayerNorm(input) -> 2 x (Linear, ReLU, LayerNorm) -> GRU ->
     LayerNorm -> linear head."""
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int, out_gain: float):
         super().__init__()
-        self.base = nn.Sequential(nn.LayerNorm(in_dim), _linear(in_dim, hidden), nn.ReLU(), nn.LayerNorm(hidden),
-                                  _linear(hidden, hidden), nn.ReLU(), nn.LayerNorm(hidden))
+        self.base = nn.Sequential(nn.LayerNorm(in_dim), linear(in_dim, hidden), nn.ReLU(), nn.LayerNorm(hidden),
+                                  linear(hidden, hidden), nn.ReLU(), nn.LayerNorm(hidden))
         self.gru = nn.GRUCell(hidden, hidden)
         self.norm = nn.LayerNorm(hidden)
-        self.head = _linear(hidden, out_dim, gain=out_gain)
+        self.head = linear(hidden, out_dim, gain=out_gain)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (T, B, in), h (B, hidden) before step 0, starts (T, B) 1 where an episode begins
@@ -257,15 +252,6 @@ class PPO:
                     info[key] += val.item()
                 n_updates += 1
         return {key: val / n_updates for key, val in info.items()}
-
-    @torch.no_grad()
-    def policy(self, obs: np.ndarray, avail: np.ndarray | None = None) -> np.ndarray:
-        """Action probabilities at a first step (fresh GRU state), for tests and evaluation."""
-        h = torch.zeros(obs.shape[0], self.cfg.hidden)
-        logits, _ = self.actor(torch.as_tensor(obs)[None], h, torch.ones(1, obs.shape[0]))
-        if avail is not None:
-            logits = logits.masked_fill(~torch.as_tensor(avail).bool(), -1e10)
-        return F.softmax(logits[0], dim=-1).numpy()
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
