@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from drima.types import StepInfo
+
 from .dri import ReshapedReward, reshape_reward, update_mu
 from .learners import Learner
 
@@ -18,13 +20,13 @@ class AgentCore:
         self.mu_step_size = mu_step_size
         self.mu = mu
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        return self.learner.act(obs)
+    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:
+        return self.learner.act(obs, info=info)
 
     def learn(self, obs: np.ndarray, actions: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
               done: np.ndarray, neighbour_rewards: np.ndarray, neighbour_mus: np.ndarray,
               in_range: np.ndarray | None = None, team_reward: np.ndarray | None = None,
-              ) -> tuple[ReshapedReward, dict[str, float]]:
+              next_info: StepInfo | None = None) -> tuple[ReshapedReward, dict[str, float]]:
         """DRI signal from the mu that was published for this step, then the mu update
         from the original reward (Remark 2), then one learner update.
 
@@ -36,5 +38,6 @@ class AgentCore:
             reward = team_reward
         reshaped = reshape_reward(self.mode, reward, self.mu, neighbour_rewards, neighbour_mus, in_range)
         self.mu = update_mu(self.mu, reward, self.mu_step_size)
-        info = self.learner.update(obs, actions, reshaped.signal.astype(np.float32), next_obs, done)
+        info = self.learner.update(obs, actions, reshaped.signal.astype(np.float32), next_obs, done,
+                                   next_info=next_info)
         return reshaped, info

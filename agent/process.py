@@ -23,6 +23,7 @@ import zmq
 from drima import protocol
 from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
+from drima.types import StepInfo
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .core import AgentCore
@@ -46,7 +47,7 @@ class AgentConfig:
     peers: dict[str, str]
     """neighbour id -> that neighbour's PUB address (JSON keys are strings)"""
     algo: str = "a2c"
-    """a2c | dqn | ddpg"""
+    """a2c | dqn | ddpg | ppo"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde"""
     seed: int = 0
@@ -216,7 +217,11 @@ class AgentProcess:
         self.n_agents = int(spec["n_agents"])
         self.action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
         learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"],
-                               env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed)
+                               env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed, int(spec.get("state_dim", 0)))
+        self.n_actions = int(spec["action"].get("n", 0))
+        self.state_dim = int(spec.get("state_dim", 0))
+        if hasattr(learner, "on_progress"):  # long updates (PPO) heartbeat between gradient steps
+            learner.on_progress = self._heartbeat
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         ckpt = self.dir / "checkpoint.pt"
@@ -270,6 +275,7 @@ class AgentProcess:
                 log.warning("dropped unexpected %s from the env server", msg.kind)
                 continue
             next_obs = protocol.floats(msg.body[0]).reshape(n_envs, -1)
+            next_info = self._step_info(msg.body[4], n_envs)
             if obs is not None and msg.body[1]:  # RESULT t+1 carries r_t for the action sent at step t
                 rewards = protocol.floats(msg.body[1])
                 done = protocol.floats(msg.body[2])
@@ -285,7 +291,7 @@ class AgentProcess:
                 self.exchange_s.append(time.perf_counter() - t_pub)
                 mask = None if near is None else near[peer_ids]
                 reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
-                                                 in_range=mask, team_reward=team)
+                                                 in_range=mask, team_reward=team, next_info=next_info)
                 self._heartbeat()  # after a (possibly long) learner update
                 metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
                                     "conflict_rate": reshaped.conflict.mean(),
@@ -301,7 +307,7 @@ class AgentProcess:
             if msg.body[3]:  # last result of the run
                 return
             obs = next_obs
-            actions = self.core.act(obs)
+            actions = self.core.act(obs, next_info)
             self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
 
     def _in_range(self, extras: dict, n_envs: int) -> np.ndarray | None:
@@ -314,6 +320,23 @@ class AgentProcess:
                         raw.size, self.n_agents, n_envs)
             return None
         return raw.reshape(self.n_agents, n_envs).astype(bool)
+
+    def _step_info(self, extras: dict, n_envs: int) -> StepInfo | None:
+        """Action masks and global state sent beside an observation (SMAX, SC2), if any."""
+        avail = state = None
+        if "avail" in extras:
+            raw = np.frombuffer(extras["avail"], np.uint8)
+            if raw.size == n_envs * self.n_actions:
+                avail = raw.reshape(n_envs, self.n_actions).astype(bool)
+            else:
+                log.warning("ignored an action mask of %d bytes (expected %d x %d)", raw.size, n_envs, self.n_actions)
+        if "state" in extras:
+            raw = protocol.floats(extras["state"])
+            if raw.size == n_envs * self.state_dim:
+                state = raw.reshape(n_envs, self.state_dim)
+            else:
+                log.warning("ignored a global state of %d floats (expected %d x %d)", raw.size, n_envs, self.state_dim)
+        return None if avail is None and state is None else StepInfo(avail, state)
 
     def _write_stats(self) -> None:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""

@@ -33,7 +33,9 @@ SPEC = "spec"  # body: dict (obs_dim, action space, n_envs, ...)
 RESULT = "result"  # body: [obs bytes, reward bytes, done bytes, last, extras]
 # extras: {name: bytes}, only what this agent's mode and topology need:
 #   "team": float32 x K, the team reward (ctde mode only);
-#   "in_range": uint8 x (n_agents * K), row j = is agent j within range in each copy (range topologies).
+#   "in_range": uint8 x (n_agents * K), row j = is agent j within range in each copy (range topologies);
+#   "avail": uint8 x (K * n_actions), the actions this agent may take at this observation (SMAX, SC2);
+#   "state": float32 x (K * state_dim), the global state at this observation (ctde with SMAX, SC2).
 STOP = "stop"  # body: {"reason": str}
 # both ways on the env link: "I am alive", sent only when nothing else was sent for one
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life

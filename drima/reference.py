@@ -14,7 +14,8 @@ import torch
 
 from drima.agent.core import AgentCore
 from drima.agent.learners import env_defaults, make_learner
-from drima.env_server.envs import default_action_type, make_env
+from drima.env_server.envs import default_action_type, make_env, team_reward
+from drima.types import StepInfo
 from drima.launch.plan import agent_seed
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
@@ -24,31 +25,42 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
                   env_options: dict | None = None, log_every: int = 0) -> dict:
     torch.set_num_threads(1)
     venv = make_env(env, n, n_envs, seed, default_action_type(env, algo), env_options)
-    radius = range_radius(topology) if is_dynamic(topology) else 0.0
-    nbrs = neighbour_map(build_topology("full" if radius else topology, n, seed))
+    dynamic = is_dynamic(topology)
+    radius = range_radius(topology) if dynamic else None  # None with range:sight: the units' sight ranges
+    nbrs = neighbour_map(build_topology("full" if dynamic else topology, n, seed))
     if mode == "ctde":
         nbrs = {i: [] for i in range(n)}
+    with_state = mode == "ctde" and hasattr(venv, "global_state")  # as the env server sends it
+
+    def step_infos() -> list[StepInfo | None]:  # battles: action masks, and the global state in ctde
+        avail = venv.avail_actions() if hasattr(venv, "avail_actions") else [None] * n
+        state = venv.global_state() if with_state else None
+        return [None if a is None and state is None else StepInfo(a, state) for a in avail]
+
     agents = []
     for i in range(n):
         spec = venv.agent_spec(i)
         options = env_defaults(spec, algo) | (learner_overrides or {})
-        learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i))
+        learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i),
+                               venv.state_dim if with_state else 0)
         agents.append(AgentCore(learner, mode, mu_step_size))
     obs = venv.reset()
+    infos = step_infos()
     final_window = steps - max(1, steps // 10)
     team_rewards, episodes, final_episodes = [], [], []
     t0 = time.perf_counter()
     for t in range(steps):
         venv.count_joint_actions = t >= final_window
-        actions = [a.act(o) for a, o in zip(agents, obs)]
+        actions = [a.act(o, info) for a, o, info in zip(agents, obs, infos)]
         next_obs, rewards, dones = venv.step(actions)
-        near = venv.in_range(radius) if radius else None
-        team = rewards.sum(0)
+        infos = step_infos()
+        near = venv.in_range(radius) if dynamic else None
+        team = team_reward(venv, rewards)
         mus = np.array([a.mu for a in agents])
         for i, a in enumerate(agents):
             js = nbrs[i]
             a.learn(obs[i], actions[i], rewards[i], next_obs[i], dones, rewards[js], mus[js],
-                    in_range=None if near is None else near[i, js], team_reward=team)
+                    in_range=None if near is None else near[i, js], team_reward=team, next_info=infos[i])
         obs = next_obs
         if t >= final_window:
             team_rewards.append(float(team.mean()))

@@ -14,6 +14,11 @@ from .matrix_games import MatrixGame, get_game
 
 
 class VectorEnv(Protocol):
+    """K copies of a game. Optional members the server uses when an env has them:
+    `in_range(radius)` (range topologies), `metric_names` + `pop_task_metrics()` (episode metrics),
+    `avail_actions()` (per-agent action masks), `global_state()` + `state_dim` (ctde critics),
+    `team_reward(rewards)` (ctde's team reward when it is not the sum over agents)."""
+
     n_agents: int
     n_envs: int
 
@@ -77,10 +82,27 @@ class MatrixGameEnv:
 
 
 MPE_ENVS = ("hunting", "collection")
+BATTLE_ENVS = ("smax", "sc2")  # smax:MAP (jaxmarl), sc2:MAP (StarCraft II through SMAC)
 
 
 def is_mpe(spec: str) -> bool:
     return spec in MPE_ENVS
+
+
+def team_reward(env: VectorEnv, rewards: np.ndarray) -> np.ndarray:
+    """ctde's team reward (K,): the env's own definition (battles: the mean over allies) or the sum."""
+    return env.team_reward(rewards) if hasattr(env, "team_reward") else rewards.sum(0)
+
+
+def battle_kind(spec: str) -> str | None:
+    """"smax" or "sc2" for `smax:MAP` / `sc2:MAP`, else None."""
+    kind, sep, _ = spec.partition(":")
+    return kind if sep and kind in BATTLE_ENVS else None
+
+
+def has_positions(spec: str) -> bool:
+    """Envs whose agents have positions: range topologies work there."""
+    return is_mpe(spec) or battle_kind(spec) is not None
 
 
 def default_action_type(spec: str, algo: str) -> str:
@@ -88,9 +110,34 @@ def default_action_type(spec: str, algo: str) -> str:
     return "continuous" if is_mpe(spec) and algo == "ddpg" else "discrete"
 
 
+def battle_spec(spec: str) -> dict:
+    """Sizes of `smax:MAP` / `sc2:MAP` without starting JAX or StarCraft II: n_agents, and obs_dim
+    and n_actions where they are known without the game (for the launcher's checks)."""
+    if battle_kind(spec) == "smax":
+        from .smax import static_spec
+
+        s = static_spec(spec)
+        return {"n_agents": s["n_allies"], "obs_dim": s["obs_dim"], "n_actions": s["n_actions"]}
+    from .smac_sc2 import N_NON_ATTACK, map_size
+
+    allies, enemies = map_size(spec)
+    return {"n_agents": allies, "obs_dim": None, "n_actions": N_NON_ATTACK + enemies}
+
+
 def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
              options: dict | None = None) -> VectorEnv:
-    """`pd`, `maintain`, `meeting3`, `payoff:FILE` (matrix games) or `hunting`, `collection` (MPE)."""
+    """`pd`, `maintain`, `meeting3`, `payoff:FILE` (matrix games), `hunting`, `collection` (MPE),
+    `smax:MAP` (jaxmarl's SMAX; imports JAX) or `sc2:MAP` (StarCraft II through SMAC)."""
+    if battle_kind(spec) is not None:
+        if action_type != "discrete":
+            raise ValueError(f"{spec} has discrete actions only")
+        if battle_kind(spec) == "smax":
+            from .smax import SMAXVectorEnv  # imports JAX: only in the env server
+
+            return SMAXVectorEnv(spec, n_agents, n_envs, seed, options)
+        from .smac_sc2 import SC2VectorEnv
+
+        return SC2VectorEnv(spec, n_agents, n_envs, seed, options)
     if is_mpe(spec):
         from .mpe.vector import MPEVectorEnv  # imports mpe2/pygame: only when asked for
 

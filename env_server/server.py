@@ -31,7 +31,7 @@ from drima import protocol
 from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
 
-from .envs import VectorEnv, make_env
+from .envs import VectorEnv, make_env, team_reward
 
 log = logging.getLogger("drima.env_server")
 
@@ -44,7 +44,7 @@ class EnvServerConfig:
     address: str
     """where the ROUTER socket binds, e.g. tcp://0.0.0.0:5555 or ipc:///tmp/run/env"""
     env: str
-    """pd | maintain | meeting3 | payoff:FILE | hunting | collection"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP"""
     n_agents: int
     """how many agent processes take part"""
     steps: int
@@ -69,7 +69,8 @@ class EnvServerConfig:
     """an agent silent for this many heartbeat intervals (2 s by default) is declared dead"""
     missing_action: str = "last"
     """what an agent's seat plays when its action is missing (dead, or later than
-    action_timeout_s): last (its last action) | noop (action 0, or zero force) | random (uniform, seeded);
+    action_timeout_s): last (its last action) | noop (action 0, or zero force; battles: stop) | random
+    (uniform, seeded; battles: over the actions allowed now);
     remove: like last, and a dead agent is dropped for the rest of the run (never waited for
     or sent to again, a HELLO from it is refused)"""
     env_options: dict = field(default_factory=dict)
@@ -79,8 +80,11 @@ class EnvServerConfig:
     range_radius: float = 0.0
     """> 0: tell each agent, per step and copy, which agents are within this distance (range:R
     topologies). The server is the physical medium here, like a radio; it learns nothing."""
+    range_sight: bool = False
+    """range:sight (SMAX, SC2): as range_radius, with each unit's own sight range as its radius"""
     share_team_reward: bool = False
-    """ctde mode: send every agent the team reward (the sum of all agents' rewards) too"""
+    """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
+    their mean, see env_server/smax.py) and, where the env has one, the global state"""
 
     def __post_init__(self):
         if self.missing_action not in MISSING_ACTIONS:
@@ -93,8 +97,10 @@ class EnvServer:
     def __init__(self, cfg: EnvServerConfig, env: VectorEnv | None = None):
         self.cfg = cfg
         self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, cfg.seed, cfg.action_type, cfg.env_options)
-        if cfg.range_radius > 0 and not hasattr(self.env, "in_range"):
-            raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE env")
+        self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
+        if self.neighbourhoods and not hasattr(self.env, "in_range"):
+            raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")
+        self.send_state = cfg.share_team_reward and hasattr(self.env, "global_state")
         self.task_metric_names: tuple[str, ...] = getattr(self.env, "metric_names", ())
         self.dir = Path(cfg.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -171,8 +177,9 @@ class EnvServer:
         return None
 
     def _spec(self, agent: int) -> dict:
-        return self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
+        spec = self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
                                              "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION}
+        return spec | ({"state_dim": int(self.env.state_dim)} if self.send_state else {})
 
     # -- liveness ----------------------------------------------------------------------------------
     def _heard_from(self, agent: int) -> None:
@@ -319,6 +326,9 @@ class EnvServer:
         if self.cfg.missing_action == "noop":
             return self._idle_action(agent)
         if self.cfg.missing_action == "random":
+            if hasattr(self.env, "avail_actions"):  # battles: uniform over the actions allowed now
+                avail = self.env.avail_actions()[agent]
+                return np.argmax(avail * self.rng.random(avail.shape), axis=1).astype(np.int32)
             space = self.action_spaces[agent]
             if space["type"] == "continuous":
                 low, high = space["low"], space["high"]
@@ -344,6 +354,8 @@ class EnvServer:
         return act
 
     def _idle_action(self, agent: int) -> np.ndarray:
+        if hasattr(self.env, "idle_actions"):  # battles: stop (action 0 is a move in SMAX)
+            return self.env.idle_actions()[:, agent]
         space = self.action_spaces[agent]
         if space["type"] == "continuous":
             return np.zeros((self.cfg.n_envs, space["dim"]), np.float32)
@@ -357,10 +369,13 @@ class EnvServer:
         done_b = protocol.to_bytes(done)
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
-            extras["team"] = protocol.to_bytes(rewards.sum(0))
+            extras["team"] = protocol.to_bytes(team_reward(self.env, rewards))
+        if self.send_state:
+            extras["state"] = protocol.to_bytes(self.env.global_state())
         in_range = None
-        if rewards is not None and self.cfg.range_radius > 0:
-            in_range = self.env.in_range(self.cfg.range_radius)
+        if rewards is not None and self.neighbourhoods:
+            in_range = self.env.in_range(None if self.cfg.range_sight else self.cfg.range_radius)
+        avail = self.env.avail_actions() if hasattr(self.env, "avail_actions") else None
         for i in range(self.cfg.n_agents):
             if i in self.removed or i in self.dead or (i in self.rejoining and i not in self.rejoin_ready):
                 continue
@@ -368,6 +383,8 @@ class EnvServer:
             r = b"" if fresh else protocol.to_bytes(rewards[i])
             if in_range is not None:  # only agent i's own row: who is near i
                 extras["in_range"] = np.ascontiguousarray(in_range[i], np.uint8).tobytes()
+            if avail is not None:
+                extras["avail"] = np.ascontiguousarray(avail[i], np.uint8).tobytes()
             self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last, extras])
         for i in self.rejoin_ready:
             self.events.append({"event": "rejoined", "agent": i, "step": step})
@@ -431,9 +448,10 @@ class EnvServer:
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested, "abandoned": self.abandoned,
-                 "agent_events": self.events,
+                 "agent_events": self.events, "replaced_actions": getattr(self.env, "replaced_actions", 0),
                  "memory": memory_mb()}
         write_json_atomic(self.dir / "stats.json", stats)
+        getattr(self.env, "close", lambda: None)()  # SC2: end the game processes
         log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
         self.sock.close()
         self.ctx.term()

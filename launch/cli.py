@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from drima.agent.process import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
-from drima.env_server.envs import MPE_ENVS, is_mpe
+from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, has_positions, is_mpe
 from drima.env_server.matrix_games import PayoffFileError, get_game
 from drima.env_server.server import MISSING_ACTIONS
 from drima.metrics import last_row, write_json_atomic
 from drima.procinfo import set_process_title
-from drima.topology import TopologyError, build_topology, is_dynamic, range_radius
+from drima.topology import TopologyError, build_topology, is_dynamic, is_sight_range, range_radius
 from drima.types import ALGOS, REWARD_MODES
 
 from .plan import LaunchConfig, action_type, plan_run
@@ -44,15 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drima-launch", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default=d.env,
-                   help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)")
+                   help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)"
+                        " | smax:MAP (jaxmarl's SMAX, e.g. smax:3m; the smax extra) | sc2:MAP (StarCraft II via SMAC)")
     p.add_argument("--algo", default=d.algo, choices=ALGOS, help="each agent's own learner")
     p.add_argument("--mode", default=d.mode, choices=REWARD_MODES, help="reward mode")
     p.add_argument("--topology", default=d.topology,
                    help="full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES"
-                        " | range:R (MPE: neighbours are the agents within distance R, at every step)")
+                        " | range:R (MPE, SMAX, SC2: neighbours are the agents within distance R, at every step)"
+                        " | range:sight (SMAX, SC2: the units each unit can see)")
     p.add_argument("--n", type=int, default=None,
                    help="number of agent processes (default: the game's players; hunting: attackers + "
-                        "interceptors; collection: 6)")
+                        "interceptors; collection: 6; smax/sc2: the map's allied units)")
     p.add_argument("--steps", type=int, default=d.steps, help="environment steps (each steps all K copies)")
     p.add_argument("--envs", type=int, default=d.envs, help="K environment copies stepped together")
     p.add_argument("--seed", type=int, default=d.seed, help="run seed")
@@ -151,10 +153,15 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
         env_options |= {k: v for k, v in hunting.items() if v is not None}
     if a.render and not is_mpe(a.env):
         parser.error(f"--render draws MPE envs ({', '.join(MPE_ENVS)}), not {a.env}")
-    if is_dynamic(a.topology) and not is_mpe(a.env):
+    if is_dynamic(a.topology) and not has_positions(a.env):
         parser.error(f"--topology {a.topology}: range topologies need an environment with positions "
-                     f"({', '.join(MPE_ENVS)})")
-    n = a.n if a.n is not None else default_n(a.env, env_options)
+                     f"({', '.join(MPE_ENVS)}, smax:MAP, sc2:MAP)")
+    if is_sight_range(a.topology) and not battle_kind(a.env):
+        parser.error("--topology range:sight needs units with a sight range: smax:MAP or sc2:MAP")
+    try:
+        n = a.n if a.n is not None else default_n(a.env, env_options)
+    except ValueError as exc:  # unknown map, or SMAC missing
+        parser.error(str(exc))
     cfg = LaunchConfig(env=a.env, algo=a.algo, mode=a.mode, topology=a.topology, n=n, steps=a.steps,
                        envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
@@ -190,6 +197,8 @@ def default_n(env: str, env_options: dict) -> int:
         return env_options.get("n_attackers", 1) + env_options.get("n_interceptors", 2)
     if env == "collection":
         return 6
+    if battle_kind(env):
+        return battle_spec(env)["n_agents"]
     try:
         return get_game(env).n_players
     except (ValueError, PayoffFileError):  # reported with its reason by _validate
@@ -205,8 +214,13 @@ def _validate(cfg: LaunchConfig) -> None:
         range_radius(cfg.topology)
     else:
         build_topology(cfg.topology, cfg.n, cfg.seed)
-    env = make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options)
-    spec = env.agent_spec(0)
+    if battle_kind(cfg.env):  # no JAX or StarCraft II in the launcher: sizes from the map tables
+        sizes = battle_spec(cfg.env)
+        if cfg.n != sizes["n_agents"]:
+            raise ValueError(f"--env {cfg.env} has {sizes['n_agents']} allied units, but --n is {cfg.n}")
+        spec = {"obs_dim": sizes["obs_dim"] or 1, "action": {"type": "discrete", "n": sizes["n_actions"]}}
+    else:
+        spec = make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options).agent_spec(0)
     make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec, cfg.algo) | cfg.learner, 0)
 
 

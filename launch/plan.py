@@ -15,20 +15,21 @@ from typing import Callable
 
 from drima.agent.process import AgentConfig
 from drima.env_server.server import EnvServerConfig
-from drima.env_server.envs import default_action_type
+from drima.env_server.envs import battle_kind, default_action_type
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
 
 @dataclass
 class LaunchConfig:
     env: str = "pd"
-    """pd | maintain | meeting3 | payoff:FILE | hunting | collection"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP"""
     algo: str = "a2c"
-    """a2c | dqn | ddpg: every agent runs its own learner of this kind"""
+    """a2c | dqn | ddpg | ppo: every agent runs its own learner of this kind"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde (learn from the team reward the env server sends)"""
     topology: str = "full"
-    """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES | range:R"""
+    """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES | range:R
+    | range:sight (SMAX, SC2: each unit's sight range)"""
     n: int = 2
     """number of agent processes"""
     steps: int = 3000
@@ -151,7 +152,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
     """Build the configs of this node's processes. With several nodes, `exchange` trades this
     node's advertised addresses for everyone's (the rendezvous). Raises ValueError/TopologyError
     on a bad config."""
-    radius = 0.0
+    radius: float | None = 0.0  # None: range:sight
     if cfg.mode == "ctde":  # learns from the team reward: no neighbour scalars to trade
         nbrs = {i: [] for i in range(cfg.n)}
     elif is_dynamic(cfg.topology):  # anyone may come in range: link to all, the env server says who is near
@@ -167,10 +168,13 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
     env_addr, link_addrs = table["env"], {int(k): v for k, v in table["agents"].items()}
     server = EnvServerConfig(address=env_bind or "", env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
                              seed=cfg.seed, run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
-                             env_options=dict(cfg.env_options), action_type=action_type(cfg), range_radius=radius,
-                             share_team_reward=cfg.mode == "ctde",
+                             env_options=dict(cfg.env_options), action_type=action_type(cfg),
+                             range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action)
+    # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
+    # before the env server answers: give the agents that long to hear from it
+    startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s
     agents = [
         AgentConfig(agent_id=i, env_address=env_addr, link_bind=binds[str(i)],
                     peers={str(j): link_addrs[j] for j in nbrs[i]}, algo=cfg.algo, mode=cfg.mode,
@@ -179,7 +183,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                     checkpoint_every=cfg.checkpoint_every, link_deadline_s=cfg.link_deadline_s,
                     link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms,
                     heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
-                    on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s)
+                    on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s,
+                    startup_timeout_s=startup_s)
         for i in mine
     ]
     return RunPlan(server if cfg.node_rank == 0 else None, agents, nbrs, socket_dir)

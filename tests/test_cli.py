@@ -42,6 +42,11 @@ def launch(*args):
     (["--env", "collection", "--env-options", "[1]"], "--env-options: not a JSON object"),
     (["--env", "collection", "--algo", "a2c", "--actions", "continuous"], "a2c supports discrete"),
     (["--env", "pd", "--actions", "continuous"], "discrete actions only"),
+    (["--env", "smax:4m"], "unknown SMAX map '4m'"),
+    (["--env", "smax:3m", "--n", "4"], "smax:3m has 3 allied units, but --n is 4"),
+    (["--env", "collection", "--topology", "range:sight"], "range:sight needs units with a sight range"),
+    (["--env", "smax:3m", "--algo", "ppo", "--learner", '{"chunk_len": 7}'], "chunk_len 7 must divide n_steps 400"),
+    (["--env", "sc2:3m"], "github.com/oxwhirl/smac"),  # SMAC is not installed here
 ])
 def test_bad_flags_exit_2_with_a_message(args, message, tmp_path):
     res = launch("--run-dir", str(tmp_path / "r"), *args)

@@ -12,9 +12,13 @@ from drima.agent.learners import env_defaults, make_learner
 SPACE = {"type": "discrete", "n": 3}
 
 
-@pytest.mark.parametrize("algo", ["a2c", "dqn", "ddpg"])
+OPTS = {"a2c": {}, "dqn": {"learning_starts": 8, "batch_size": 8}, "ddpg": {"learning_starts": 8, "batch_size": 8},
+        "ppo": {"n_steps": 2, "chunk_len": 2}}
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn", "ddpg", "ppo"])
 def test_act_update_and_checkpoint_round_trip(algo, tmp_path):
-    opts = {"learning_starts": 8, "batch_size": 8} if algo != "a2c" else {}
+    opts = OPTS[algo]
     core = AgentCore(make_learner(algo, 2, SPACE, opts, seed=1), "dri", 0.05)
     obs = np.ones((8, 2), np.float32)
     before = [p.detach().clone() for p in torch.nn.Module.parameters(_main_net(core.learner))]

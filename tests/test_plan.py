@@ -27,3 +27,21 @@ def test_each_agent_gets_only_its_neighbours(transport, tmp_path):
     finally:
         if plan.socket_dir:
             shutil.rmtree(plan.socket_dir)
+
+
+def test_smax_sight_neighbourhoods_and_ctde_state_are_wired(tmp_path):
+    plan = plan_run(LaunchConfig(env="smax:3m", algo="ppo", topology="range:sight", n=3, run_dir=str(tmp_path)))
+    try:
+        assert plan.env_server.range_sight and plan.env_server.range_radius == 0.0
+        assert not plan.env_server.share_team_reward
+        assert all(len(a.peers) == 2 for a in plan.agents)  # linked to all; the env server says who is in sight
+        assert all(a.startup_timeout_s == 600.0 for a in plan.agents)  # JAX compiles before the server answers
+    finally:
+        shutil.rmtree(plan.socket_dir)
+    ctde = plan_run(LaunchConfig(env="smax:3m", algo="ppo", mode="ctde", topology="range:sight", n=3,
+                                 run_dir=str(tmp_path)))
+    shutil.rmtree(ctde.socket_dir)
+    assert ctde.env_server.share_team_reward and all(not a.peers for a in ctde.agents)
+    ring = plan_run(LaunchConfig(topology="ring", n=3, run_dir=str(tmp_path)))
+    shutil.rmtree(ring.socket_dir)
+    assert ring.agents[0].startup_timeout_s == 60.0

@@ -9,6 +9,7 @@ from drima.topology import (
     TopologyError,
     build_topology,
     is_dynamic,
+    is_sight_range,
     load_edge_list,
     neighbour_map,
 )
@@ -240,6 +241,8 @@ def test_range_radius_parses_the_distance_and_names_bad_ones():
     from drima.topology import range_radius
 
     assert range_radius("range:0.8") == 0.8
+    assert range_radius("range:sight") is None and is_sight_range("range:Sight ")  # each unit's sight (SMAX, SC2)
+    assert not is_sight_range("range:0.8") and not is_sight_range("file:sight")
     for bad in ("range", "range:", "range:far", "range:-1", "range:0", "range:inf", "ring"):
         with pytest.raises(TopologyError):
             range_radius(bad)

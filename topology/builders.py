@@ -50,15 +50,24 @@ def is_dynamic(spec: str) -> bool:
     return _split(spec)[0] == _DYNAMIC_NAME
 
 
-def range_radius(spec: str) -> float:
-    """R of ``range:R``: agents within distance R of each other are neighbours at that step."""
+def is_sight_range(spec: str) -> bool:
+    """True for ``range:sight``: each unit's own sight range (SMAX, SC2) instead of one radius."""
+    name, param = _split(spec)
+    return name == _DYNAMIC_NAME and (param or "").lower() == "sight"
+
+
+def range_radius(spec: str) -> float | None:
+    """R of ``range:R``: agents within distance R of each other are neighbours at that step.
+    None for ``range:sight``: each unit's own sight range (SMAX, SC2), which only the env knows."""
     name, param = _split(spec)
     if name != _DYNAMIC_NAME:
         raise TopologyError(f"topology {spec!r} is not a range topology")
+    if is_sight_range(spec):
+        return None
     try:
         radius = float(param or "")
     except ValueError:
-        raise TopologyError(f"topology {spec!r}: give the communication range as a number, e.g. range:0.8") from None
+        raise TopologyError(f"topology {spec!r}: give the communication range as a number, e.g. range:0.8, or range:sight") from None
     if not radius > 0 or radius == float("inf"):
         raise TopologyError(f"topology {spec!r}: the range must be a positive finite number")
     return radius

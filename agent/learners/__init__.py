@@ -7,19 +7,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from drima.types import StepInfo
+
 from .a2c import A2C, A2CConfig
 from .ddpg import DDPG, DDPGConfig
 from .dqn import DQN, DQNConfig
+from .ppo import PPO, PPOConfig
 
-CONFIGS = {"a2c": A2CConfig, "dqn": DQNConfig, "ddpg": DDPGConfig}
-CLASSES = {"a2c": A2C, "dqn": DQN, "ddpg": DDPG}
-ACTION_TYPES = {"a2c": ("discrete",), "dqn": ("discrete",), "ddpg": ("discrete", "continuous")}
+CONFIGS = {"a2c": A2CConfig, "dqn": DQNConfig, "ddpg": DDPGConfig, "ppo": PPOConfig}
+CLASSES = {"a2c": A2C, "dqn": DQN, "ddpg": DDPG, "ppo": PPO}
+ACTION_TYPES = {"a2c": ("discrete",), "dqn": ("discrete",), "ddpg": ("discrete", "continuous"), "ppo": ("discrete",)}
 
 
 class Learner(Protocol):
-    def act(self, obs: np.ndarray) -> np.ndarray: ...
+    """`info` / `next_info`: what the env server sent beside obs / next_obs (action masks, global
+    state); only PPO uses them. A learner whose update can take seconds (PPO) also has an
+    `on_progress` callable, which the agent process sets to its env-link heartbeat."""
+
+    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray: ...
     def update(self, obs: np.ndarray, actions: np.ndarray, signal: np.ndarray, next_obs: np.ndarray,
-               done: np.ndarray) -> dict[str, float]: ...
+               done: np.ndarray, next_info: StepInfo | None = None) -> dict[str, float]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
 
@@ -36,12 +43,14 @@ def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
     elif spec.get("episode_length"):
         defaults = {"gamma": 0.95} | ({"n_steps": 5, "lr_actor": 3e-3} if algo == "a2c" else {})
     else:
-        defaults = {}
+        defaults = {}  # PPO's own defaults are MAPPO's SMAC settings
     return defaults
 
 
-def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[str, Any], seed: int) -> Learner:
-    """Build one agent's learner. `overrides` set fields of the algorithm's config dataclass."""
+def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[str, Any], seed: int,
+                 state_dim: int = 0) -> Learner:
+    """Build one agent's learner. `overrides` set fields of the algorithm's config dataclass;
+    state_dim > 0 (ctde with a global state) gives PPO a centralised critic."""
     if algo not in CLASSES:
         raise ValueError(f"unknown algo {algo!r}; choose from {sorted(CLASSES)}")
     kind = action_space.get("type")
@@ -52,6 +61,9 @@ def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[st
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown {algo} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    cfg = cfg_cls(**overrides)
     if algo == "ddpg":
-        return DDPG(obs_dim, action_space, cfg_cls(**overrides), seed)
-    return CLASSES[algo](obs_dim, int(action_space["n"]), cfg_cls(**overrides), seed)
+        return DDPG(obs_dim, action_space, cfg, seed)
+    if algo == "ppo":
+        return PPO(obs_dim, int(action_space["n"]), cfg, seed, state_dim)
+    return CLASSES[algo](obs_dim, int(action_space["n"]), cfg, seed)

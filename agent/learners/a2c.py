@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from drima.types import StepInfo
+
 from .nets import mlp
 
 
@@ -59,7 +61,7 @@ class A2C:
         self.rollout: list[tuple[np.ndarray, ...]] = []  # transitions since the last update
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:  # no action masks: info unused
         probs = F.softmax(self.actor(torch.as_tensor(obs)), dim=-1)
         return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1).numpy().astype(np.int32)
 
@@ -68,7 +70,7 @@ class A2C:
         """Action probabilities (for logging and evaluation)."""
         return F.softmax(self.actor(torch.as_tensor(obs)), dim=-1).numpy()
 
-    def update(self, obs, actions, signal, next_obs, done) -> dict[str, float]:
+    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
         self.rollout.append((obs, actions, signal, next_obs, done))
         if len(self.rollout) < self.cfg.n_steps:
             return {}

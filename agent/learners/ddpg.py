@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from drima.types import StepInfo
+
 from .nets import mlp, soft_update
 from .replay import ReplayBuffer
 
@@ -74,7 +76,7 @@ class DDPG:
         return torch.tanh(out) if self.continuous else F.softmax(out, dim=-1)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:  # no action masks: info unused
         out = self.actor(torch.as_tensor(obs))
         if self.continuous:
             noise = torch.randn(out.shape, generator=self.gen) * self.cfg.noise_std
@@ -92,7 +94,7 @@ class DDPG:
     def _q(self, critic, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return critic(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
-    def update(self, obs, actions, signal, next_obs, done) -> dict[str, float]:
+    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
         self.buffer.add_batch(obs, actions, signal, next_obs, done)
         if self.buffer.size < self.cfg.learning_starts:
             return {}

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from drima.types import StepInfo
+
 from .nets import mlp, soft_update
 from .replay import ReplayBuffer
 
@@ -62,13 +64,13 @@ class DQN:
         return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray) -> np.ndarray:
+    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:  # no action masks: info unused
         greedy = self.q(torch.as_tensor(obs)).argmax(-1).numpy()
         explore = self.rng.random(len(obs)) < self.epsilon
         random = self.rng.integers(0, self.n_actions, size=len(obs))
         return np.where(explore, random, greedy).astype(np.int32)
 
-    def update(self, obs, actions, signal, next_obs, done) -> dict[str, float]:
+    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
         self.steps += 1
         self.buffer.add_batch(obs, actions, signal, next_obs, done)
         if self.buffer.size < self.cfg.learning_starts:

@@ -6,8 +6,17 @@ import torch
 from torch import nn
 
 
+def linear(in_dim: int, out_dim: int, gain: float = 2**0.5) -> nn.Linear:
+    """A linear layer with orthogonal weights and zero bias (CleanRL's layer_init)."""
+    layer = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(layer.weight, gain=gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def mlp(in_dim: int, out_dim: int, hidden: int, out_gain: float = 1.0) -> nn.Sequential:
-    """Two hidden tanh layers; orthogonal init (CleanRL's layer_init) with a chosen output gain."""
+    """Two hidden tanh layers; orthogonal init (CleanRL's layer_init) with a chosen output gain.
+    The layers are initialised after all are built, an RNG order that seeded runs depend on."""
     layers = [nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, out_dim)]
     for layer in layers:
         if isinstance(layer, nn.Linear):

@@ -1,0 +1,267 @@
+"""Recurrent PPO with MAPPO's recipe (Yu et al. 2022), one agent's own actor and critic.
+
+Nothing is shared across agent processes: each has its GRU actor pi(a | o_1..o_t), with the
+actions the env forbids masked out (the "avail" extra), and its GRU critic V(o_1..o_t), or in
+ctde V(s_1..s_t) on the global state the env server sends. Every n_steps steps (x K copies):
+
+    delta_t  = signal_t + gamma * V_{t+1} * (1 - done_t) - V_t          V de-normalised
+    A_t      = GAE(lambda) over the rollout, then standardised;  G_t = A_t + V_t
+    value normalisation: the critic predicts (G - m) / s, m and s running statistics of G
+    for each of `epochs` passes, over minibatches of recurrent chunks (chunk_len steps, the GRU
+    state stored at the chunk's start, reset where an episode starts inside the chunk):
+        ratio       = pi(a | h) / pi_old(a | h)
+        actor loss  = -mean(min(ratio * A, clip(ratio, 1 - clip, 1 + clip) * A)) - entropy_coef * H
+        critic loss = mean(max(huber(G_n - V), huber(G_n - V_clipped)))   G_n = normalised G
+
+`signal` is the DRI differential reward (r - mu in ind; in ctde from the team reward), as in the
+other learners. A dead SMAX/SC2 unit has one available action, so its policy gradient is 0.
+Defaults are MAPPO's SMAC settings (hidden 64, lr 5e-4, Adam eps 1e-5, 400-step rollouts,
+chunks of 10, clip 0.2, entropy 0.01, Huber delta 10, gradient norm 10, gamma 0.99, GAE 0.95);
+MAPPO runs 15 epochs on easy maps, 10 on hard ones (the default here) and 5 on super hard ones.
+The rollout in progress is not checkpointed: a resumed agent starts a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from drima.types import StepInfo
+
+from .nets import linear
+
+
+@dataclass
+class PPOConfig:
+    hidden: int = 64
+    """width of the MLP layers and of the GRU"""
+    lr: float = 5e-4
+    """actor step size"""
+    critic_lr: float = 5e-4
+    """critic step size"""
+    adam_eps: float = 1e-5
+    """Adam epsilon (MAPPO's)"""
+    gamma: float = 0.99
+    """discount"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    n_steps: int = 400
+    """rollout length in steps; every update learns from n_steps x K transitions"""
+    epochs: int = 10
+    """passes over each rollout (MAPPO: 15 easy maps, 10 hard, 5 super hard)"""
+    minibatches: int = 1
+    """minibatches per pass, each a share of the rollout's chunks"""
+    chunk_len: int = 10
+    """steps per recurrent training chunk (divides n_steps)"""
+    clip: float = 0.2
+    """PPO ratio clip, also the value clip"""
+    entropy_coef: float = 0.01
+    """entropy bonus"""
+    value_coef: float = 1.0
+    """weight of the critic loss"""
+    huber_delta: float = 10.0
+    """Huber loss threshold of the critic"""
+    max_grad_norm: float = 10.0
+    """gradient clipping, actor and critic separately"""
+    value_norm: bool = True
+    """normalise the critic's targets by running statistics of the returns"""
+
+    def __post_init__(self):
+        if self.chunk_len < 1 or self.n_steps % self.chunk_len != 0:
+            raise ValueError(f"ppo: chunk_len {self.chunk_len} must divide n_steps {self.n_steps}")
+        if self.minibatches < 1 or self.epochs < 1:
+            raise ValueError("ppo: minibatches and epochs must be >= 1")
+
+
+class RecurrentNet(nn.Module):
+    """MAPPO's R-MAPPO network: LayerNorm(input) -> 2 x (Linear, ReLU, LayerNorm) -> GRU ->
+    LayerNorm -> linear head."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int, out_gain: float):
+        super().__init__()
+        self.base = nn.Sequential(nn.LayerNorm(in_dim), linear(in_dim, hidden), nn.ReLU(), nn.LayerNorm(hidden),
+                                  linear(hidden, hidden), nn.ReLU(), nn.LayerNorm(hidden))
+        self.gru = nn.GRUCell(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.head = linear(hidden, out_dim, gain=out_gain)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (T, B, in), h (B, hidden) before step 0, starts (T, B) 1 where an episode begins
+        (the GRU state is zeroed there) -> outputs (T, B, out), GRU state after step T-1."""
+        feats, outs = self.base(x), []
+        for t in range(x.shape[0]):
+            h = self.gru(feats[t], h * (1.0 - starts[t]).unsqueeze(-1))
+            outs.append(h)
+        return self.head(self.norm(torch.stack(outs))), h
+
+
+class ValueNorm(nn.Module):
+    """MAPPO's running mean / std of the returns (debiased exponential averages)."""
+
+    def __init__(self, beta: float = 0.99999):
+        super().__init__()
+        self.beta = beta
+        for name in ("mean", "mean_sq", "debias"):
+            self.register_buffer(name, torch.zeros(()))
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.debias.clamp(min=1e-5)
+        mean = self.mean / d
+        return mean, (self.mean_sq / d - mean**2).clamp(min=1e-2).sqrt()
+
+    def update(self, x: torch.Tensor) -> None:
+        b = self.beta
+        self.mean.mul_(b).add_((1 - b) * x.mean())
+        self.mean_sq.mul_(b).add_((1 - b) * (x**2).mean())
+        self.debias.mul_(b).add_(1 - b)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.stats()
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.stats()
+        return x * std + mean
+
+
+class PPO:
+    def __init__(self, obs_dim: int, n_actions: int, cfg: PPOConfig, seed: int, state_dim: int = 0):
+        torch.manual_seed(seed)
+        self.cfg = cfg
+        self.centralised = state_dim > 0  # ctde: the critic sees the global state
+        self.actor = RecurrentNet(obs_dim, n_actions, cfg.hidden, out_gain=0.01)
+        self.critic = RecurrentNet(state_dim if self.centralised else obs_dim, 1, cfg.hidden, out_gain=1.0)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.adam_eps)
+        self.value_norm = ValueNorm()
+        self.gen = torch.Generator().manual_seed(seed)
+        self.h_actor = self.h_critic = self.starts = None  # per copy, created at the first act
+        self.pending: dict | None = None  # what act() computed, completed by update()
+        self.rollout: list[dict] = []
+        # called after every gradient step: the agent process sends its env-link heartbeat there,
+        # so that an update of several seconds does not look like a dead agent
+        self.on_progress: Callable[[], None] = lambda: None
+
+    def _critic_input(self, obs: np.ndarray, info: StepInfo | None) -> torch.Tensor:
+        if not self.centralised:
+            return torch.as_tensor(obs)
+        if info is None or info.state is None:
+            raise ValueError("this PPO critic takes the global state: the env server sends none (ctde with SMAX/SC2)")
+        return torch.as_tensor(info.state)
+
+    def _values(self, v: torch.Tensor) -> torch.Tensor:
+        return self.value_norm.denormalize(v) if self.cfg.value_norm else v
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:
+        k = obs.shape[0]
+        if self.h_actor is None:
+            self.h_actor = self.h_critic = torch.zeros(k, self.cfg.hidden)
+            self.starts = torch.ones(k)
+        avail = torch.ones(k, self.actor.head.out_features, dtype=torch.bool) if info is None or info.avail is None \
+            else torch.as_tensor(info.avail).bool()
+        crit_in = self._critic_input(obs, info)
+        logits, h_a = self.actor(torch.as_tensor(obs)[None], self.h_actor, self.starts[None])
+        logp_all = F.log_softmax(logits[0].masked_fill(~avail, -1e10), dim=-1)
+        actions = torch.multinomial(logp_all.exp(), 1, generator=self.gen).squeeze(-1)
+        value, h_c = self.critic(crit_in[None], self.h_critic, self.starts[None])
+        self.pending = {"obs": torch.as_tensor(obs), "crit_in": crit_in, "avail": avail, "starts": self.starts,
+                        "h_actor": self.h_actor, "h_critic": self.h_critic, "actions": actions,
+                        "logp": logp_all.gather(-1, actions[:, None]).squeeze(-1), "value": value[0, :, 0]}
+        self.h_actor, self.h_critic = h_a, h_c
+        self.starts = torch.zeros(k)
+        return actions.numpy().astype(np.int32)
+
+    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
+        if self.pending is None:  # no act() before this step (cannot happen in the agent loop)
+            return {}
+        done_t = torch.as_tensor(done, dtype=torch.float32)
+        self.rollout.append(self.pending | {"signal": torch.as_tensor(signal, dtype=torch.float32), "done": done_t})
+        self.pending = None
+        self.starts = done_t.clone()  # the next observation begins a new episode where done
+        if len(self.rollout) < self.cfg.n_steps:
+            return {}
+        batch = {key: torch.stack([step[key] for step in self.rollout]) for key in self.rollout[0]}  # (T, K, ...)
+        self.rollout.clear()
+
+        # ---- advantages: GAE over the rollout, bootstrapped from V(next observation) ----
+        with torch.no_grad():
+            v_next, _ = self.critic(self._critic_input(next_obs, next_info)[None], self.h_critic, self.starts[None])
+            values = self._values(batch["value"])
+            v_next = self._values(v_next[0, :, 0])
+            adv = torch.zeros_like(values)
+            running = torch.zeros_like(v_next)
+            for t in reversed(range(self.cfg.n_steps)):
+                not_done = 1.0 - batch["done"][t]
+                following = v_next if t == self.cfg.n_steps - 1 else values[t + 1]
+                delta = batch["signal"][t] + self.cfg.gamma * following * not_done - values[t]
+                running = delta + self.cfg.gamma * self.cfg.gae_lambda * not_done * running
+                adv[t] = running
+            returns = adv + values
+            if self.cfg.value_norm:
+                self.value_norm.update(returns)
+                returns = self.value_norm.normalize(returns)
+            adv = (adv - adv.mean()) / (adv.std() + 1e-5)
+
+        # ---- recurrent chunks: (T, K, ...) -> (L, T/L * K, ...), GRU states from each chunk's start ----
+        L = self.cfg.chunk_len
+
+        def chunks(x: torch.Tensor) -> torch.Tensor:
+            t, k = x.shape[:2]
+            return x.reshape(t // L, L, k, *x.shape[2:]).transpose(0, 1).reshape(L, (t // L) * k, *x.shape[2:])
+
+        seq = {key: chunks(batch[key]) for key in ("obs", "crit_in", "avail", "starts", "actions", "logp", "value")}
+        seq["adv"], seq["returns"] = chunks(adv), chunks(returns)
+        h0_actor, h0_critic = (batch[key][::L].reshape(-1, self.cfg.hidden) for key in ("h_actor", "h_critic"))
+        n_chunks = h0_actor.shape[0]
+
+        # ---- epochs of clipped PPO over minibatches of chunks ----
+        info = {"actor_loss": 0.0, "critic_loss": 0.0, "entropy": 0.0}
+        n_updates = 0
+        for _ in range(self.cfg.epochs):
+            order = torch.randperm(n_chunks, generator=self.gen)
+            for mb in order.chunk(self.cfg.minibatches):
+                logits, _ = self.actor(seq["obs"][:, mb], h0_actor[mb], seq["starts"][:, mb])
+                logp_all = F.log_softmax(logits.masked_fill(~seq["avail"][:, mb], -1e10), dim=-1)
+                logp = logp_all.gather(-1, seq["actions"][:, mb, None]).squeeze(-1)
+                entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                ratio = (logp - seq["logp"][:, mb]).exp()
+                a = seq["adv"][:, mb]
+                actor_loss = -torch.min(ratio * a, ratio.clamp(1 - self.cfg.clip, 1 + self.cfg.clip) * a).mean()
+
+                v, _ = self.critic(seq["crit_in"][:, mb], h0_critic[mb], seq["starts"][:, mb])
+                v, old_v, g = v[..., 0], seq["value"][:, mb], seq["returns"][:, mb]
+                v_clipped = old_v + (v - old_v).clamp(-self.cfg.clip, self.cfg.clip)
+                critic_loss = torch.max(F.huber_loss(v, g, reduction="none", delta=self.cfg.huber_delta),
+                                        F.huber_loss(v_clipped, g, reduction="none", delta=self.cfg.huber_delta)).mean()
+
+                self.actor_opt.zero_grad(set_to_none=True)
+                self.critic_opt.zero_grad(set_to_none=True)
+                (actor_loss - self.cfg.entropy_coef * entropy + self.cfg.value_coef * critic_loss).backward()
+                nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.max_grad_norm)
+                self.actor_opt.step()
+                self.critic_opt.step()
+                self.on_progress()
+                for key, val in (("actor_loss", actor_loss), ("critic_loss", critic_loss), ("entropy", entropy)):
+                    info[key] += val.item()
+                n_updates += 1
+        return {key: val / n_updates for key, val in info.items()}
+
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "value_norm": self.value_norm.state_dict(), "gen": self.gen.get_state(),
+                "h_actor": self.h_actor, "h_critic": self.h_critic, "starts": self.starts}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("actor", "critic", "actor_opt", "critic_opt", "value_norm"):
+            getattr(self, name).load_state_dict(state[name])
+        self.gen.set_state(state["gen"])
+        self.h_actor, self.h_critic, self.starts = state["h_actor"], state["h_critic"], state["starts"]
+        self.pending, self.rollout = None, []
