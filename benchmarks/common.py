@@ -87,3 +87,20 @@ def band(curves: list[tuple[np.ndarray, np.ndarray]], smooth: int = 1) -> tuple[
         ys = np.stack([np.convolve(y, kernel, mode="valid") for y in ys])
         x = x[smooth - 1:]
     return x, ys
+
+
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def report_failures(failed: list[tuple[str, str]], total: int) -> int:
+    """Print the runs that did not complete; the exit status of a benchmark (1 if any)."""
+    if not failed:
+        return 0
+    print(f"{len(failed)} of {total} runs did not complete:", file=sys.stderr)
+    for name, note in failed:
+        print(f"  {name}: {note}", file=sys.stderr)
+    return 1

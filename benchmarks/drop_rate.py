@@ -16,7 +16,6 @@ Resumable like the other benchmarks (completed runs with the same settings are r
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import launch, run_grid
+from common import launch, report_failures, run_grid, write_csv
 
 ENVS = {  # env -> (drima-launch args, the summary["final"] value compared, its meaning)
     "pd": (["--env", "pd", "--n", "2", "--algo", "a2c", "--topology", "full"], "mean_team_reward",
@@ -109,12 +108,7 @@ def main() -> int:
                              "wall_s": s.get("wall_s")})
         write_outputs(env, rows, args, time.time() - t0)
     print(f"wrote {', '.join(f'{e}.md' for e in args.envs)} in {args.out} ({time.time() - t0:.0f}s)")
-    if failed:
-        print(f"{len(failed)} of {len(grid)} runs did not complete:", file=sys.stderr)
-        for name, note in failed:
-            print(f"  {name}: {note}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failed, len(grid))
 
 
 def write_outputs(env: str, rows: list[dict], args: argparse.Namespace, elapsed: float) -> None:
@@ -122,10 +116,7 @@ def write_outputs(env: str, rows: list[dict], args: argparse.Namespace, elapsed:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(args.out / f"{env}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / f"{env}.csv", FIELDS, rows)
     meaning = ENVS[env][2]
     lines = [f"# Neighbour-message drop rate vs final {meaning}: {env}", "",
              f"{args.steps_of[env]} steps x 8 copies per run; link deadline {args.link_deadline} s; "

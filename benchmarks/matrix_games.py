@@ -16,7 +16,6 @@ Exit code 0 when every run completed (whether or not it reached the target), 1 o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import band, launch, read_curve, run_grid
+from common import band, launch, read_curve, report_failures, run_grid, write_csv
 
 GAMES = {"pd": 2, "maintain": 2, "meeting3": 3}           # game -> number of agents
 TARGETS = {"pd": "C,C", "maintain": "A,X", "meeting3": "F,F,F"}
@@ -100,10 +99,7 @@ def to_row(game: str, algo: str, mode: str, seed: int, s: dict) -> dict:
 
 
 def write_tables(rows: list[dict], args: argparse.Namespace, elapsed: float) -> None:
-    with open(args.out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / "results.csv", FIELDS, rows)
     lines = ["# Matrix games: outcome after training (last 10 % of steps)", "",
              "Targets (global optimum): " + ", ".join(f"{g} {TARGETS[g]}" for g in args.games)
              + f"; reached = target frequency >= {REACHED}. Team reward = sum over agents.", "",
@@ -184,12 +180,7 @@ def main() -> int:
         plot_game(game, args, done)
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'results.md'} and "
           + ", ".join(f"{g}.png" for g in args.games) + f" in {time.time() - t0:.0f}s")
-    if failed:
-        print(f"{len(failed)} of {len(grid)} runs did not complete:", file=sys.stderr)
-        for name, note in failed:
-            print(f"  {name}: {note}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failed, len(grid))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ reused unless --force. Exit code 0 when every run completed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import band, launch, read_curve, run_grid
+from common import band, launch, read_curve, report_failures, run_grid, write_csv
 
 TASKS = {  # task -> (drima-launch args, task metrics to report; the first is plotted)
     "ch1": (["--env", "hunting"], ["hits", "interceptor_collisions"]),
@@ -99,10 +98,7 @@ def _stat(rows: list[dict], key: str) -> str:
 
 def write_tables(task: str, rows: list[dict], args: argparse.Namespace, elapsed: float) -> None:
     """OUT/<task>.csv and OUT/<task>.md, so that runs of other tasks (other invocations) stay."""
-    with open(args.out / f"{task}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / f"{task}.csv", FIELDS, rows)
     metrics = TASKS[task][1]
     lines = [f"# MPE {task}: group reward and task metrics after training", "",
              f"{args.steps} steps x {args.envs} copies = {args.steps * args.envs:,} env steps per run; topology "
@@ -176,12 +172,7 @@ def main() -> int:
         write_tables(task, [r for r in rows if r["task"] == task], args, time.time() - t0)
         plot_task(task, args, set(summaries))
     print("wrote " + ", ".join(f"{t}.md, {t}.csv, {t}.png" for t in args.tasks) + f" in {args.out} ({time.time() - t0:.0f}s)")
-    if failed:
-        print(f"{len(failed)} of {len(grid)} runs did not complete:", file=sys.stderr)
-        for name, note in failed:
-            print(f"  {name}: {note}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failed, len(grid))
 
 
 if __name__ == "__main__":

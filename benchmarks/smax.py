@@ -21,7 +21,6 @@ every run completed.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import band, launch, read_curve, run_grid
+from common import band, launch, read_curve, run_grid, write_csv
 
 MAPS = ["3m", "2s3z", "5m_vs_6m"]
 MODES = ["ind", "dri", "ctde"]
@@ -120,10 +119,7 @@ def _stat(rows: list[dict], key: str) -> str:
 
 
 def write_tables(rows: list[dict], args: argparse.Namespace, tp: dict | None, elapsed: float) -> None:
-    with open(args.out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / "results.csv", FIELDS, rows)
     lines = ["# SMAX: win rate of recurrent PPO per reward mode", "",
              f"{args.steps} steps x {args.envs} battles = {args.steps * args.envs:,} env steps per run; "
              "`range:sight` neighbourhoods; median [min, max] over seeds of the battles ending in the last 10 % "
