@@ -24,7 +24,7 @@ import numpy as np
 
 from drima.agent.process import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
 from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, has_positions, is_mpe
-from drima.env_server.matrix_games import PayoffFileError, get_game
+from drima.env_server.matrix_games import get_game
 from drima.env_server.server import MISSING_ACTIONS
 from drima.metrics import last_row, write_json_atomic
 from drima.procinfo import set_process_title
@@ -193,15 +193,15 @@ def _json_object(parser: argparse.ArgumentParser, flag: str, text: str) -> dict:
 
 def default_n(env: str, env_options: dict) -> int:
     """As many agents as the environment has learners, when --n is not given."""
-    if env == "hunting":
-        return env_options.get("n_attackers", 1) + env_options.get("n_interceptors", 2)
-    if env == "collection":
-        return 6
     if battle_kind(env):
         return battle_spec(env)["n_agents"]
     try:
+        if is_mpe(env):
+            from drima.env_server.mpe.vector import count_learners
+
+            return count_learners(env, env_options)
         return get_game(env).n_players
-    except (ValueError, PayoffFileError):  # reported with its reason by _validate
+    except ValueError:  # a bad env or option: reported with its reason by _validate
         return 2
 
 

@@ -26,6 +26,26 @@ EVENT_METRICS = {"hits", "interceptor_collisions", "episode_team_return"}
 _DISCRETE_FORCE = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], np.float64)
 
 
+def build_scenario(name: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The scenario built with its reward-scale options, and the rest (make_world's options)."""
+    cls = SCENARIOS[name]
+    reward_keys = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    try:
+        scenario = cls(**{k: v for k, v in options.items() if k in reward_keys})
+    except TypeError as exc:
+        raise ValueError(f"--env {name}: {exc}") from None
+    return scenario, {k: v for k, v in options.items() if k not in reward_keys and k != "max_cycles"}
+
+
+def count_learners(name: str, options: dict[str, Any]) -> int:
+    """How many learning agents the scenario has with these options (the launcher's default --n)."""
+    scenario, world_options = build_scenario(name, options)
+    try:
+        return len(scenario.make_world(**world_options).agents)
+    except TypeError as exc:
+        raise ValueError(f"--env {name}: {exc}") from None
+
+
 class MPEVectorEnv:
     def __init__(self, name: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
                  options: dict[str, Any] | None = None):
@@ -38,11 +58,8 @@ class MPEVectorEnv:
         self.episode_length = int(options.pop("max_cycles", EPISODE_LENGTH[name]))
         if name == "collection":
             options.setdefault("n_agents", n_agents)
-        cls = SCENARIOS[name]
-        reward_keys = set(inspect.signature(cls.__init__).parameters) - {"self"}  # reward scales
+        self.scenario, world_options = build_scenario(name, options)
         try:
-            self.scenario = cls(**{k: v for k, v in options.items() if k in reward_keys})
-            world_options = {k: v for k, v in options.items() if k not in reward_keys}
             self.worlds = [self.scenario.make_world(**world_options) for _ in range(n_envs)]
         except TypeError as exc:  # an option the scenario does not take
             raise ValueError(f"--env {name}: {exc}") from None
