@@ -15,6 +15,12 @@ declared dead: it is no longer waited for and its seat plays `missing_action`. A
 says HELLO mid-run (restarted, or reconnecting) gets its SPEC again and, after its READY, the
 current observation with an empty reward, so it acts from the next step without learning from
 steps it did not take.
+
+Restart (resume=True, what `drima-launch --restart-failed` does when this process dies): the
+server reads how far the run got from its own metrics.csv and from the step each agent says in
+its HELLO, and goes on from the furthest of them with fresh episodes (the episodes in flight
+died with the old process); agents that do not come back within startup_timeout_s are treated as
+dead and may rejoin later. Rows already in metrics.csv are kept and new ones appended.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 import zmq
 
 from drima import protocol
-from drima.metrics import MetricsWriter, write_json_atomic
+from drima.metrics import MetricsWriter, last_row, write_json_atomic
 from drima.procinfo import memory_mb
 
 from .envs import VectorEnv, make_env, team_reward
@@ -82,6 +88,9 @@ class EnvServerConfig:
     topologies). The server is the physical medium here, like a radio; it learns nothing."""
     range_sight: bool = False
     """range:sight (SMAX, SC2): as range_radius, with each unit's own sight range as its radius"""
+    resume: bool = False
+    """this process replaces a server of the same run that died: go on from where it got (see the
+    module docstring) instead of from step 0"""
     share_team_reward: bool = False
     """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
     their mean, see env_server/smax.py) and, where the env has one, the global state"""
@@ -96,14 +105,21 @@ class EnvServerConfig:
 class EnvServer:
     def __init__(self, cfg: EnvServerConfig, env: VectorEnv | None = None):
         self.cfg = cfg
-        self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, cfg.seed, cfg.action_type, cfg.env_options)
+        self.dir = Path(cfg.run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # resume: the last metrics row the dead server wrote, and when (its wall clock goes on from there)
+        row = last_row(self.dir / "metrics.csv") if cfg.resume else None
+        self.resumed_row_step = int(row["step"]) if row else 0
+        self.wall_offset = float(row["wall_s"]) + max(0.0, time.time() - (self.dir / "metrics.csv").stat().st_mtime) \
+            if row else 0.0
+        # fresh episodes after a restart, not a replay of the first ones
+        seed = cfg.seed + 1 + self.resumed_row_step if cfg.resume else cfg.seed
+        self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, seed, cfg.action_type, cfg.env_options)
         self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
         if self.neighbourhoods and not hasattr(self.env, "in_range"):
             raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")
         self.send_state = cfg.share_team_reward and hasattr(self.env, "global_state")
         self.task_metric_names: tuple[str, ...] = getattr(self.env, "metric_names", ())
-        self.dir = Path(cfg.run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 2000)
@@ -114,6 +130,9 @@ class EnvServer:
         self.running = False  # past start-up: a HELLO now means a rejoin
         self.step = 0
         self.ready: set[int] = set()
+        self.hello_steps: dict[int, int] = {}  # the step each agent says it is at (resume)
+        self.greeted: set[int] = set()  # agents that said HELLO to this process: the only ones it talks to
+        self.strangers: set[int] = set()  # agents heard from before their HELLO (logged once)
         self.missed = [0] * cfg.n_agents  # consecutive steps without an action, per agent
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
@@ -163,6 +182,17 @@ class EnvServer:
         if ident != str(msg.sender).encode():
             return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
         self.bytes_recv[msg.sender] += len(frame)
+        if msg.kind == protocol.HELLO:
+            self.greeted.add(msg.sender)
+        elif msg.sender not in self.greeted:
+            # an agent of a server that died, still mid-step: neither answer nor count it, so it
+            # finds this server silent, reconnects and says HELLO
+            if msg.sender not in self.strangers:
+                log.warning("agent %d sends %s without a HELLO to this server (it ran with an earlier one): "
+                            "ignored until it says HELLO", msg.sender, msg.kind)
+            self.strangers.add(msg.sender)
+            self.dropped += 1
+            return None
         self._heard_from(msg.sender)
         if msg.sender in self.removed:
             if msg.kind == protocol.HELLO:
@@ -233,6 +263,7 @@ class EnvServer:
         if msg.kind == protocol.HEARTBEAT:
             return  # its sign of life is already counted
         if msg.kind == protocol.HELLO:
+            self.hello_steps[i] = msg.step
             if self.running:  # a restarted or reconnecting agent: not waited for until it is ready
                 log.info("agent %d says hello at step %d: sending its spec for a rejoin", i, self.step)
                 self.rejoining.add(i)
@@ -252,6 +283,12 @@ class EnvServer:
         while len(self.ready) < self.cfg.n_agents:
             if self.stop_requested or time.monotonic() > end:
                 missing = sorted(set(range(self.cfg.n_agents)) - self.ready)
+                if self.cfg.resume and self.ready and not self.stop_requested:
+                    # a restart goes on with the agents that came back; the others may rejoin later
+                    log.warning("agents %s not back after %.0f s: going on without them", missing,
+                                self.cfg.startup_timeout_s)
+                    self.dead.update(missing)
+                    return True
                 log.error("agents %s not ready after %.0f s", missing, self.cfg.startup_timeout_s)
                 return False
             self._tick()  # ready agents wait for the first result: keep them sure we are alive
@@ -400,7 +437,14 @@ class EnvServer:
         if not self.wait_for_agents():
             self._broadcast_stop("not every agent came up")
             return 3
-        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS + list(self.task_metric_names))
+        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS + list(self.task_metric_names),
+                                append=cfg.resume)
+        # resume: from the furthest step any agent reached, so no agent sees its steps go back
+        start = min(cfg.steps, max([self.resumed_row_step, *self.hello_steps.values()])) if cfg.resume else 0
+        if cfg.resume:
+            log.info("resuming the run at step %d (last metrics row: step %d; agents at %s)", start,
+                     self.resumed_row_step, dict(sorted(self.hello_steps.items())))
+            self.events.append({"event": "env_server_resumed", "step": start})
         obs = self.env.reset()
         last_actions = [self._idle_action(i) for i in range(cfg.n_agents)]
         final_from = cfg.steps - max(1, cfg.steps // 10)
@@ -408,9 +452,9 @@ class EnvServer:
         t0 = t_log = time.monotonic()
         self.running = True
         self.last_heard[:] = t0  # every agent was just heard (READY); silence counts from here
-        self._send_results(0, obs, None, np.zeros(cfg.n_envs, np.float32), last=cfg.steps == 0)
-        step = 0
-        for step in range(cfg.steps):
+        self._send_results(start, obs, None, np.zeros(cfg.n_envs, np.float32), last=cfg.steps == start)
+        step = start
+        for step in range(start, cfg.steps):
             self.step = step
             actions, n_missing = self._collect_actions(step, last_actions)
             if self.stop_requested or self.abandoned:
@@ -431,22 +475,24 @@ class EnvServer:
                 now = time.monotonic()
                 rate = cfg.log_every * cfg.n_envs / max(now - t_log, 1e-9)
                 metrics.write({"step": step + 1, "env_steps": (step + 1) * cfg.n_envs,
-                               "wall_s": round(now - t0, 3), "env_steps_per_s": round(rate, 1)})
+                               "wall_s": round(self.wall_offset + now - t0, 3), "env_steps_per_s": round(rate, 1)})
                 t_log = now
         wall = time.monotonic() - t0
-        done_steps = step + 1 if not (self.stop_requested or self.abandoned) else step
+        done_steps = step + 1 if not (self.stop_requested or self.abandoned) and cfg.steps > start else step
+        stepped = done_steps - start  # by this process
         if self.stop_requested or self.abandoned:
             self._broadcast_stop("run interrupted" if self.stop_requested else "no agent left")
         metrics.close()
         stats = {"env": cfg.env, "steps": done_steps, "n_envs": cfg.n_envs, "env_steps": done_steps * cfg.n_envs,
-                 "wall_s": round(wall, 3), "env_steps_per_s": round(done_steps * cfg.n_envs / max(wall, 1e-9), 1),
+                 "wall_s": round(wall, 3), "env_steps_per_s": round(stepped * cfg.n_envs / max(wall, 1e-9), 1),
+                 "resumed_from_step": start if cfg.resume else None,
                  "final": {"mean_team_reward": float(np.mean(final_team)) if final_team else None,
                            "joint_action_freq": getattr(self.env, "joint_action_freq", dict)(),
                            "episodes": len(final_episodes)} | {
                      name: float(np.mean([e[name] for e in final_episodes])) if final_episodes else None
                      for name in self.task_metric_names},
-                 "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(done_steps, 1)).round(1).tolist(),
-                 "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(done_steps, 1)).round(1).tolist(),
+                 "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(stepped, 1)).round(1).tolist(),
+                 "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(stepped, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested, "abandoned": self.abandoned,
                  "agent_events": self.events, "replaced_actions": getattr(self.env, "replaced_actions", 0),
                  "memory": memory_mb()}

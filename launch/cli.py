@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconnect-timeout", type=float, default=d.reconnect_timeout_s,
                    help="with --on-env-loss wait: seconds agents keep trying to rejoin")
     p.add_argument("--restart-failed", action="store_true",
-                   help="restart an agent that crashed or was killed, from its last checkpoint")
+                   help="restart an agent that crashed or was killed, from its last checkpoint, and a crashed env "
+                        "server, from the step the run had reached (agents rejoin it)")
     p.add_argument("--max-restarts", type=int, default=d.max_restarts,
                    help="with --restart-failed: restarts per agent before it is left down")
     p.add_argument("--restart-delay", type=float, default=d.restart_delay_s,
@@ -273,6 +274,12 @@ def describe_exit(code: int) -> str:
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
 
 
+def restartable_server_exit(cfg: LaunchConfig, code: int, restarts: int) -> bool:
+    """--restart-failed restarts an env server that crashed or was killed, not one that ended the
+    run on purpose (0 done, 3 no agents, 130 stopped), and at most max_restarts times."""
+    return cfg.restart_failed and code not in (0, 3, 130) and restarts < cfg.max_restarts
+
+
 class AgentWatch:
     """The agent children of one run: reports their exits, restarts the failed ones
     (--restart-failed) and injects the kills asked for (--kill-agent)."""
@@ -358,11 +365,23 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
     old_term = signal.signal(signal.SIGTERM, on_signal)
     t0 = time.monotonic()
     server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
+    server_exits: list[int] = []  # of env servers that died and were restarted
     watch = AgentWatch(cfg, plan.agents)
     progress = Progress(cfg, quiet)
     status, failure = "completed", None
     try:
-        while not interrupted and (server.proc.poll() is None if server else watch.running()):
+        while not interrupted:
+            if server is not None and server.proc.poll() is not None:
+                if not restartable_server_exit(cfg, server.proc.returncode, len(server_exits)):
+                    break
+                server_exits.append(server.proc.returncode)
+                log.warning("env server %s: restarting it in %.1f s (restart %d of %d); the agents rejoin it. "
+                            "Its log:\n%s", describe_exit(server.proc.returncode), cfg.restart_delay_s,
+                            len(server_exits), cfg.max_restarts, tail(server.log_path, 20))
+                time.sleep(cfg.restart_delay_s)
+                server = spawn_env_server(dataclasses.replace(plan.env_server, resume=True))
+            if server is None and not watch.running():
+                break
             watch.poll(run_dir)
             progress.update()
             time.sleep(0.1)
@@ -404,7 +423,7 @@ def run(cfg: LaunchConfig, quiet: bool = False) -> int:
                   f"results: {run_dir / f'node_{cfg.node_rank}.json'}")
         return {"completed": 0, "interrupted": 130}.get(status, 1)
     processes = {"agents": watch.report(), "kills": watch.kills, "failure": failure,
-                 "env_server_exit_status": server.proc.returncode}
+                 "env_server_exit_status": server.proc.returncode, "env_server_restarts": server_exits}
     summary = write_summary(cfg, status, time.monotonic() - t0, plan.neighbours, processes)
     plot = plot_run(cfg)
     if not quiet:

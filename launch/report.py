@@ -46,6 +46,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "status": status,
         "failure": processes.get("failure"),
         "env_server_exit_status": processes.get("env_server_exit_status"),
+        "env_server_restarts": processes.get("env_server_restarts", []),  # exit status of each restarted server
         "restarts": {str(i): a["restarts"] for i, a in processes.get("agents", {}).items() if a["restarts"]},
         "kills": processes.get("kills", []),
         "agent_events": stats.get("agent_events", []),

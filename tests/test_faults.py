@@ -188,3 +188,46 @@ def test_frozen_env_server_agents_with_on_env_loss_wait_rejoin(tmp_path):
         assert "reconnected to the env server" in log_text
         rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
         assert int(rows[-1]["step"]) == steps
+
+
+@pytest.mark.parametrize("on_env_loss", ["wait", "exit"])
+def test_killed_env_server_is_restarted_and_the_run_completes(tmp_path, on_env_loss):
+    """kill -9 the env server with --restart-failed: the launcher starts a new one, which goes on
+    from the step the run had reached; agents rejoin it (wait: they reconnect; exit: they exit 4 and
+    are restarted from their checkpoints). Nothing already written is lost."""
+    run_dir = tmp_path / "srvrestart"
+    steps = 1500
+    launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
+                                 "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
+                                 "--log-every", "10", "--checkpoint-every", "50", "--restart-failed",
+                                 "--on-env-loss", on_env_loss, "--reconnect-timeout", "60"])
+    metrics = run_dir / "env_server" / "metrics.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 30):
+        time.sleep(0.1)
+    old = pid_of(run_dir, "env-server")
+    os.kill(old, signal.SIGKILL)
+    rows_before = metrics.read_text().splitlines()
+    killed_at = int(rows_before[-1].split(",")[0])
+    assert killed_at < steps - 100, "the run ended before the kill: make it longer"
+    assert launcher.wait(timeout=240) == 0
+    summary = load_summary(run_dir)
+    assert summary["status"] == "completed" and summary["steps"] == steps
+    assert summary["env_server_restarts"] == [-signal.SIGKILL] and summary["env_server_exit_status"] == 0
+    resumed = [e["step"] for e in summary["agent_events"] if e["event"] == "env_server_resumed"]
+    assert len(resumed) == 1 and killed_at <= resumed[0] < killed_at + 50, (resumed, killed_at)
+    # the env server's metrics: the rows before the kill are intact, the new ones follow them
+    logged = [int(r["step"]) for r in csv.DictReader(open(metrics))]
+    assert logged[:len(rows_before) - 1] == list(range(10, killed_at + 1, 10))
+    assert logged == sorted(set(logged)) and logged[-1] == steps
+    assert "resuming the run at step" in (run_dir / "env_server" / "log.txt").read_text()
+    for i in range(4):
+        rows = [int(r["step"]) for r in csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv"))]
+        assert rows == sorted(set(rows)) and rows[-1] == steps  # no step counted twice, learned to the end
+        agent = summary["agents"][str(i)]
+        if on_env_loss == "wait":
+            assert agent["restarts"] == 0 and "reconnected to the env server" in \
+                (run_dir / f"agent_{i}" / "log.txt").read_text()
+        else:
+            assert agent["exits"] == [4, 0] and agent["restarts"] == 1
+    assert not drima_processes_for(run_dir)
