@@ -2,14 +2,23 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-
 
 
 def run_launch(run_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run the real `drima-launch` CLI in a subprocess."""
     cmd = [sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_env_rows(run_dir: Path, rows: int, timeout: float = 90) -> Path:
+    """Wait until the env server's metrics.csv has `rows` lines (the run is under way); its path."""
+    metrics = Path(run_dir) / "env_server" / "metrics.csv"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < rows):
+        time.sleep(0.1)
+    return metrics
 
 
 def _cmdlines():

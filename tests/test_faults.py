@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from helpers import drima_processes_for, load_summary, pid_of
+from helpers import drima_processes_for, load_summary, pid_of, wait_for_env_rows
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +22,7 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
     launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
                                  "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
                                  "--log-every", "10", "--link-deadline", "0.5"])
-    metrics = run_dir / "env_server" / "metrics.csv"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
-        time.sleep(0.1)
+    metrics = wait_for_env_rows(run_dir, 20)
     # every process of the run names its role in ps: that is how the victim is found
     titles = sorted(p.split(": ", 1)[1] for p in drima_processes_for(run_dir))
     resolved = run_dir.resolve()
@@ -131,10 +128,7 @@ def test_env_server_killed_every_agent_saves_and_exits_4_in_time(tmp_path):
     launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
                                  "--env", "pd", "--topology", "ring", "--n", "4", "--steps", "1000000",
                                  "--log-every", "10", "--checkpoint-every", "50"], stderr=launcher_err)
-    metrics = run_dir / "env_server" / "metrics.csv"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
-        time.sleep(0.1)
+    wait_for_env_rows(run_dir, 20)
     agents = [pid_of(run_dir, f"agent {i}") for i in range(4)]
     killed_at = time.monotonic()
     os.kill(pid_of(run_dir, "env-server"), signal.SIGKILL)
@@ -168,10 +162,7 @@ def test_frozen_env_server_agents_with_on_env_loss_wait_rejoin(tmp_path):
     launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
                                  "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
                                  "--log-every", "10", "--on-env-loss", "wait", "--reconnect-timeout", "30"])
-    metrics = run_dir / "env_server" / "metrics.csv"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
-        time.sleep(0.1)
+    wait_for_env_rows(run_dir, 20)
     server = pid_of(run_dir, "env-server")
     os.kill(server, signal.SIGSTOP)
     time.sleep(4.0)
@@ -201,10 +192,7 @@ def test_killed_env_server_is_restarted_and_the_run_completes(tmp_path, on_env_l
                                  "--env", "pd", "--topology", "ring", "--n", "4", "--steps", str(steps),
                                  "--log-every", "10", "--checkpoint-every", "50", "--restart-failed",
                                  "--on-env-loss", on_env_loss, "--reconnect-timeout", "60"])
-    metrics = run_dir / "env_server" / "metrics.csv"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 30):
-        time.sleep(0.1)
+    metrics = wait_for_env_rows(run_dir, 30)
     old = pid_of(run_dir, "env-server")
     os.kill(old, signal.SIGKILL)
     rows_before = metrics.read_text().splitlines()
