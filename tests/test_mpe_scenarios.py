@@ -290,6 +290,43 @@ def test_vectorised_collisions_equal_the_mpe2_loop():
     assert checked >= 4  # the comparison saw real contact forces
 
 
+@pytest.mark.parametrize("task", ["CH-I", "CH-II", "collection"])
+def test_batched_rewards_observations_and_metrics_equal_the_per_agent_ones(task):
+    # The env server uses the batch_* forms on K worlds; the per-agent ones are the reference.
+    rng = np.random.default_rng(3)
+    if task == "collection":
+        made = [collection_world() for _ in range(5)]
+    else:
+        two = task == "CH-II"
+        made = [hunting_world(n_prey=1 + two, n_attackers=1 + two) for _ in range(5)]
+    scenario, worlds = made[0][0], [w for _, w in made]
+    for k, w in enumerate(worlds):
+        for entity in w.entities:
+            entity.state.p_pos = rng.uniform(-1, 1, 2)
+            entity.state.p_vel = rng.normal(size=2)
+        targets = w.landmarks if task == "collection" else w.scripted
+        # on top of a food or prey (occupied, a hit or a collision), and one agent far out of view
+        w.agents[k % len(w.agents)].state.p_pos = targets[0].state.p_pos + rng.uniform(-0.03, 0.03, 2)
+        w.agents[-1].state.p_pos = -np.sign(targets[-1].state.p_pos) * 0.99 if k % 2 else w.agents[-1].state.p_pos
+    rewards = scenario.batch_rewards(worlds)
+    observations = scenario.batch_observations(worlds)
+    metrics = scenario.batch_metrics(worlds)
+    assert rewards.shape == (len(worlds[0].agents), len(worlds))
+    for k, w in enumerate(worlds):
+        for i, agent in enumerate(w.agents):
+            assert rewards[i, k] == pytest.approx(scenario.reward(agent, w), abs=1e-12)
+            np.testing.assert_array_equal(observations[i, k], scenario.observation(agent, w))
+    touched = 0.0
+    for name, values in metrics.items():
+        reference = [scenario.step_metrics(w)[name] for w in worlds]
+        np.testing.assert_allclose(values, reference, rtol=1e-12)
+        touched += sum(reference) if name in ("foods_occupied", "hits", "interceptor_collisions") else 0
+    assert touched >= 3  # the worlds had contacts, so the bonus and penalty branches were compared
+    hidden = sum(not visible(a.state.p_pos, e.state.p_pos, w.view_radius)
+                 for w in worlds for a in w.agents for e in w.entities)
+    assert observations.dtype == np.float32 and hidden > 0  # masked slots were compared too
+
+
 # --- pictures -------------------------------------------------------------------------------------
 
 

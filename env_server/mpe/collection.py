@@ -31,6 +31,8 @@ never start on a food, so several agents can rush the same nearest food and dead
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from gymnasium.utils import EzPickle
 from mpe2._mpe_utils.core import Agent, Landmark
@@ -43,8 +45,11 @@ from .world import (
     ArenaEnv,
     ArenaWorld,
     encode_slots,
+    encode_slots_batch,
     one_hot,
+    others_index,
     sample_clear_position,
+    stacked,
 )
 
 VIEW_RADIUS = 1.0
@@ -74,9 +79,13 @@ class Food(Landmark):
 
 def food_distances(world: ArenaWorld) -> np.ndarray:
     """(n_agents, n_foods) centre distances."""
-    agent_pos = np.array([agent.state.p_pos for agent in world.agents])
-    food_pos = np.array([food.state.p_pos for food in world.landmarks])
-    return np.sqrt(np.sum(np.square(agent_pos[:, None, :] - food_pos[None, :, :]), axis=-1))
+    return batch_food_distances([world])[0]
+
+
+def batch_food_distances(worlds: Sequence[ArenaWorld]) -> np.ndarray:
+    """(K, n_agents, n_foods) centre distances in each of K worlds."""
+    agent_pos, food_pos = stacked(worlds, "agents"), stacked(worlds, "landmarks")
+    return np.sqrt(np.sum(np.square(agent_pos[:, :, None, :] - food_pos[:, None, :, :]), axis=-1))
 
 
 def occupancy(world: ArenaWorld) -> np.ndarray:
@@ -86,11 +95,14 @@ def occupancy(world: ArenaWorld) -> np.ndarray:
     (ties go to the lower index). MPE contacts are soft: two agents that meet at speed overlap for
     a step or two before they bounce apart, so this rule keeps "one food, one holder" exact even then.
     """
-    dists = food_distances(world)
-    radii = np.array([food.occupy_radius for food in world.landmarks])
-    nearest = np.zeros_like(dists, dtype=bool)
-    nearest[np.argmin(dists, axis=0), np.arange(dists.shape[1])] = True
-    return nearest & (dists <= radii[None, :])
+    return batch_occupancy([world], food_distances(world)[None])[0]
+
+
+def batch_occupancy(worlds: Sequence[ArenaWorld], dists: np.ndarray) -> np.ndarray:
+    """(K, n_agents, n_foods) bool: `occupancy` of each world, given its `batch_food_distances`."""
+    radii = np.array([food.occupy_radius for food in worlds[0].landmarks])
+    nearest = np.argmin(dists, axis=1)[:, None, :] == np.arange(dists.shape[1])[None, :, None]
+    return nearest & (dists <= radii)
 
 
 class CollectionScenario(BaseScenario):
@@ -192,11 +204,44 @@ class CollectionScenario(BaseScenario):
             [agent.state.p_vel, own_pos, one_hot(agent.type, world.n_types), food_slots, agent_slots]
         ).astype(np.float32)
 
+    # The env server's hot path: reward and observation of every agent in K worlds built alike
+    # at once. `reward` and `observation` above are the reference; tests check they agree.
+    def batch_rewards(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
+        """(n_agents, K) float64: `reward` of every agent in each world."""
+        dists = batch_food_distances(worlds)
+        held = batch_occupancy(worlds, dists)
+        rew = -self.dist_scale * dists.min(axis=2)
+        rew = rew + self.occupy_reward * held.any(axis=2)
+        rew = rew + self.type_match_bonus * (held & same_type(worlds[0])).any(axis=2)
+        return rew.T
+
+    def batch_observations(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
+        """(n_agents, K, obs_dim) float32: `observation` of every agent in each world."""
+        w0 = worlds[0]
+        pos, vel, food_pos = stacked(worlds, "agents"), stacked(worlds, "agents", "p_vel"), stacked(worlds, "landmarks")
+        types = np.eye(w0.n_types)
+        agent_types = types[[a.type for a in w0.agents]]  # (n, T)
+        food_types = types[[f.type for f in w0.landmarks]]  # (F, T)
+        others = others_index(len(w0.agents))
+        food_slots = encode_slots_batch(pos, food_pos[:, None], w0.view_radius, food_types)
+        agent_slots = encode_slots_batch(pos, pos[:, others], w0.view_radius, agent_types[others])
+        own_type = np.broadcast_to(agent_types, pos.shape[:2] + agent_types.shape[-1:])
+        obs = np.concatenate([vel, pos, own_type, food_slots, agent_slots], axis=-1)
+        return obs.transpose(1, 0, 2).astype(np.float32)
+
     def benchmark_data(self, agent: Collector, world: ArenaWorld) -> dict[str, float]:
         return step_metrics(world)
 
     def step_metrics(self, world: ArenaWorld) -> dict[str, float]:
         return step_metrics(world)
+
+    def batch_metrics(self, worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
+        return batch_step_metrics(worlds)
+
+
+def same_type(world: ArenaWorld) -> np.ndarray:
+    """(n_agents, n_foods) bool: agent i and food j have the same type."""
+    return np.array([a.type for a in world.agents])[:, None] == np.array([f.type for f in world.landmarks])[None, :]
 
 
 def step_metrics(world: ArenaWorld) -> dict[str, float]:
@@ -205,14 +250,17 @@ def step_metrics(world: ArenaWorld) -> dict[str, float]:
     foods_occupied: foods with at least one agent on them; type_matches: foods with an agent of
     their own type on them; min_food_distance: each agent's distance to its nearest food, averaged.
     """
-    occupied = occupancy(world)
-    same_type = np.array([a.type for a in world.agents])[:, None] == np.array(
-        [f.type for f in world.landmarks]
-    )[None, :]
+    return {name: float(values[0]) for name, values in batch_step_metrics([world]).items()}
+
+
+def batch_step_metrics(worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
+    """`step_metrics` of each of K worlds, as (K,) arrays."""
+    dists = batch_food_distances(worlds)
+    occupied = batch_occupancy(worlds, dists)
     return {
-        "foods_occupied": float(np.sum(occupied.any(axis=0))),
-        "type_matches": float(np.sum((occupied & same_type).any(axis=0))),
-        "min_food_distance": float(np.mean(food_distances(world).min(axis=1))),
+        "foods_occupied": np.sum(occupied.any(axis=1), axis=-1).astype(np.float64),
+        "type_matches": np.sum((occupied & same_type(worlds[0])).any(axis=1), axis=-1).astype(np.float64),
+        "min_food_distance": np.mean(dists.min(axis=2), axis=-1),
     }
 
 

@@ -40,6 +40,8 @@ predators only within PREY_VIEW_RADIUS = 0.6, so interceptors can circle round o
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from gymnasium.utils import EzPickle
 from mpe2._mpe_utils.core import Action, Agent
@@ -52,8 +54,11 @@ from .world import (
     ArenaEnv,
     ArenaWorld,
     encode_slots,
+    encode_slots_batch,
     is_touching,
+    others_index,
     sample_clear_position,
+    stacked,
 )
 
 VIEW_RADIUS = 1.5
@@ -221,11 +226,48 @@ class HuntingScenario(BaseScenario):
             np.float32
         )
 
+    # The env server's hot path: reward and observation of every predator in K worlds built
+    # alike at once. `reward` and `observation` above are the reference; tests check they agree.
+    def batch_rewards(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
+        """(n_predators, K) float64: `reward` of every predator in each world."""
+        dists, touching = prey_contacts(worlds)
+        touches = touching.sum(axis=2)
+        attacker = np.array([a.role == "attacker" for a in worlds[0].agents])
+        rew = -self.dist_scale * dists.min(axis=2)
+        rew = rew + np.where(attacker, self.hit_bonus * touches, -self.collision_penalty * touches)
+        return rew.T
+
+    def batch_observations(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
+        """(n_predators, K, obs_dim) float32: `observation` of every predator in each world."""
+        w0 = worlds[0]
+        pos, vel = stacked(worlds, "agents"), stacked(worlds, "agents", "p_vel")
+        prey_pos, prey_vel = stacked(worlds, "scripted"), stacked(worlds, "scripted", "p_vel")
+        attacker = np.array([[1.0 if a.role == "attacker" else 0.0] for a in w0.agents])  # (n, 1)
+        role = np.broadcast_to(np.concatenate([attacker, 1.0 - attacker], axis=1), pos.shape)
+        others = others_index(len(w0.agents))
+        prey_slots = encode_slots_batch(pos, prey_pos[:, None], w0.view_radius,
+                                        prey_vel[:, None] - vel[:, :, None])
+        predator_slots = encode_slots_batch(pos, pos[:, others], w0.view_radius, attacker[others])
+        obs = np.concatenate([vel, pos, role, prey_slots, predator_slots], axis=-1)
+        return obs.transpose(1, 0, 2).astype(np.float32)
+
     def benchmark_data(self, agent: Predator, world: ArenaWorld) -> dict[str, float]:
         return step_metrics(world)
 
     def step_metrics(self, world: ArenaWorld) -> dict[str, float]:
         return step_metrics(world)
+
+    def batch_metrics(self, worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
+        return batch_step_metrics(worlds)
+
+
+def prey_contacts(worlds: Sequence[ArenaWorld]) -> tuple[np.ndarray, np.ndarray]:
+    """(K, n_predators, n_prey) centre distances, and whether the bodies touch (`is_touching`)."""
+    w0 = worlds[0]
+    offsets = stacked(worlds, "agents")[:, :, None, :] - stacked(worlds, "scripted")[:, None, :, :]
+    dists = np.sqrt(np.sum(np.square(offsets), axis=-1))
+    reach = np.array([a.size for a in w0.agents])[:, None] + np.array([p.size for p in w0.scripted])[None, :]
+    return dists, dists < reach
 
 
 def step_metrics(world: ArenaWorld) -> dict[str, float]:
@@ -234,18 +276,17 @@ def step_metrics(world: ArenaWorld) -> dict[str, float]:
     hits: attacker-prey contacts; interceptor_collisions: interceptor-prey contacts;
     min_prey_distance: the closest any predator is to any prey (centre to centre).
     """
-    hits = collisions = 0
-    closest = np.inf
-    for predator in world.agents:
-        for prey in world.scripted:
-            touching = is_touching(predator, prey)
-            hits += touching and predator.role == "attacker"
-            collisions += touching and predator.role == "interceptor"
-            closest = min(closest, float(np.linalg.norm(predator.state.p_pos - prey.state.p_pos)))
+    return {name: float(values[0]) for name, values in batch_step_metrics([world]).items()}
+
+
+def batch_step_metrics(worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
+    """`step_metrics` of each of K worlds, as (K,) arrays."""
+    dists, touching = prey_contacts(worlds)
+    attacker = np.array([a.role == "attacker" for a in worlds[0].agents])
     return {
-        "hits": float(hits),
-        "interceptor_collisions": float(collisions),
-        "min_prey_distance": closest,
+        "hits": touching[:, attacker].sum(axis=(1, 2)).astype(np.float64),
+        "interceptor_collisions": touching[:, ~attacker].sum(axis=(1, 2)).astype(np.float64),
+        "min_prey_distance": dists.min(axis=(1, 2)),
     }
 
 

@@ -140,11 +140,35 @@ def encode_slots(
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
     n = len(positions)
     extras = np.zeros((n, 0)) if extras is None else np.asarray(extras, np.float64).reshape(n, -1)
-    rel = positions - np.asarray(observer_pos, dtype=np.float64)
-    seen = np.sum(np.square(rel), axis=1) <= radius * radius
-    slots = np.concatenate([np.ones((n, 1)), rel, extras], axis=1)
+    return encode_slots_batch(np.asarray(observer_pos, dtype=np.float64), positions, radius, extras)
+
+
+def encode_slots_batch(observer_pos: np.ndarray, positions: np.ndarray, radius: float,
+                       extras: np.ndarray) -> np.ndarray:
+    """`encode_slots` for many observers at once, broadcast over leading axes.
+
+    observer_pos (..., 2), positions (..., m, 2), extras (..., m, e) -> (..., m * (3 + e)).
+    """
+    rel = positions - observer_pos[..., None, :]
+    lead = rel.shape[:-1]  # (..., m)
+    seen = np.sum(np.square(rel), axis=-1) <= radius * radius
+    slots = np.concatenate(
+        [np.ones(lead + (1,)), rel, np.broadcast_to(extras, lead + extras.shape[-1:])], axis=-1
+    )
     slots[~seen] = 0.0
-    return slots.ravel()
+    return slots.reshape(lead[:-1] + (-1,))
+
+
+def stacked(worlds: Sequence[World], group: str, field: str = "p_pos") -> np.ndarray:
+    """(K, m, 2): the `field` ("p_pos" or "p_vel") of every entity of `group` ("agents",
+    "scripted" or "landmarks") in each of K worlds built alike."""
+    rows = [[getattr(e.state, field) for e in getattr(w, group)] for w in worlds]
+    return np.array(rows, dtype=np.float64).reshape(len(worlds), -1, 2)
+
+
+def others_index(n: int) -> np.ndarray:
+    """(n, n - 1): row i lists every agent but i, in order (the order of the "other" slots)."""
+    return np.array([[j for j in range(n) if j != i] for i in range(n)], dtype=np.intp).reshape(n, n - 1)
 
 
 def one_hot(index: int, size: int) -> np.ndarray:
