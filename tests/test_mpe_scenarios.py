@@ -147,9 +147,9 @@ def test_collection_no_reward_just_outside_the_occupy_radius():
     agent = world.agents[0]
     radius = world.landmarks[0].occupy_radius
     x, y = world.landmarks[0].state.p_pos
-    place(agent, x + radius + 1e-3, y)
+    place(agent, x - radius - 1e-3, y)  # food 0 is the leftmost: no other food is nearer
     assert scenario.reward(agent, world) == pytest.approx(-scenario.dist_scale * (radius + 1e-3))
-    place(agent, x + radius - 1e-3, y)
+    place(agent, x - radius + 1e-3, y)
     assert scenario.reward(agent, world) > 0
 
 
