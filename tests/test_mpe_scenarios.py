@@ -308,9 +308,8 @@ def test_batched_rewards_observations_and_metrics_equal_the_per_agent_ones(task)
         # on top of a food or prey (occupied, a hit or a collision), and one agent far out of view
         w.agents[k % len(w.agents)].state.p_pos = targets[0].state.p_pos + rng.uniform(-0.03, 0.03, 2)
         w.agents[-1].state.p_pos = -np.sign(targets[-1].state.p_pos) * 0.99 if k % 2 else w.agents[-1].state.p_pos
-    rewards = scenario.batch_rewards(worlds)
+    rewards, metrics = scenario.batch_outcome(worlds)
     observations = scenario.batch_observations(worlds)
-    metrics = scenario.batch_metrics(worlds)
     assert rewards.shape == (len(worlds[0].agents), len(worlds))
     for k, w in enumerate(worlds):
         for i, agent in enumerate(w.agents):

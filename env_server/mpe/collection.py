@@ -208,14 +208,16 @@ class CollectionScenario(BaseScenario):
 
     # The env server's hot path: reward and observation of every agent in K worlds built alike
     # at once. `reward` and `observation` above are the reference; tests check they agree.
-    def batch_rewards(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
-        """(n_agents, K) float64: `reward` of every agent in each world."""
+    def batch_outcome(self, worlds: Sequence[ArenaWorld]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`reward` of every agent in each world, (n_agents, K) float64, and `step_metrics` of each
+        world, from one pass over the food distances."""
         dists = batch_food_distances(worlds)
         held = batch_occupancy(worlds, dists)
+        matched = held & same_type(worlds[0])
         rew = -self.dist_scale * dists.min(axis=2)
         rew = rew + self.occupy_reward * held.any(axis=2)
-        rew = rew + self.type_match_bonus * (held & same_type(worlds[0])).any(axis=2)
-        return rew.T
+        rew = rew + self.type_match_bonus * matched.any(axis=2)
+        return rew.T, metrics_of(dists, held, matched)
 
     def batch_observations(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
         """(n_agents, K, obs_dim) float32: `observation` of every agent in each world."""
@@ -237,9 +239,6 @@ class CollectionScenario(BaseScenario):
     def step_metrics(self, world: ArenaWorld) -> dict[str, float]:
         return step_metrics(world)
 
-    def batch_metrics(self, worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
-        return batch_step_metrics(worlds)
-
 
 def same_type(world: ArenaWorld) -> np.ndarray:
     """(n_agents, n_foods) bool: agent i and food j have the same type."""
@@ -258,10 +257,15 @@ def step_metrics(world: ArenaWorld) -> dict[str, float]:
 def batch_step_metrics(worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
     """`step_metrics` of each of K worlds, as (K,) arrays."""
     dists = batch_food_distances(worlds)
-    occupied = batch_occupancy(worlds, dists)
+    held = batch_occupancy(worlds, dists)
+    return metrics_of(dists, held, held & same_type(worlds[0]))
+
+
+def metrics_of(dists: np.ndarray, held: np.ndarray, matched: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics from (K, n_agents, n_foods) distances, occupancy and type-matched occupancy."""
     return {
-        "foods_occupied": np.sum(occupied.any(axis=1), axis=-1).astype(np.float64),
-        "type_matches": np.sum((occupied & same_type(worlds[0])).any(axis=1), axis=-1).astype(np.float64),
+        "foods_occupied": np.sum(held.any(axis=1), axis=-1).astype(np.float64),
+        "type_matches": np.sum(matched.any(axis=1), axis=-1).astype(np.float64),
         "min_food_distance": np.mean(dists.min(axis=2), axis=-1),
     }
 

@@ -228,14 +228,15 @@ class HuntingScenario(BaseScenario):
 
     # The env server's hot path: reward and observation of every predator in K worlds built
     # alike at once. `reward` and `observation` above are the reference; tests check they agree.
-    def batch_rewards(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
-        """(n_predators, K) float64: `reward` of every predator in each world."""
+    def batch_outcome(self, worlds: Sequence[ArenaWorld]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`reward` of every predator in each world, (n_predators, K) float64, and `step_metrics`
+        of each world, from one pass over the prey contacts."""
         dists, touching = prey_contacts(worlds)
         touches = touching.sum(axis=2)
         attacker = np.array([a.role == "attacker" for a in worlds[0].agents])
         rew = -self.dist_scale * dists.min(axis=2)
         rew = rew + np.where(attacker, self.hit_bonus * touches, -self.collision_penalty * touches)
-        return rew.T
+        return rew.T, metrics_of(dists, touching, attacker)
 
     def batch_observations(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
         """(n_predators, K, obs_dim) float32: `observation` of every predator in each world."""
@@ -256,9 +257,6 @@ class HuntingScenario(BaseScenario):
 
     def step_metrics(self, world: ArenaWorld) -> dict[str, float]:
         return step_metrics(world)
-
-    def batch_metrics(self, worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
-        return batch_step_metrics(worlds)
 
 
 def prey_contacts(worlds: Sequence[ArenaWorld]) -> tuple[np.ndarray, np.ndarray]:
@@ -282,7 +280,11 @@ def step_metrics(world: ArenaWorld) -> dict[str, float]:
 def batch_step_metrics(worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
     """`step_metrics` of each of K worlds, as (K,) arrays."""
     dists, touching = prey_contacts(worlds)
-    attacker = np.array([a.role == "attacker" for a in worlds[0].agents])
+    return metrics_of(dists, touching, np.array([a.role == "attacker" for a in worlds[0].agents]))
+
+
+def metrics_of(dists: np.ndarray, touching: np.ndarray, attacker: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics from (K, n_predators, n_prey) distances and contacts, and which predators attack."""
     return {
         "hits": touching[:, attacker].sum(axis=(1, 2)).astype(np.float64),
         "interceptor_collisions": touching[:, ~attacker].sum(axis=(1, 2)).astype(np.float64),

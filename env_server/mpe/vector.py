@@ -114,9 +114,9 @@ class MPEVectorEnv:
             w.step()
         # Rewards, metrics and observations of all K worlds at once: in Python, one world at a
         # time, they cost three times the physics.
-        rewards = self.scenario.batch_rewards(self.worlds).astype(np.float32)
+        rewards, metrics = self.scenario.batch_outcome(self.worlds)
+        rewards = rewards.astype(np.float32)
         self.positions[:] = stacked(self.worlds, "agents")
-        metrics = self.scenario.batch_metrics(self.worlds)
         step_metrics = np.array([metrics[name].sum() for name in self.metric_names[:-1]] + [rewards.sum()])
         self._episode_sums += step_metrics / self.n_envs
         self.t += 1
