@@ -20,8 +20,14 @@ class AgentCore:
         self.mu_step_size = mu_step_size
         self.mu = mu
 
-    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:
-        return self.learner.act(obs, info=info)
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
+        return self.learner.act(obs, info=info, greedy=greedy)
+
+    def observe(self, done: np.ndarray) -> None:
+        """Evaluation: a step's outcome without learning from it (a recurrent policy still needs
+        to know where episodes ended)."""
+        if hasattr(self.learner, "episode_ends"):
+            self.learner.episode_ends(done)
 
     def learn(self, obs: np.ndarray, actions: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
               done: np.ndarray, neighbour_rewards: np.ndarray, neighbour_mus: np.ndarray,

@@ -84,6 +84,10 @@ class AgentConfig:
     """chaos: delay of every outgoing neighbour message"""
     resume: bool = False
     """start from run_dir/checkpoint.pt if it exists (and append to metrics.csv)"""
+    init_from: str = ""
+    """a checkpoint to load the learner and mu from at start (evaluation); the step starts at 0"""
+    evaluate: bool = False
+    """act greedily (no exploration) and learn nothing; no neighbour scalars are traded"""
 
     def __post_init__(self):
         if self.on_env_loss not in ("exit", "wait"):
@@ -230,6 +234,10 @@ class AgentProcess:
             log.info("resumed from %s at step %d (mu=%.4f)", ckpt, self.step, self.core.mu)
         elif cfg.resume:
             log.warning("resume requested but %s does not exist: starting from scratch", ckpt)
+        elif cfg.init_from:
+            trained = load_checkpoint(cfg.init_from, self.core)
+            log.info("weights from %s (trained for %d steps)%s", cfg.init_from, trained,
+                     ": evaluating, greedy actions, no learning" if cfg.evaluate else "")
         self._handshake()
         self._send_env(protocol.READY, self.step, {})
         metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume)
@@ -252,7 +260,7 @@ class AgentProcess:
         except KeyboardInterrupt:
             log.info("stop requested at step %d: saving a checkpoint", self.step)
         finally:
-            if self.core is not None:
+            if self.core is not None and not cfg.evaluate:  # an evaluation changes no weights
                 save_checkpoint(ckpt, self.core, self.step)
             metrics.close()
             self._write_stats()
@@ -279,36 +287,46 @@ class AgentProcess:
             if obs is not None and msg.body[1]:  # RESULT t+1 carries r_t for the action sent at step t
                 rewards = protocol.floats(msg.body[1])
                 done = protocol.floats(msg.body[2])
-                extras = msg.body[4]
-                team = protocol.floats(extras["team"]) if "team" in extras else None
-                near = self._in_range(extras, n_envs)
-                t = msg.step - 1
-                t_pub = time.perf_counter()
-                self.link.publish(t, rewards, self.core.mu)
-                wanted = None if near is None else set(np.flatnonzero(near.any(axis=1)).tolist())
-                peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, cfg.link_deadline_s, wanted,
-                                                            on_wait=self._heartbeat)
-                self.exchange_s.append(time.perf_counter() - t_pub)
-                mask = None if near is None else near[peer_ids]
-                reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
-                                                 in_range=mask, team_reward=team, next_info=next_info)
-                self._heartbeat()  # after a (possibly long) learner update
-                metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
-                                    "conflict_rate": reshaped.conflict.mean(),
-                                    "n_peers": len(peer_ids) if mask is None else mask.sum(0).mean()} | info)
-                self.step = t + 1
+                if cfg.evaluate:
+                    self.core.observe(done)
+                    metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu})
+                else:
+                    metrics.accumulate(self._learn(obs, actions, rewards, next_obs, done, msg, next_info, n_envs))
+                self.step = msg.step
                 if self.step % cfg.log_every == 0:
                     metrics.write({"step": self.step, "env_steps": self.step * n_envs,
                                    "wall_s": round(time.monotonic() - self.t0, 3)})
-                if self.step % cfg.checkpoint_every == 0:
+                if self.step % cfg.checkpoint_every == 0 and not cfg.evaluate:
                     save_checkpoint(ckpt, self.core, self.step)
             elif obs is None and msg.step > self.step:
                 log.info("first result at step %d: acting from there", msg.step)
             if msg.body[3]:  # last result of the run
                 return
             obs = next_obs
-            actions = self.core.act(obs, next_info)
+            actions = self.core.act(obs, next_info, greedy=cfg.evaluate)
             self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
+
+    def _learn(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+               done: np.ndarray, msg: protocol.Message, next_info: StepInfo | None, n_envs: int) -> dict[str, float]:
+        """Trade scalars with the neighbours for step t = msg.step - 1, then one learning step;
+        returns the step's metrics."""
+        extras = msg.body[4]
+        team = protocol.floats(extras["team"]) if "team" in extras else None
+        near = self._in_range(extras, n_envs)
+        t = msg.step - 1
+        t_pub = time.perf_counter()
+        self.link.publish(t, rewards, self.core.mu)
+        wanted = None if near is None else set(np.flatnonzero(near.any(axis=1)).tolist())
+        peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, self.cfg.link_deadline_s, wanted,
+                                                    on_wait=self._heartbeat)
+        self.exchange_s.append(time.perf_counter() - t_pub)
+        mask = None if near is None else near[peer_ids]
+        reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
+                                         in_range=mask, team_reward=team, next_info=next_info)
+        self._heartbeat()  # after a (possibly long) learner update
+        return {"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
+                "conflict_rate": reshaped.conflict.mean(),
+                "n_peers": len(peer_ids) if mask is None else mask.sum(0).mean()} | info
 
     def _in_range(self, extras: dict, n_envs: int) -> np.ndarray | None:
         """(n_agents, K) bool from the env server's in-range row, or None for static topologies."""

@@ -22,16 +22,26 @@ def load_summary(run_dir: Path) -> dict | None:
 
 
 def launch(cmd_args: list[str], run_dir: Path, log: Path, timeout_s: float, reuse: Callable[[dict], bool],
-           force: bool = False) -> tuple[dict | None, str]:
+           force: bool = False, extend_to: int = 0, extendable: Callable[[dict], bool] | None = None
+           ) -> tuple[dict | None, str]:
     """Run `python -m drima.launch CMD_ARGS --run-dir RUN_DIR --quiet` unless a completed run that
-    `reuse` accepts is already there; return (summary or None, note)."""
+    `reuse` accepts is already there; return (summary or None, note). With `extend_to`, a completed
+    shorter run that `extendable` accepts is continued to that many steps (`drima-launch --resume`)."""
     s = load_summary(run_dir)
-    if s is not None and s.get("status") == "completed" and not force and reuse(s):
+    completed = s is not None and s.get("status") == "completed" and not force
+    if completed and reuse(s):
         return s, "cached"
-    shutil.rmtree(run_dir, ignore_errors=True)  # stale or forced: start clean
-    cmd = [sys.executable, "-m", "drima.launch", *cmd_args, "--run-dir", str(run_dir), "--quiet"]
+    if s is not None and not force and extend_to and extendable is not None and extendable(s):  # also an
+        # interrupted continuation: its checkpoints are where it got
+        cmd = [sys.executable, "-m", "drima.launch", "--resume", "--steps", str(extend_to), "--run-dir", str(run_dir),
+               "--quiet"]
+        mode, ran = "a", f"continued from step {s.get('steps')}"
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)  # stale or forced: start clean
+        cmd = [sys.executable, "-m", "drima.launch", *cmd_args, "--run-dir", str(run_dir), "--quiet"]
+        mode, ran = "w", "ran"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
+    with open(log, mode) as f:
         try:
             rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
         except subprocess.TimeoutExpired:
@@ -40,7 +50,7 @@ def launch(cmd_args: list[str], run_dir: Path, log: Path, timeout_s: float, reus
     if rc != 0 or s is None or s.get("status") != "completed":
         status = s.get("status") if s else "no summary.json"
         return None, f"exit {rc}, status {status} (log: {log})"
-    return s, "ran"
+    return s, ran
 
 
 def run_grid(keys: Iterable[tuple], run_one: Callable[[tuple], tuple[dict | None, str]], jobs: int,

@@ -31,11 +31,13 @@ import numpy as np
 
 from common import band, launch, read_curve, run_grid, write_csv
 
+from drima.metrics import last_row
+
 MAPS = ["3m", "2s3z", "5m_vs_6m"]
 MODES = ["ind", "dri", "ctde"]
 COLOURS = {"dri": "tab:red", "ind": "tab:blue", "ctde": "tab:purple"}
 FIELDS = ["map", "mode", "seed", "won", "episode_team_return", "allies_alive", "enemies_alive", "conflict_rate",
-          "episodes", "env_steps", "env_steps_per_s", "wall_s"]
+          "episodes", "env_steps", "env_steps_per_s", "wall_s", "eval_won", "eval_battles"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,9 +55,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/smax"))
     p.add_argument("--run-timeout", type=float, default=4 * 3600.0, help="seconds before a run is killed")
     p.add_argument("--force", action="store_true", help="rerun even completed runs")
+    p.add_argument("--resume", action="store_true",
+                   help="continue shorter runs of the same settings to --steps (drima-launch --resume) instead of "
+                        "starting them over")
+    p.add_argument("--eval-steps", type=int, default=500,
+                   help="after training, steps (x K battles) of greedy play with learning off (drima-launch "
+                        "--evaluate), the way SMAC papers report win rates; 0 skips it")
     a = p.parse_args()
-    if a.seeds < 1 or a.steps < 1 or a.jobs < 1 or a.throughput_steps < 0:
-        p.error("--seeds, --steps and --jobs must be >= 1, --throughput-steps >= 0")
+    if a.seeds < 1 or a.steps < 1 or a.jobs < 1 or a.throughput_steps < 0 or a.eval_steps < 0:
+        p.error("--seeds, --steps and --jobs must be >= 1, --throughput-steps and --eval-steps >= 0")
     return a
 
 
@@ -68,20 +76,38 @@ def launch_args(args: argparse.Namespace, map_name: str, mode: str, seed: int, s
 def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
     map_name, mode, seed = key
 
-    def same(s: dict) -> bool:
-        return s.get("steps") == args.steps and s.get("n_envs") == args.envs and \
-            s.get("config", {}).get("learner") == json.loads(args.learner)
+    def same_settings(s: dict) -> bool:
+        return s.get("n_envs") == args.envs and s.get("config", {}).get("learner") == json.loads(args.learner)
 
     run_dir = args.out / "runs" / f"{map_name}-{mode}-s{seed}"
     return launch(launch_args(args, map_name, mode, seed, args.steps), run_dir,
-                  args.out / "logs" / f"{run_dir.name}.log", args.run_timeout, same, args.force)
+                  args.out / "logs" / f"{run_dir.name}.log", args.run_timeout,
+                  lambda s: s.get("steps") == args.steps and same_settings(s), args.force,
+                  extend_to=args.steps if args.resume else 0,
+                  extendable=lambda s: s.get("steps", 0) < args.steps and same_settings(s))
 
 
-def to_row(key: tuple, s: dict) -> dict:
-    fin = s.get("final", {})
+def evaluate_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
+    """Greedy play of a trained run's agents, learning off, on battles it never saw."""
+    trained = args.out / "runs" / "{}-{}-s{}".format(*key)
+    out = trained / "eval"
+
+    def fresh(s: dict) -> bool:  # of this length, and newer than the training it evaluates
+        return s.get("steps") == args.eval_steps and \
+            (out / "summary.json").stat().st_mtime > (trained / "summary.json").stat().st_mtime
+
+    return launch(["--evaluate", str(trained), "--steps", str(args.eval_steps)], out,
+                  args.out / "logs" / f"{trained.name}-eval.log", args.run_timeout, fresh, args.force)
+
+
+def to_row(key: tuple, s: dict, run_dir: Path, ev: dict | None) -> dict:
+    fin, ev_fin = s.get("final", {}), (ev or {}).get("final", {})
+    wall = last_row(run_dir / "env_server" / "metrics.csv")  # a continued run's wall time goes on from its first
     return {"map": key[0], "mode": key[1], "seed": key[2], **{k: fin.get(k) for k in FIELDS[3:7]},
             "conflict_rate": fin.get("mean_conflict_rate"), "episodes": fin.get("episodes"),
-            "env_steps": s.get("env_steps"), "env_steps_per_s": s.get("env_steps_per_s"), "wall_s": s.get("wall_s")}
+            "env_steps": s.get("env_steps"), "env_steps_per_s": s.get("env_steps_per_s"),
+            "wall_s": float(wall["wall_s"]) if wall else s.get("wall_s"),
+            "eval_won": ev_fin.get("won"), "eval_battles": ev_fin.get("episodes")}
 
 
 def smax_alone(map_name: str, n_envs: int, steps: int, seed: int = 0) -> float:
@@ -124,15 +150,17 @@ def write_tables(rows: list[dict], args: argparse.Namespace, tp: dict | None, el
              f"{args.steps} steps x {args.envs} battles = {args.steps * args.envs:,} env steps per run; "
              "`range:sight` neighbourhoods; median [min, max] over seeds of the battles ending in the last 10 % "
              "of steps.", "",
-             "| map | mode | seeds | win rate | episode team return | allies alive | enemies alive | conflict rate "
-             "| wall s / run |", "|---|---|---|---|---|---|---|---|---|"]
+             f"Greedy: the trained agents' argmax actions, learning off, {args.eval_steps} x {args.envs} "
+             "env steps of fresh battles (`drima-launch --evaluate`).", "",
+             "| map | mode | seeds | win rate | greedy win rate | episode team return | allies alive | enemies alive "
+             "| conflict rate | wall s / run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for map_name in args.maps:
         for mode in args.modes:
             rs = [r for r in rows if (r["map"], r["mode"]) == (map_name, mode)]
             if rs:
                 lines.append(f"| {map_name} | {mode} | {len(rs)} | " + " | ".join(
-                    _stat(rs, k) for k in ("won", "episode_team_return", "allies_alive", "enemies_alive",
-                                           "conflict_rate")) + f" | {np.mean([r['wall_s'] for r in rs]):.0f} |")
+                    _stat(rs, k) for k in ("won", "eval_won", "episode_team_return", "allies_alive",
+                                           "enemies_alive", "conflict_rate")) + f" | {np.mean([r['wall_s'] for r in rs]):.0f} |")
     if tp:
         lines += ["", "## Throughput: 5m_vs_6m, 5 agent processes, ppo-dri, range:sight", "",
                   "| K | steps | runtime env steps/s | SMAX alone env steps/s | ratio |", "|---|---|---|---|---|",
@@ -188,7 +216,14 @@ def main() -> int:
     if tp:
         print(f"throughput 5m_vs_6m: runtime {tp['runtime_env_steps_per_s']} env steps/s, SMAX alone "
               f"{tp['smax_alone_env_steps_per_s']}, ratio {tp['ratio']}")
-    rows = [to_row(k, summaries[k]) for k in grid if k in summaries]
+    evals = {}
+    if args.eval_steps:
+        evals, eval_failed = run_grid([k for k in grid if k in summaries], lambda key: evaluate_one(args, key),
+                                      args.jobs, lambda key, s, note: f"greedy win rate {s['final'].get('won')} "
+                                      f"over {s['final'].get('episodes')} battles")
+        failed += eval_failed
+    rows = [to_row(k, summaries[k], args.out / "runs" / "{}-{}-s{}".format(*k), evals.get(k))
+            for k in grid if k in summaries]
     write_tables(rows, args, tp, time.time() - t0)
     for map_name in args.maps:
         plot_map(map_name, args, set(summaries))

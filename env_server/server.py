@@ -91,6 +91,9 @@ class EnvServerConfig:
     resume: bool = False
     """this process replaces a server of the same run that died: go on from where it got (see the
     module docstring) instead of from step 0"""
+    final_fraction: float = 0.1
+    """the share of the run, at its end, that the `final` figures of stats.json average over
+    (an evaluation run: 1, all of it)"""
     share_team_reward: bool = False
     """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
     their mean, see env_server/smax.py) and, where the env has one, the global state"""
@@ -100,6 +103,8 @@ class EnvServerConfig:
             raise ValueError(f"missing_action {self.missing_action!r}: use one of {', '.join(MISSING_ACTIONS)}")
         if self.heartbeat_interval_s <= 0 or self.heartbeat_liveness < 1:
             raise ValueError("heartbeat_interval_s must be > 0 and heartbeat_liveness >= 1")
+        if not 0 < self.final_fraction <= 1:
+            raise ValueError(f"final_fraction {self.final_fraction} must be in (0, 1]")
 
 
 class EnvServer:
@@ -110,8 +115,13 @@ class EnvServer:
         # resume: the last metrics row the dead server wrote, and when (its wall clock goes on from there)
         row = last_row(self.dir / "metrics.csv") if cfg.resume else None
         self.resumed_row_step = int(row["step"]) if row else 0
-        self.wall_offset = float(row["wall_s"]) + max(0.0, time.time() - (self.dir / "metrics.csv").stat().st_mtime) \
-            if row else 0.0
+        # a server that died was running until now; one that ended cleanly (stats.json: a run
+        # continued with `drima-launch --resume`) was not
+        self.wall_offset = 0.0
+        if row:
+            stopped = (self.dir / "stats.json").exists()
+            gap = 0.0 if stopped else time.time() - (self.dir / "metrics.csv").stat().st_mtime
+            self.wall_offset = float(row["wall_s"]) + max(0.0, gap)
         # fresh episodes after a restart, not a replay of the first ones
         seed = cfg.seed + 1 + self.resumed_row_step if cfg.resume else cfg.seed
         self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, seed, cfg.action_type, cfg.env_options)
@@ -447,7 +457,7 @@ class EnvServer:
             self.events.append({"event": "env_server_resumed", "step": start})
         obs = self.env.reset()
         last_actions = [self._idle_action(i) for i in range(cfg.n_agents)]
-        final_from = cfg.steps - max(1, cfg.steps // 10)
+        final_from = cfg.steps - max(1, round(cfg.steps * cfg.final_fraction))
         final_team, final_episodes = [], []
         t0 = t_log = time.monotonic()
         self.running = True

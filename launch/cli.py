@@ -109,7 +109,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render", action="store_true",
                    help="MPE: after the run, play one episode with the learned policies into RUN_DIR/episode.gif")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    g = p.add_argument_group("continuing and evaluating a run (the run's own settings, from its launch.json)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir up to --steps steps in all: agents from their checkpoints, "
+                        "the env server from the step reached, metrics appended")
+    g.add_argument("--evaluate", metavar="RUN_DIR", default="",
+                   help="run RUN_DIR's trained agents for --steps steps with greedy actions and no learning, on "
+                        "fresh episodes; results in --run-dir (default RUN_DIR/eval)")
     return p
+
+
+def continued_config(a: argparse.Namespace, parser: argparse.ArgumentParser) -> LaunchConfig:
+    """--resume / --evaluate: the trained run's own settings, with this call's --steps."""
+    source = Path(a.evaluate or a.run_dir)
+    try:
+        saved = json.loads((source / "launch.json").read_text())
+        cfg = LaunchConfig(**saved)
+    except (OSError, ValueError, TypeError) as exc:
+        parser.error(f"{source}/launch.json: not a drima run's settings ({exc})")
+    missing = [i for i in range(cfg.n) if not (source / f"agent_{i}" / "checkpoint.pt").exists()]
+    if missing and cfg.nodes == 1:
+        parser.error(f"{source}: no checkpoint.pt for agents {missing}")
+    if a.resume:
+        env_row = last_row(source / "env_server" / "metrics.csv")
+        reached = int(env_row["step"]) if env_row else 0
+        if a.steps <= reached:
+            parser.error(f"--resume: {source} has reached step {reached} already; --steps is the new total, "
+                         f"and must be more than that")
+        return dataclasses.replace(cfg, steps=a.steps, run_dir=str(source), resume=True, evaluate_from="",
+                                   kill_agents=[])
+    run_dir = a.run_dir if a.run_dir != LaunchConfig.run_dir else str(source / "eval")
+    return dataclasses.replace(cfg, steps=a.steps, run_dir=run_dir, evaluate_from=str(source), resume=False,
+                               kill_agents=[], restart_failed=False, link_drop=0.0, link_delay_ms=0.0)
 
 
 def _kill_spec(text: str) -> list[int]:
@@ -126,6 +157,12 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
     """Parse and validate; any error exits with status 2 and a one-line message."""
     parser = build_parser()
     a = parser.parse_args(argv)
+    if a.resume and a.evaluate:
+        parser.error("--resume and --evaluate: one at a time")
+    if a.resume or a.evaluate:
+        if a.steps < 1:
+            parser.error("--steps must be >= 1")
+        return continued_config(a, parser), a.quiet, a.render
     for name in ("n", "steps", "envs", "log_every", "checkpoint_every", "prey", "attackers", "interceptors"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")

@@ -91,6 +91,16 @@ class LaunchConfig:
     """with restart_failed: seconds between an agent's exit and its restart"""
     kill_agents: list = field(default_factory=list)
     """fault injection: [agent, step] pairs; the launcher SIGKILLs that agent once the env server reports that step"""
+    resume: bool = False
+    """continue the run in run_dir up to `steps`: agents from their checkpoints, the env server from
+    the step the run reached, metrics appended (drima-launch --resume)"""
+    evaluate_from: str = ""
+    """a trained run's folder: its agents' weights act greedily and learn nothing, on fresh
+    episodes (drima-launch --evaluate)"""
+
+
+EVALUATION_SEED_OFFSET = 100_003
+"""an evaluation's env server seed is the trained run's plus this: battles it never trained on"""
 
 
 @dataclass
@@ -167,11 +177,13 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
     table = exchange(own) if exchange else own
     env_addr, link_addrs = table["env"], {int(k): v for k, v in table["agents"].items()}
     server = EnvServerConfig(address=env_bind or "", env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
-                             seed=cfg.seed, run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
+                             seed=cfg.seed + (EVALUATION_SEED_OFFSET if cfg.evaluate_from else 0),
+                             run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
                              env_options=dict(cfg.env_options), action_type=action_type(cfg),
                              range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
-                             missing_action=cfg.missing_action)
+                             missing_action=cfg.missing_action, resume=cfg.resume,
+                             final_fraction=1.0 if cfg.evaluate_from else 0.1)
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it
     startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s
@@ -184,7 +196,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                     link_drop=cfg.link_drop, link_delay_ms=cfg.link_delay_ms,
                     heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                     on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s,
-                    startup_timeout_s=startup_s)
+                    startup_timeout_s=startup_s, resume=cfg.resume, evaluate=bool(cfg.evaluate_from),
+                    init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt") if cfg.evaluate_from else "")
         for i in mine
     ]
     return RunPlan(server if cfg.node_rank == 0 else None, agents, nbrs, socket_dir)

@@ -30,7 +30,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         env_rows = read_rows(run_dir / "env_server" / "metrics.csv")
         if env_rows:
             stats = {"steps": int(env_rows[-1]["step"]), "env_steps": int(env_rows[-1]["env_steps"])}
-    from_step = 0.9 * cfg.steps
+    from_step = 0.0 if cfg.evaluate_from else 0.9 * cfg.steps  # an evaluation: every step
     agents = {}
     for i in range(cfg.n):
         rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
@@ -57,7 +57,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "wall_s": round(wall_s, 2),
         "final": dict(stats.get("final", {"mean_team_reward": None, "joint_action_freq": {}})) | {
             "mean_conflict_rate": float(np.mean(conflict)) if conflict else None,
-            "window": "last 10% of steps"},
+            "window": "all steps (evaluation)" if cfg.evaluate_from else "last 10% of steps"},
         "agents": agents,
         "config": asdict(cfg),
     }
@@ -89,9 +89,10 @@ def plot_run(cfg: LaunchConfig) -> Path | None:
         rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
         if not rows:
             continue
-        xs = [float(r["env_steps"]) for r in rows]
-        axes[1].plot(xs, [float(r["conflict_rate"]) for r in rows], label=f"agent {i}", lw=1)
-        axes[2].plot(xs, [float(r["mu"]) for r in rows], label=f"agent {i}", lw=1)
+        traded = [r for r in rows if r.get("conflict_rate")]  # none in an evaluation
+        axes[1].plot([float(r["env_steps"]) for r in traded], [float(r["conflict_rate"]) for r in traded],
+                     label=f"agent {i}", lw=1)
+        axes[2].plot([float(r["env_steps"]) for r in rows], [float(r["mu"]) for r in rows], label=f"agent {i}", lw=1)
     axes[1].set(title="DRI conflict rate", xlabel="env steps", ylim=(-0.02, 1.02))
     axes[2].set(title="average-reward estimate mu", xlabel="env steps")
     if cfg.n <= 12:

@@ -47,6 +47,9 @@ def launch(*args):
     (["--env", "collection", "--topology", "range:sight"], "range:sight needs units with a sight range"),
     (["--env", "smax:3m", "--algo", "ppo", "--learner", '{"chunk_len": 7}'], "chunk_len 7 must divide n_steps 400"),
     (["--env", "sc2:3m"], "github.com/oxwhirl/smac"),  # SMAC is not installed here
+    (["--resume"], "launch.json: not a drima run's settings"),
+    (["--evaluate", "/nonexistent/run"], "/nonexistent/run/launch.json"),
+    (["--resume", "--evaluate", "x"], "one at a time"),
 ])
 def test_bad_flags_exit_2_with_a_message(args, message, tmp_path):
     res = launch("--run-dir", str(tmp_path / "r"), *args)

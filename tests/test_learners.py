@@ -43,6 +43,20 @@ def test_act_update_and_checkpoint_round_trip(algo, tmp_path):
     np.testing.assert_array_equal(np.stack([restored.act(obs) for _ in range(5)]), expected)
 
 
+@pytest.mark.parametrize("algo", ["a2c", "dqn", "ddpg", "ppo"])
+def test_greedy_actions_are_deterministic_and_the_policys_best(algo):
+    learner = make_learner(algo, 2, SPACE, OPTS[algo], seed=1)
+    obs = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+    greedy = [learner.act(obs, greedy=True) for _ in range(3)]
+    sampled = [learner.act(obs) for _ in range(3)]
+    assert all(np.array_equal(greedy[0], g) for g in greedy[1:])
+    assert any(not np.array_equal(sampled[0], s) for s in sampled[1:])  # exploring acts differ, greedy ones not
+    if algo in ("a2c", "ddpg"):
+        np.testing.assert_array_equal(greedy[0], learner.policy(obs).argmax(-1))
+    elif algo == "dqn":
+        np.testing.assert_array_equal(greedy[0], learner.q(torch.as_tensor(obs)).argmax(-1).numpy())
+
+
 def _main_net(learner):
     return getattr(learner, "actor", None) or learner.q
 

@@ -35,6 +35,13 @@ def test_ppo_learns_a_masked_memory_task_that_needs_its_gru():
         learner.update(blank, answer, np.where(answer == cue, 1.0, -1.0).astype(np.float32), shown, yes, cue_step)
     assert np.mean(correct[:10]) < 0.7  # it starts at chance
     assert np.mean(correct[-20:]) > 0.95
+    # evaluation: greedy actions, no updates; episode_ends restarts the GRU where episodes end
+    for _ in range(5):
+        cue = rng.integers(0, 2, K)
+        assert (learner.act(np.eye(3, dtype=np.float32)[cue], cue_step, greedy=True) == 2).all()
+        learner.episode_ends(no)
+        assert (learner.act(blank, recall_step, greedy=True) == cue).mean() >= 0.97
+        learner.episode_ends(yes)
 
 
 def test_ctde_critic_reads_the_global_state():

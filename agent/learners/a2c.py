@@ -61,8 +61,10 @@ class A2C:
         self.rollout: list[tuple[np.ndarray, ...]] = []  # transitions since the last update
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:  # no action masks: info unused
-        probs = F.softmax(self.actor(torch.as_tensor(obs)), dim=-1)
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
+        probs = F.softmax(self.actor(torch.as_tensor(obs)), dim=-1)  # no action masks: info unused
+        if greedy:
+            return probs.argmax(-1).numpy().astype(np.int32)
         return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1).numpy().astype(np.int32)
 
     @torch.no_grad()

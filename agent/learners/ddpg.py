@@ -76,8 +76,11 @@ class DDPG:
         return torch.tanh(out) if self.continuous else F.softmax(out, dim=-1)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:  # no action masks: info unused
-        out = self.actor(torch.as_tensor(obs))
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
+        out = self.actor(torch.as_tensor(obs))  # no action masks: info unused
+        if greedy:  # no exploration noise: tanh(out), or the highest logit
+            return (torch.tanh(out).numpy().astype(np.float32) if self.continuous
+                    else out.argmax(-1).numpy().astype(np.int32))
         if self.continuous:
             noise = torch.randn(out.shape, generator=self.gen) * self.cfg.noise_std
             return (torch.tanh(out) + noise).clamp_(-1.0, 1.0).numpy().astype(np.float32)

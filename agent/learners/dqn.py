@@ -64,11 +64,13 @@ class DQN:
         return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:  # no action masks: info unused
-        greedy = self.q(torch.as_tensor(obs)).argmax(-1).numpy()
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
+        best = self.q(torch.as_tensor(obs)).argmax(-1).numpy()  # no action masks: info unused
+        if greedy:
+            return best.astype(np.int32)
         explore = self.rng.random(len(obs)) < self.epsilon
         random = self.rng.integers(0, self.n_actions, size=len(obs))
-        return np.where(explore, random, greedy).astype(np.int32)
+        return np.where(explore, random, best).astype(np.int32)
 
     def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
         self.steps += 1

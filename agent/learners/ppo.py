@@ -158,7 +158,7 @@ class PPO:
         return self.value_norm.denormalize(v) if self.cfg.value_norm else v
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, info: StepInfo | None = None) -> np.ndarray:
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
         k = obs.shape[0]
         if self.h_actor is None:
             self.h_actor = self.h_critic = torch.zeros(k, self.cfg.hidden)
@@ -168,7 +168,7 @@ class PPO:
         crit_in = self._critic_input(obs, info)
         logits, h_a = self.actor(torch.as_tensor(obs)[None], self.h_actor, self.starts[None])
         logp_all = F.log_softmax(logits[0].masked_fill(~avail, -1e10), dim=-1)
-        actions = torch.multinomial(logp_all.exp(), 1, generator=self.gen).squeeze(-1)
+        actions = logp_all.argmax(-1) if greedy else torch.multinomial(logp_all.exp(), 1, generator=self.gen).squeeze(-1)
         value, h_c = self.critic(crit_in[None], self.h_critic, self.starts[None])
         self.pending = {"obs": torch.as_tensor(obs), "crit_in": crit_in, "avail": avail, "starts": self.starts,
                         "h_actor": self.h_actor, "h_critic": self.h_critic, "actions": actions,
@@ -176,6 +176,11 @@ class PPO:
         self.h_actor, self.h_critic = h_a, h_c
         self.starts = torch.zeros(k)
         return actions.numpy().astype(np.int32)
+
+    def episode_ends(self, done: np.ndarray) -> None:
+        """Evaluation, where nothing is learned: the GRU state restarts where an episode ended."""
+        self.pending = None
+        self.starts = torch.as_tensor(done, dtype=torch.float32)
 
     def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
         if self.pending is None:  # no act() before this step (cannot happen in the agent loop)
