@@ -12,11 +12,15 @@ Then it measures throughput: end-to-end env steps/s of a 5m_vs_6m ppo-dri run (5
 against SMAX stepping alone in this process (same K copies, random available actions, no agents),
 and their ratio.
 
+After training, each run's agents play --eval-steps steps greedily with learning off
+(`drima-launch --evaluate`, into OUT/runs/<run>/eval): the greedy win rate, as SMAC papers report.
+
 Writes OUT/results.csv (one row per run: final win rate = mean over the battles that ended in the
-last 10 % of steps), OUT/results.md (per map and mode: median and min-max over seeds, plus the
-throughput table), OUT/<map>.png (win rate vs env steps: median over seeds with the 25-75 %
-band, like Fig. 5) and OUT/throughput.json. Resumable like benchmarks/mpe.py; exit code 0 when
-every run completed.
+last 10 % of steps, and the greedy one), OUT/results.md (per map and mode: median and min-max over
+seeds, plus the throughput table), OUT/<map>.png (win rate and episode team return vs env steps:
+median over seeds with the 25-75 % band, like Fig. 5) and OUT/throughput.json. Resumable like
+benchmarks/mpe.py, and --resume continues shorter runs instead of starting them over; exit code 0
+when every run completed.
 """
 from __future__ import annotations
 
@@ -166,7 +170,7 @@ def write_tables(rows: list[dict], args: argparse.Namespace, tp: dict | None, el
                   "| K | steps | runtime env steps/s | SMAX alone env steps/s | ratio |", "|---|---|---|---|---|",
                   f"| {tp['n_envs']} | {tp['steps']} | {tp['runtime_env_steps_per_s']} | "
                   f"{tp['smax_alone_env_steps_per_s']} | {tp['ratio']} |"]
-    lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ", f"Total wall time: {elapsed:.0f} s.", ""]
+    lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ", f"Wall time of this invocation: {elapsed:.0f} s (completed runs it found were not run again).", ""]
     (args.out / "results.md").write_text("\n".join(lines))
 
 
@@ -175,25 +179,29 @@ def plot_map(map_name: str, args: argparse.Namespace, done: set[tuple]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    for mode in args.modes:
-        curves = []
-        for seed in range(args.seeds):
-            if (map_name, mode, seed) in done:
-                try:
-                    curves.append(read_curve(args.out / "runs" / f"{map_name}-{mode}-s{seed}", "won"))
-                except (OSError, KeyError, ValueError):
-                    pass
-        b = band(curves, smooth=10)
-        if b is None:
-            continue
-        x, ys = b
-        ax.plot(x, np.median(ys, 0), color=COLOURS[mode], label=f"MAPPO-{mode.capitalize()}")
-        ax.fill_between(x, np.percentile(ys, 25, 0), np.percentile(ys, 75, 0), color=COLOURS[mode], alpha=0.2, lw=0)
-    ax.set(title=f"SMAX {map_name}", xlabel="env steps", ylabel="median win rate", ylim=(-0.02, 1.02))
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8)
+    # win rate as in Fig. 5, and the episode team return, which still moves while nobody wins
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, column, label in zip(axes, ("won", "episode_team_return"), ("median win rate", "median episode team return")):
+        for mode in args.modes:
+            curves = []
+            for seed in range(args.seeds):
+                if (map_name, mode, seed) in done:
+                    try:
+                        curves.append(read_curve(args.out / "runs" / f"{map_name}-{mode}-s{seed}", column))
+                    except (OSError, KeyError, ValueError):
+                        pass
+            b = band(curves, smooth=10)
+            if b is None:
+                continue
+            x, ys = b
+            ax.plot(x, np.median(ys, 0), color=COLOURS[mode], label=f"MAPPO-{mode.capitalize()}")
+            ax.fill_between(x, np.percentile(ys, 25, 0), np.percentile(ys, 75, 0), color=COLOURS[mode], alpha=0.2,
+                            lw=0)
+        ax.set(title=f"SMAX {map_name}", xlabel="env steps", ylabel=label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    axes[0].set_ylim(-0.02, 1.02)
     fig.tight_layout()
     fig.savefig(args.out / f"{map_name}.png", dpi=110)
     plt.close(fig)
