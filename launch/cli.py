@@ -127,6 +127,9 @@ def continued_config(a: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         cfg = LaunchConfig(**saved)
     except (OSError, ValueError, TypeError) as exc:
         parser.error(f"{source}/launch.json: not a drima run's settings ({exc})")
+    if a.render and (a.evaluate or not is_mpe(cfg.env)):
+        parser.error(f"--render draws an MPE run's learned policies: `drima-render {source}`" if a.evaluate else
+                     f"--render draws MPE envs ({', '.join(MPE_ENVS)}), not {cfg.env}")
     missing = [i for i in range(cfg.n) if not (source / f"agent_{i}" / "checkpoint.pt").exists()]
     if missing and cfg.nodes == 1:
         parser.error(f"{source}: no checkpoint.pt for agents {missing}")

@@ -52,3 +52,8 @@ def test_evaluate_plays_the_trained_agents_greedily_and_changes_nothing(tmp_path
             rows = list(csv.DictReader(f))
         assert len(rows) == 2 and all(r["conflict_rate"] == "" and r["actor_loss"] == "" for r in rows)
         assert "evaluating, greedy actions, no learning" in (tmp_path / "eval" / f"agent_{i}" / "log.txt").read_text()
+
+    for bad, message in ((("--evaluate", str(run), "--render"), "drima-render"),
+                         (("--evaluate", str(tmp_path / "eval")), "no checkpoint.pt for agents [0, 1]")):
+        res = run_launch(tmp_path / "eval2", *bad, "--steps", "10")
+        assert res.returncode == 2 and message in res.stderr and not (tmp_path / "eval2").exists()
