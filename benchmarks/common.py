@@ -85,6 +85,17 @@ def read_curve(run_dir: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, 0], arr[:, 1]
 
 
+def read_curves(run_dirs: Iterable[Path], column: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`read_curve` of each run whose metrics can be read (a failed run may have none)."""
+    curves = []
+    for run_dir in run_dirs:
+        try:
+            curves.append(read_curve(run_dir, column))
+        except (OSError, KeyError, ValueError):
+            pass
+    return curves
+
+
 def band(curves: list[tuple[np.ndarray, np.ndarray]], smooth: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
     """Seeds' curves cut to a common length (and moving-averaged over `smooth` points): x, (seeds, T)."""
     curves = [c for c in curves if len(c[0]) >= smooth]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import band, launch, read_curve, report_failures, run_grid, write_csv
+from common import band, launch, read_curves, report_failures, run_grid, write_csv
 
 GAMES = {"pd": 2, "maintain": 2, "meeting3": 3}           # game -> number of agents
 TARGETS = {"pd": "C,C", "maintain": "A,X", "meeting3": "F,F,F"}
@@ -132,13 +132,8 @@ def plot_game(game: str, args: argparse.Namespace, done: set[tuple]) -> None:
                              squeeze=False, sharey=True)
     for ax, algo in zip(axes[0], args.algos):
         for mode in args.modes:
-            curves = []
-            for seed in range(args.seeds):
-                if (game, algo, mode, seed) in done:
-                    try:
-                        curves.append(read_curve(args.out / "runs" / f"{game}-{algo}-{mode}-s{seed}", "team_reward"))
-                    except (OSError, KeyError, ValueError):
-                        pass
+            curves = read_curves([args.out / "runs" / f"{game}-{algo}-{mode}-s{seed}" for seed in range(args.seeds)
+                                  if (game, algo, mode, seed) in done], "team_reward")
             curves_band = band(curves)
             if curves_band is None:
                 continue

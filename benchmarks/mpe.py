@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import band, launch, read_curve, report_failures, run_grid, write_csv
+from common import band, launch, read_curves, report_failures, run_grid, write_csv
 
 TASKS = {  # task -> (drima-launch args, task metrics to report; the first is plotted)
     "ch1": (["--env", "hunting"], ["hits", "interceptor_collisions"]),
@@ -130,13 +130,8 @@ def plot_task(task: str, args: argparse.Namespace, done: set[tuple]) -> None:
         for row, column in enumerate(columns):
             ax = axes[row][col]
             for mode in args.modes:
-                curves = []
-                for seed in range(args.seeds):
-                    if (task, algo, mode, seed) in done:
-                        try:
-                            curves.append(read_curve(run_dir_of(args, (task, algo, mode, seed)), column))
-                        except (OSError, KeyError, ValueError):
-                            pass
+                curves = read_curves([run_dir_of(args, (task, algo, mode, seed)) for seed in range(args.seeds)
+                                      if (task, algo, mode, seed) in done], column)
                 b = band(curves, smooth=5)
                 if b is None:
                     continue

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import band, launch, read_curve, run_grid, write_csv
+from common import band, launch, read_curves, run_grid, write_csv
 
 from drima.metrics import last_row
 
@@ -183,13 +183,8 @@ def plot_map(map_name: str, args: argparse.Namespace, done: set[tuple]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, column, label in zip(axes, ("won", "episode_team_return"), ("median win rate", "median episode team return")):
         for mode in args.modes:
-            curves = []
-            for seed in range(args.seeds):
-                if (map_name, mode, seed) in done:
-                    try:
-                        curves.append(read_curve(args.out / "runs" / f"{map_name}-{mode}-s{seed}", column))
-                    except (OSError, KeyError, ValueError):
-                        pass
+            curves = read_curves([args.out / "runs" / f"{map_name}-{mode}-s{seed}" for seed in range(args.seeds)
+                                  if (map_name, mode, seed) in done], column)
             b = band(curves, smooth=10)
             if b is None:
                 continue
