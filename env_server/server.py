@@ -122,6 +122,7 @@ class EnvServer:
             stopped = (self.dir / "stats.json").exists()
             gap = 0.0 if stopped else time.time() - (self.dir / "metrics.csv").stat().st_mtime
             self.wall_offset = float(row["wall_s"]) + max(0.0, gap)
+            (self.dir / "stats.json").unlink(missing_ok=True)  # so that if this server dies, its restart counts the gap
         # fresh episodes after a restart, not a replay of the first ones
         seed = cfg.seed + 1 + self.resumed_row_step if cfg.resume else cfg.seed
         self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, seed, cfg.action_type, cfg.env_options)
