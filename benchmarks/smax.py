@@ -77,13 +77,17 @@ def launch_args(args: argparse.Namespace, map_name: str, mode: str, seed: int, s
             "--checkpoint-every", "5000", "--learner", args.learner]
 
 
+def run_dir_of(args: argparse.Namespace, key: tuple) -> Path:
+    return args.out / "runs" / "{}-{}-s{}".format(*key)
+
+
 def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
     map_name, mode, seed = key
 
     def same_settings(s: dict) -> bool:
         return s.get("n_envs") == args.envs and s.get("config", {}).get("learner") == json.loads(args.learner)
 
-    run_dir = args.out / "runs" / f"{map_name}-{mode}-s{seed}"
+    run_dir = run_dir_of(args, key)
     return launch(launch_args(args, map_name, mode, seed, args.steps), run_dir,
                   args.out / "logs" / f"{run_dir.name}.log", args.run_timeout,
                   lambda s: s.get("steps") == args.steps and same_settings(s), args.force,
@@ -93,7 +97,7 @@ def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
 
 def evaluate_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
     """Greedy play of a trained run's agents, learning off, on battles it never saw."""
-    trained = args.out / "runs" / "{}-{}-s{}".format(*key)
+    trained = run_dir_of(args, key)
     out = trained / "eval"
 
     def fresh(s: dict) -> bool:  # of this length, and newer than the training it evaluates
@@ -162,15 +166,17 @@ def write_tables(rows: list[dict], args: argparse.Namespace, tp: dict | None, el
         for mode in args.modes:
             rs = [r for r in rows if (r["map"], r["mode"]) == (map_name, mode)]
             if rs:
-                lines.append(f"| {map_name} | {mode} | {len(rs)} | " + " | ".join(
-                    _stat(rs, k) for k in ("won", "eval_won", "episode_team_return", "allies_alive",
-                                           "enemies_alive", "conflict_rate")) + f" | {np.mean([r['wall_s'] for r in rs]):.0f} |")
+                stats = [_stat(rs, k) for k in ("won", "eval_won", "episode_team_return", "allies_alive",
+                                                "enemies_alive", "conflict_rate")]
+                lines.append(f"| {map_name} | {mode} | {len(rs)} | " + " | ".join(stats)
+                             + f" | {np.mean([r['wall_s'] for r in rs]):.0f} |")
     if tp:
         lines += ["", "## Throughput: 5m_vs_6m, 5 agent processes, ppo-dri, range:sight", "",
                   "| K | steps | runtime env steps/s | SMAX alone env steps/s | ratio |", "|---|---|---|---|---|",
                   f"| {tp['n_envs']} | {tp['steps']} | {tp['runtime_env_steps_per_s']} | "
                   f"{tp['smax_alone_env_steps_per_s']} | {tp['ratio']} |"]
-    lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ", f"Wall time of this invocation: {elapsed:.0f} s (completed runs it found were not run again).", ""]
+    lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ",
+              f"Wall time of this invocation: {elapsed:.0f} s (completed runs it found were not run again).", ""]
     (args.out / "results.md").write_text("\n".join(lines))
 
 
@@ -181,9 +187,10 @@ def plot_map(map_name: str, args: argparse.Namespace, done: set[tuple]) -> None:
 
     # win rate as in Fig. 5, and the episode team return, which still moves while nobody wins
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, column, label in zip(axes, ("won", "episode_team_return"), ("median win rate", "median episode team return")):
+    panels = (("won", "median win rate"), ("episode_team_return", "median episode team return"))
+    for ax, (column, label) in zip(axes, panels):
         for mode in args.modes:
-            curves = read_curves([args.out / "runs" / f"{map_name}-{mode}-s{seed}" for seed in range(args.seeds)
+            curves = read_curves([run_dir_of(args, (map_name, mode, seed)) for seed in range(args.seeds)
                                   if (map_name, mode, seed) in done], column)
             b = band(curves, smooth=10)
             if b is None:
@@ -225,8 +232,7 @@ def main() -> int:
                                       args.jobs, lambda key, s, note: f"greedy win rate {s['final'].get('won')} "
                                       f"over {s['final'].get('episodes')} battles")
         failed += eval_failed
-    rows = [to_row(k, summaries[k], args.out / "runs" / "{}-{}-s{}".format(*k), evals.get(k))
-            for k in grid if k in summaries]
+    rows = [to_row(k, summaries[k], run_dir_of(args, k), evals.get(k)) for k in grid if k in summaries]
     write_tables(rows, args, tp, time.time() - t0)
     for map_name in args.maps:
         plot_map(map_name, args, set(summaries))

@@ -197,7 +197,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                     heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                     on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s,
                     startup_timeout_s=startup_s, resume=cfg.resume, evaluate=bool(cfg.evaluate_from),
-                    init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt") if cfg.evaluate_from else "")
+                    init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt")
+                    if cfg.evaluate_from else "")
         for i in mine
     ]
     return RunPlan(server if cfg.node_rank == 0 else None, agents, nbrs, socket_dir)
