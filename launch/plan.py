@@ -103,6 +103,12 @@ EVALUATION_SEED_OFFSET = 100_003
 """an evaluation's env server seed is the trained run's plus this: battles it never trained on"""
 
 
+def final_fraction(cfg: LaunchConfig) -> float:
+    """The share of the run, at its end, that summary.json's `final` figures average over: the last
+    10 % of training, or all of an evaluation."""
+    return 1.0 if cfg.evaluate_from else 0.1
+
+
 @dataclass
 class RunPlan:
     env_server: EnvServerConfig | None  # None on nodes other than 0
@@ -183,7 +189,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action, resume=cfg.resume,
-                             final_fraction=1.0 if cfg.evaluate_from else 0.1)
+                             final_fraction=final_fraction(cfg))
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it
     startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s

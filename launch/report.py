@@ -11,7 +11,7 @@ import numpy as np
 
 from drima.metrics import read_rows, write_json_atomic
 
-from .plan import LaunchConfig
+from .plan import LaunchConfig, final_fraction
 
 
 def _final_mean(rows: list[dict[str, str]], key: str, from_step: float) -> float | None:
@@ -30,7 +30,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         env_rows = read_rows(run_dir / "env_server" / "metrics.csv")
         if env_rows:
             stats = {"steps": int(env_rows[-1]["step"]), "env_steps": int(env_rows[-1]["env_steps"])}
-    from_step = 0.0 if cfg.evaluate_from else 0.9 * cfg.steps  # an evaluation: every step
+    from_step = (1.0 - final_fraction(cfg)) * cfg.steps
     agents = {}
     for i in range(cfg.n):
         rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
@@ -57,7 +57,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "wall_s": round(wall_s, 2),
         "final": dict(stats.get("final", {"mean_team_reward": None, "joint_action_freq": {}})) | {
             "mean_conflict_rate": float(np.mean(conflict)) if conflict else None,
-            "window": "all steps (evaluation)" if cfg.evaluate_from else "last 10% of steps"},
+            "window": "all steps (evaluation)" if cfg.evaluate_from else f"last {final_fraction(cfg):.0%} of steps"},
         "agents": agents,
         "config": asdict(cfg),
     }
