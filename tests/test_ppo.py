@@ -74,3 +74,33 @@ def test_a_long_update_reports_progress_after_every_gradient_step():
 def test_ppo_options_that_contradict_each_other_are_named():
     with pytest.raises(ValueError, match="chunk_len 3 must divide n_steps 8"):
         make_learner("ppo", 2, {"type": "discrete", "n": 2}, {"n_steps": 8, "chunk_len": 3}, 0)
+
+
+@pytest.mark.parametrize("continuing", [False, True])
+def test_a_differential_signal_cut_at_episode_ends_pays_to_quit_early(continuing):
+    """Why `continuing` exists. Each step an agent may work (reward 1; the episode ends after 4
+    steps of work) or quit (reward 0, the episode ends now). The learner gets the differential
+    signal r - mu with mu = 2, so every step costs 2. Cut at episode ends, that cost makes quitting
+    at once (-2) beat 4 steps of work (-4): the pathology of SMAX units that learn to die fast.
+    Bootstrapping through the ends, as in the paper's average-reward view where the next episode
+    follows, quitting only starts the next episode sooner, and work (-1 per step) beats it (-2)."""
+    torch.set_num_threads(1)
+    learner = make_learner("ppo", 4, {"type": "discrete", "n": 2},
+                           {"n_steps": 8, "chunk_len": 4, "epochs": 4, "lr": 3e-3, "critic_lr": 3e-3,
+                            "gamma": 0.9, "continuing": continuing}, 0)
+    t = np.zeros(K, np.int64)  # steps worked in the current episode
+    first_actions = []
+    for _ in range(150):
+        obs = np.eye(4, dtype=np.float32)[t]
+        work = learner.act(obs)
+        first_actions.append(work[t == 0])
+        t_next = np.where(work == 1, t + 1, 0)
+        done = (work == 0) | (t_next == 4)
+        t = np.where(done, 0, t_next)
+        learner.update(obs, work, work.astype(np.float32) - 2.0, np.eye(4, dtype=np.float32)[t], done.astype(np.float32))
+    assert 0.3 < np.concatenate(first_actions[:5]).mean() < 0.7  # it starts at chance
+    works_at_start = np.concatenate(first_actions[-50:]).mean()
+    if continuing:
+        assert works_at_start > 0.9
+    else:
+        assert works_at_start < 0.1

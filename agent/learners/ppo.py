@@ -14,7 +14,13 @@ ctde V(s_1..s_t) on the global state the env server sends. Every n_steps steps (
         critic loss = mean(max(huber(G_n - V), huber(G_n - V_clipped)))   G_n = normalised G
 
 `signal` is the DRI differential reward (r - mu in ind; in ctde from the team reward), as in the
-other learners. A dead SMAX/SC2 unit has one available action, so its policy gradient is 0.
+other learners. Cut at episode ends (done), the -mu in it is a cost per step alive, which can pay
+for ending episodes early when agents control their length (SMAX: dying). With continuing=True the
+returns run on into the next episode (the paper's average-reward view): -mu is then paid at every
+step whatever happens and changes no choice; what counts is reward per step over the stream of
+episodes. tests/test_ppo.py shows both on a toy task; on SMAX it changed nothing that mattered
+(benchmarks/README.md), so the default stays MAPPO's episodic cut. A dead SMAX/SC2 unit has one
+available action, so its policy gradient is 0.
 Defaults are MAPPO's SMAC settings (hidden 64, lr 5e-4, Adam eps 1e-5, 400-step rollouts,
 chunks of 10, clip 0.2, entropy 0.01, Huber delta 10, gradient norm 10, gamma 0.99, GAE 0.95);
 MAPPO runs 15 epochs on easy maps, 10 on hard ones (the default here) and 5 on super hard ones.
@@ -70,6 +76,8 @@ class PPOConfig:
     """gradient clipping, actor and critic separately"""
     value_norm: bool = True
     """normalise the critic's targets by running statistics of the returns"""
+    continuing: bool = False
+    """bootstrap through episode ends, the paper's average-reward view (the GRU still restarts)"""
 
     def __post_init__(self):
         if self.chunk_len < 1 or self.n_steps % self.chunk_len != 0:
@@ -202,7 +210,7 @@ class PPO:
             adv = torch.zeros_like(values)
             running = torch.zeros_like(v_next)
             for t in reversed(range(self.cfg.n_steps)):
-                not_done = 1.0 - batch["done"][t]
+                not_done = 1.0 - batch["done"][t] * (not self.cfg.continuing)
                 following = v_next if t == self.cfg.n_steps - 1 else values[t + 1]
                 delta = batch["signal"][t] + self.cfg.gamma * following * not_done - values[t]
                 running = delta + self.cfg.gamma * self.cfg.gae_lambda * not_done * running
