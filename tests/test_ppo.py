@@ -104,3 +104,27 @@ def test_a_differential_signal_cut_at_episode_ends_pays_to_quit_early(continuing
         assert works_at_start > 0.9
     else:
         assert works_at_start < 0.1
+
+
+@pytest.mark.parametrize("active_masks", [False, True])
+def test_with_active_masks_steps_without_a_choice_do_not_move_the_policy(active_masks):
+    """Half the copies are 'dead' (one allowed action) for the whole rollout. With active masks
+    their rewards must not change the actor's update at all; without, they do (through the
+    advantage statistics)."""
+    def actor_after(dead_signal: float) -> list[torch.Tensor]:
+        learner = make_learner("ppo", 3, {"type": "discrete", "n": 3},
+                               {"n_steps": 4, "chunk_len": 2, "epochs": 2, "active_masks": active_masks}, 0)
+        avail = np.ones((K, 3), np.uint8)
+        avail[: K // 2, 1:] = 0  # dead: only action 0
+        info = StepInfo(avail=avail)
+        rng = np.random.default_rng(1)
+        for _ in range(4):
+            obs = rng.normal(size=(K, 3)).astype(np.float32)
+            actions = learner.act(obs, info)
+            assert (actions[: K // 2] == 0).all()
+            signal = np.where(np.arange(K) < K // 2, dead_signal, rng.normal(size=K)).astype(np.float32)
+            learner.update(obs, actions, signal, obs, np.zeros(K, np.float32), info)
+        return [p.detach().clone() for p in learner.actor.parameters()]
+
+    same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor_after(-5.0), actor_after(5.0)))
+    assert same == active_masks

@@ -76,6 +76,9 @@ class PPOConfig:
     """gradient clipping, actor and critic separately"""
     value_norm: bool = True
     """normalise the critic's targets by running statistics of the returns"""
+    active_masks: bool = False
+    """policy terms over steps with a choice only (MAPPO's active masks: a dead unit's steps, with
+    one allowed action, count neither in the advantage statistics nor in the actor and entropy means)"""
     continuing: bool = False
     """bootstrap through episode ends, the paper's average-reward view (the GRU still restarts)"""
 
@@ -219,7 +222,11 @@ class PPO:
             if self.cfg.value_norm:
                 self.value_norm.update(returns)
                 returns = self.value_norm.normalize(returns)
-            adv = (adv - adv.mean()) / (adv.std() + 1e-5)
+            # steps where the policy had a choice (a dead unit has one allowed action)
+            active = (batch["avail"].sum(-1) > 1).float() if self.cfg.active_masks else torch.ones_like(adv)
+            mean = (adv * active).sum() / active.sum().clamp(min=1)
+            std = (((adv - mean) ** 2 * active).sum() / (active.sum() - 1).clamp(min=1)).sqrt()
+            adv = (adv - mean) / (std + 1e-5)
 
         # ---- recurrent chunks: (T, K, ...) -> (L, T/L * K, ...), GRU states from each chunk's start ----
         L = self.cfg.chunk_len
@@ -229,7 +236,7 @@ class PPO:
             return x.reshape(t // L, L, k, *x.shape[2:]).transpose(0, 1).reshape(L, (t // L) * k, *x.shape[2:])
 
         seq = {key: chunks(batch[key]) for key in ("obs", "crit_in", "avail", "starts", "actions", "logp", "value")}
-        seq["adv"], seq["returns"] = chunks(adv), chunks(returns)
+        seq["adv"], seq["returns"], seq["active"] = chunks(adv), chunks(returns), chunks(active)
         h0_actor, h0_critic = (batch[key][::L].reshape(-1, self.cfg.hidden) for key in ("h_actor", "h_critic"))
         n_chunks = h0_actor.shape[0]
 
@@ -242,10 +249,12 @@ class PPO:
                 logits, _ = self.actor(seq["obs"][:, mb], h0_actor[mb], seq["starts"][:, mb])
                 logp_all = F.log_softmax(logits.masked_fill(~seq["avail"][:, mb], -1e10), dim=-1)
                 logp = logp_all.gather(-1, seq["actions"][:, mb, None]).squeeze(-1)
-                entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                act_w = seq["active"][:, mb]
+                act_w = act_w / act_w.sum().clamp(min=1)  # weights of a mean over the active steps
+                entropy = (-(logp_all.exp() * logp_all).sum(-1) * act_w).sum()
                 ratio = (logp - seq["logp"][:, mb]).exp()
                 a = seq["adv"][:, mb]
-                actor_loss = -torch.min(ratio * a, ratio.clamp(1 - self.cfg.clip, 1 + self.cfg.clip) * a).mean()
+                actor_loss = -(torch.min(ratio * a, ratio.clamp(1 - self.cfg.clip, 1 + self.cfg.clip) * a) * act_w).sum()
 
                 v, _ = self.critic(seq["crit_in"][:, mb], h0_critic[mb], seq["starts"][:, mb])
                 v, old_v, g = v[..., 0], seq["value"][:, mb], seq["returns"][:, mb]
