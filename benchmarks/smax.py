@@ -180,10 +180,19 @@ def write_tables(rows: list[dict], args: argparse.Namespace, tp: dict | None, el
     (args.out / "results.md").write_text("\n".join(lines))
 
 
+def env_steps_label(x: float, _pos=None) -> str:
+    """Axis tick for a count of env steps: 400000 -> '400k', 2000000 -> '2M'."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
 def plot_map(map_name: str, args: argparse.Namespace, done: set[tuple]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     # win rate as in Fig. 5, and the episode team return, which still moves while nobody wins
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -200,6 +209,7 @@ def plot_map(map_name: str, args: argparse.Namespace, done: set[tuple]) -> None:
             ax.fill_between(x, np.percentile(ys, 25, 0), np.percentile(ys, 75, 0), color=COLOURS[mode], alpha=0.2,
                             lw=0)
         ax.set(title=f"SMAX {map_name}", xlabel="env steps", ylabel=label)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(env_steps_label))
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
