@@ -18,9 +18,9 @@ other learners. Cut at episode ends (done), the -mu in it is a cost per step ali
 for ending episodes early when agents control their length (SMAX: dying). With continuing=True the
 returns run on into the next episode (the paper's average-reward view): -mu is then paid at every
 step whatever happens and changes no choice; what counts is reward per step over the stream of
-episodes. tests/test_ppo.py shows both on a toy task; on SMAX it changed nothing that mattered
-(benchmarks/README.md), so the default stays MAPPO's episodic cut. A dead SMAX/SC2 unit has one
-available action, so its policy gradient is 0.
+episodes. tests/test_ppo.py shows both on a toy task; on SMAX it did not help (3m: a lower win
+rate; 5m_vs_6m: dri still charges, benchmarks/README.md), so the default stays MAPPO's episodic
+cut. A dead SMAX/SC2 unit has one available action, so its policy gradient is 0.
 Defaults are MAPPO's SMAC settings (hidden 64, lr 5e-4, Adam eps 1e-5, 400-step rollouts,
 chunks of 10, clip 0.2, entropy 0.01, Huber delta 10, gradient norm 10, gamma 0.99, GAE 0.95);
 MAPPO runs 15 epochs on easy maps, 10 on hard ones (the default here) and 5 on super hard ones.
