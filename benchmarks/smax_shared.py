@@ -63,7 +63,12 @@ def main() -> int:
     x = shared_obs(obs)
     info = StepInfo(avail=rows(env.avail_actions()).astype(bool))
     window: list[float] = []
-    table: list[dict] = []
+    out = None
+    if args.out:  # a row per window, flushed as it comes: a run cut short keeps what it measured
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        out = args.out.open("w", newline="")
+        writer = csv.DictWriter(out, fieldnames=["env_steps", "won", "battles", "wall_s"])
+        writer.writeheader()
     t0 = time.perf_counter()
     for step in range(1, args.env_steps // args.envs + 1):
         actions = ppo.act(x, info)
@@ -77,16 +82,14 @@ def main() -> int:
         if env_steps % args.window < args.envs:
             row = {"env_steps": env_steps, "won": float(np.mean(window)) if window else float("nan"),
                    "battles": len(window), "wall_s": round(time.perf_counter() - t0, 1)}
-            table.append(row)
+            if out:
+                writer.writerow(row)
+                out.flush()
             print(f"{args.map} shared ppo seed {args.seed}: {env_steps:>9,} env steps  win rate "
                   f"{row['won']:.3f} over {row['battles']} battles  ({row['wall_s']:.0f} s)", flush=True)
             window = []
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
+    if out:
+        out.close()
     return 0
 
 
