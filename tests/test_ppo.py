@@ -128,3 +128,30 @@ def test_with_active_masks_steps_without_a_choice_do_not_move_the_policy(active_
 
     same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor_after(-5.0), actor_after(5.0)))
     assert same == active_masks
+
+
+def test_step_sizes_fall_linearly_to_zero_over_lr_anneal_steps_and_a_resumed_learner_goes_on():
+    cfg = {"n_steps": 2, "chunk_len": 1, "epochs": 1, "lr": 1e-3, "critic_lr": 2e-3, "lr_anneal_steps": 4}
+    learner = make_learner("ppo", 3, {"type": "discrete", "n": 2}, cfg, 0)
+    obs, no = np.ones((K, 3), np.float32), np.zeros(K, np.float32)
+    signal = np.linspace(-1, 1, K).astype(np.float32)
+
+    def one_rollout(lrn) -> list[torch.Tensor]:
+        before = [p.clone() for p in lrn.actor.parameters()]
+        for _ in range(cfg["n_steps"]):
+            lrn.update(obs, lrn.act(obs), signal, obs, no)
+        return before
+
+    one_rollout(learner)  # learned from with the full step sizes
+    assert learner.actor_opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    one_rollout(learner)  # 2 of 4 steps learned before it: half
+    assert learner.actor_opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert learner.critic_opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+    resumed = make_learner("ppo", 3, {"type": "discrete", "n": 2}, cfg, 1)
+    resumed.load_state_dict(learner.state_dict())
+    before = one_rollout(resumed)  # 4 of 4 steps: step size 0, the policy no longer moves
+    assert resumed.actor_opt.param_groups[0]["lr"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, resumed.actor.parameters()))
+    with pytest.raises(ValueError, match="lr_anneal_steps"):
+        make_learner("ppo", 3, {"type": "discrete", "n": 2}, {"lr_anneal_steps": -1}, 0)

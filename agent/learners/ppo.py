@@ -81,12 +81,17 @@ class PPOConfig:
     one allowed action, count neither in the advantage statistics nor in the actor and entropy means)"""
     continuing: bool = False
     """bootstrap through episode ends, the paper's average-reward view (the GRU still restarts)"""
+    lr_anneal_steps: int = 0
+    """agent steps over which both step sizes fall linearly to 0, as JaxMARL's PPO anneals over its
+    run (set it to the run's --steps); 0 keeps them constant"""
 
     def __post_init__(self):
         if self.chunk_len < 1 or self.n_steps % self.chunk_len != 0:
             raise ValueError(f"ppo: chunk_len {self.chunk_len} must divide n_steps {self.n_steps}")
         if self.minibatches < 1 or self.epochs < 1:
             raise ValueError("ppo: minibatches and epochs must be >= 1")
+        if self.lr_anneal_steps < 0:
+            raise ValueError(f"ppo: lr_anneal_steps {self.lr_anneal_steps} must be >= 0 (0: constant step sizes)")
 
 
 class RecurrentNet(nn.Module):
@@ -154,6 +159,7 @@ class PPO:
         self.h_actor = self.h_critic = self.starts = None  # per copy, created at the first act
         self.pending: dict | None = None  # what act() computed, completed by update()
         self.rollout: list[dict] = []
+        self.steps_learned = 0  # agent steps in the rollouts learned from so far (lr annealing)
         # called after every gradient step: the agent process sends its env-link heartbeat there,
         # so that an update of several seconds does not look like a dead agent
         self.on_progress: Callable[[], None] = lambda: None
@@ -240,6 +246,14 @@ class PPO:
         h0_actor, h0_critic = (batch[key][::L].reshape(-1, self.cfg.hidden) for key in ("h_actor", "h_critic"))
         n_chunks = h0_actor.shape[0]
 
+        # ---- step sizes: linear annealing to 0 over lr_anneal_steps, counted before this rollout ----
+        if self.cfg.lr_anneal_steps:
+            frac = max(0.0, 1.0 - self.steps_learned / self.cfg.lr_anneal_steps)
+            for opt, lr in ((self.actor_opt, self.cfg.lr), (self.critic_opt, self.cfg.critic_lr)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * frac
+        self.steps_learned += self.cfg.n_steps
+
         # ---- epochs of clipped PPO over minibatches of chunks ----
         info = {"actor_loss": 0.0, "critic_loss": 0.0, "entropy": 0.0}
         n_updates = 0
@@ -279,11 +293,13 @@ class PPO:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
                 "value_norm": self.value_norm.state_dict(), "gen": self.gen.get_state(),
-                "h_actor": self.h_actor, "h_critic": self.h_critic, "starts": self.starts}
+                "h_actor": self.h_actor, "h_critic": self.h_critic, "starts": self.starts,
+                "steps_learned": self.steps_learned}
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("actor", "critic", "actor_opt", "critic_opt", "value_norm"):
             getattr(self, name).load_state_dict(state[name])
         self.gen.set_state(state["gen"])
         self.h_actor, self.h_critic, self.starts = state["h_actor"], state["h_critic"], state["starts"]
+        self.steps_learned = int(state.get("steps_learned", 0))  # checkpoints from before annealing existed
         self.pending, self.rollout = None, []
