@@ -110,6 +110,14 @@ def band(curves: list[tuple[np.ndarray, np.ndarray]], smooth: int = 1) -> tuple[
     return x, ys
 
 
+def env_steps_label(x: float, _pos=None) -> str:
+    """Axis tick for a count of env steps: 400000 -> '400k', 2000000 -> '2M'."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
 def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

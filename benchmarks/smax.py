@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import band, launch, read_curves, run_grid, write_csv
+from common import band, env_steps_label, launch, read_curves, run_grid, write_csv
 
 from drima.metrics import last_row
 
@@ -178,14 +178,6 @@ def write_tables(rows: list[dict], args: argparse.Namespace, tp: dict | None, el
     lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ",
               f"Wall time of this invocation: {elapsed:.0f} s (completed runs it found were not run again).", ""]
     (args.out / "results.md").write_text("\n".join(lines))
-
-
-def env_steps_label(x: float, _pos=None) -> str:
-    """Axis tick for a count of env steps: 400000 -> '400k', 2000000 -> '2M'."""
-    for scale, suffix in ((1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"{x / scale:g}{suffix}"
-    return f"{x:g}"
 
 
 def plot_map(map_name: str, args: argparse.Namespace, done: set[tuple]) -> None:

@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from drima.env_server.smax import N_MOVE_ACTIONS
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,10 +50,10 @@ def main() -> int:
                                                jnp.stack([obs[a] for a in env.agents]))
             if policy == "focus":
                 avail = env.get_avail_actions(state)
-                can_hit = jnp.stack([avail[a] for a in env.agents])[:, 5:] == 1  # (allies, enemies)
+                can_hit = jnp.stack([avail[a] for a in env.agents])[:, N_MOVE_ACTIONS:] == 1  # (allies, enemies)
                 enemy_health = state.state.unit_health[n_allies:]
                 target = jnp.argmin(jnp.where(can_hit, enemy_health[None, :], jnp.inf), axis=1)
-                acts = jnp.where(can_hit.any(1), 5 + target, acts)
+                acts = jnp.where(can_hit.any(1), N_MOVE_ACTIONS + target, acts)
             obs, state, _, dones, _ = env.step_env(k_step, state, {a: acts[i] for i, a in enumerate(env.agents)})
             alive = state.state.unit_alive
             # a battle counts once: the step it ends decides it (the env restarts itself afterwards)

@@ -58,10 +58,13 @@ def main() -> int:
     def shared_obs(per_agent: list[np.ndarray]) -> np.ndarray:
         return np.concatenate([rows(per_agent), ids], axis=1)
 
+    def step_info() -> StepInfo:  # every unit's allowed actions at the current observation
+        return StepInfo(avail=rows(env.avail_actions()).astype(bool))
+
     ppo = PPO(obs[0].shape[1] + n, int(env.agent_spec(0)["action"]["n"]),
               PPOConfig(**json.loads(args.learner)), args.seed)
     x = shared_obs(obs)
-    info = StepInfo(avail=rows(env.avail_actions()).astype(bool))
+    info = step_info()
     window: list[float] = []
     out = None
     if args.out:  # a row per window, flushed as it comes: a run cut short keeps what it measured
@@ -74,7 +77,7 @@ def main() -> int:
         actions = ppo.act(x, info)
         obs, rewards, done = env.step(list(actions.reshape(n, args.envs)))
         x_next = shared_obs(obs)
-        info = StepInfo(avail=rows(env.avail_actions()).astype(bool))
+        info = step_info()
         ppo.update(x, actions, rewards.reshape(-1), x_next, np.tile(done, n), info)
         x = x_next
         window += [b["won"] for b in env.pop_task_metrics()]
@@ -110,7 +113,7 @@ def summarise(folder: Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
-    from smax import env_steps_label
+    from common import env_steps_label
 
     fig, ax = plt.subplots(figsize=(5, 3.8))
     ax.plot(steps, np.median(won, 0), color="tab:green", label="PPO, parameters shared by all units")
