@@ -204,7 +204,7 @@ def load_payoff_file(path: str | Path) -> MatrixGame:
     return parse_game(data, name=path.stem, source=str(path))
 
 
-# The three games of /work/shared/payoffs.md, in the user file format.
+# The paper's three games (reconstructed payoff tables), in the user file format.
 PRESETS: dict[str, dict] = {
     # Prisoner's Dilemma: only NE is D,D; the optimum C,C (total 20) is not an NE.
     "pd": {

@@ -190,6 +190,8 @@ class SMAXVectorEnv(Battles):
         name = map_of(spec)
         options = dict(options or {})
         self.health_coef = float(options.pop("health_coef", 0.5))
+        if "won_bonus" in options:  # the same option name as the SC2 adapter; jaxmarl calls it won_battle_bonus
+            options["won_battle_bonus"] = options.pop("won_bonus")
         allies, enemies = MAPS[name]
         if n_agents != allies:
             raise ValueError(f"--env {spec} has {allies} allied units, but --n is {n_agents}")

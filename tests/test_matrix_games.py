@@ -24,7 +24,7 @@ def pd_with(**changes: object) -> dict:
     return data
 
 
-# --- presets: the properties /work/shared/payoffs.md states ---------------------------------
+# --- presets: the properties of the paper's payoff tables ---------------------------------
 
 def test_presets_parse_with_expected_shapes():
     assert set(PRESETS) == {"pd", "maintain", "meeting3"}

@@ -30,6 +30,16 @@ def test_map_table_and_sizes_match_jaxmarl():
                                                                           env.state_size)
 
 
+@needs_jaxmarl
+def test_env_options_health_coef_won_bonus_and_jaxmarls_own():
+    from drima.env_server.smax import SMAXVectorEnv
+
+    env = SMAXVectorEnv("smax:3m", 3, 2, options={"health_coef": 0.25, "won_bonus": 2.0, "max_steps": 50})
+    assert (env.health_coef, env.won_bonus, env.episode_limit) == (0.25, 2.0, 50)
+    with pytest.raises(ValueError, match="smax:3m.*no_such_option"):
+        SMAXVectorEnv("smax:3m", 3, 2, options={"no_such_option": 1})
+
+
 def test_reward_split_per_mode():
     """g = mean enemy damage + won bonus for all; ind/dri add the own damage, ctde the allies' mean."""
     ally_before = np.array([[1.0, 1.0, 0.5]])
