@@ -81,7 +81,7 @@ class SC2VectorEnv(Battles):
     def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, options: dict | None = None,
                  env_class: Callable | None = None):
         """`env_class` builds one StarCraft2Env (default: SMAC's); `options` go to its constructor,
-        except health_coef (see env_server/smax.py)."""
+        except health_coef and won_bonus (see env_server/smax.py)."""
         options = dict(options or {})
         self.health_coef = float(options.pop("health_coef", 0.5))
         self.won_bonus = float(options.pop("won_bonus", 1.0))

@@ -27,7 +27,8 @@ Rewards, per step and copy. h is a unit's health fraction (health / its type's m
   team reward (ctde):        R   = mean_i r_i = g - health_coef * (1 / n_allies) * sum_j damage_j
 
 g is jaxmarl's SMAX reward: destroying the whole enemy team sums to 1 over a battle and a win adds
-won_bonus (jaxmarl's `won_battle_bonus`, 1). won = every enemy dead and an ally alive.
+won_bonus (env option `won_bonus` or jaxmarl's `won_battle_bonus`, default 1). won = every enemy
+dead and an ally alive.
 health_coef (env option, default 0.5): a unit that dies has lost 0.5 in ind and dri; in ctde a team
 that loses every unit has lost 0.5 altogether. The -ind and -dri agents learn from r_i (own health
 only); ctde agents learn from R, the "reward containing all ally members" of the paper, which the
