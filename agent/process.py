@@ -27,7 +27,7 @@ from drima.types import StepInfo
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .core import AgentCore
-from .learners import env_defaults, make_learner
+from .learners import ReportsProgress, env_defaults, make_learner
 from .neighbour_link import NeighbourLink
 
 log = logging.getLogger("drima.agent")
@@ -221,11 +221,15 @@ class AgentProcess:
         self.n_agents = int(spec["n_agents"])
         self.action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
         learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"],
-                               env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed, int(spec.get("state_dim", 0)))
+                               env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed, int(spec.get("state_dim", 0)),
+                               env_spec=spec)
+        self.obs_dim = int(spec["obs_dim"])
         self.n_actions = int(spec["action"].get("n", 0))
         self.state_dim = int(spec.get("state_dim", 0))
-        if hasattr(learner, "on_progress"):  # long updates (PPO) heartbeat between gradient steps
+        if isinstance(learner, ReportsProgress):  # long updates (PPO) heartbeat between gradient steps
             learner.on_progress = self._heartbeat
+        if "agent_name" in spec:
+            log.info("agent %d is %r in %s", cfg.agent_id, spec["agent_name"], spec.get("env"))
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         ckpt = self.dir / "checkpoint.pt"
@@ -273,7 +277,7 @@ class AgentProcess:
         """Steps until the last result or a STOP. The first result after (re)joining carries no
         reward: the agent only acts on it."""
         cfg = self.cfg
-        obs = actions = None
+        obs = actions = active = None
         while True:
             msg = self._recv_env(while_waiting=self.link.publish_hello if obs is None else None)
             if msg.kind == protocol.STOP:
@@ -282,16 +286,19 @@ class AgentProcess:
             if msg.kind != protocol.RESULT:
                 log.warning("dropped unexpected %s from the env server", msg.kind)
                 continue
-            next_obs = protocol.floats(msg.body[0]).reshape(n_envs, -1)
-            next_info = self._step_info(msg.body[4], n_envs)
-            if obs is not None and msg.body[1]:  # RESULT t+1 carries r_t for the action sent at step t
-                rewards = protocol.floats(msg.body[1])
-                done = protocol.floats(msg.body[2])
+            try:
+                res = protocol.decode_result(msg.body, n_envs, self.obs_dim)
+            except protocol.ProtocolError as exc:
+                log.warning("dropped a result for step %d: %s", msg.step, exc)
+                continue
+            next_info = self._step_info(res.extras, n_envs)
+            if obs is not None and res.reward is not None:  # RESULT t+1 carries r_t for the action sent at step t
                 if cfg.evaluate:
-                    self.core.observe(done)
-                    metrics.accumulate({"reward": rewards.mean(), "mu": self.core.mu})
+                    self.core.observe(res.terminated | res.truncated | ~active)
+                    metrics.accumulate({"reward": res.reward[active].mean() if active.any() else 0.0,
+                                        "mu": self.core.mu})
                 else:
-                    metrics.accumulate(self._learn(obs, actions, rewards, next_obs, done, msg, next_info, n_envs))
+                    metrics.accumulate(self._learn(obs, actions, active, res, msg.step, next_info, n_envs))
                 self.step = msg.step
                 if self.step % cfg.log_every == 0:
                     metrics.write({"step": self.step, "env_steps": self.step * n_envs,
@@ -300,33 +307,36 @@ class AgentProcess:
                     save_checkpoint(ckpt, self.core, self.step)
             elif obs is None and msg.step > self.step:
                 log.info("first result at step %d: acting from there", msg.step)
-            if msg.body[3]:  # last result of the run
+            if res.last:  # last result of the run
                 return
-            obs = next_obs
+            obs, active = res.obs, res.active
             actions = self.core.act(obs, next_info, greedy=cfg.evaluate)
             self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
 
-    def _learn(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-               done: np.ndarray, msg: protocol.Message, next_info: StepInfo | None, n_envs: int) -> dict[str, float]:
-        """Trade scalars with the neighbours for step t = msg.step - 1, then one learning step;
-        returns the step's metrics."""
-        extras = msg.body[4]
+    def _learn(self, obs: np.ndarray, actions: np.ndarray, active: np.ndarray, res: protocol.Result, step: int,
+               next_info: StepInfo | None, n_envs: int) -> dict[str, float]:
+        """Trade scalars with the neighbours for step t = step - 1, then one learning step on the
+        copies where this agent took part (`active`); returns the step's metrics."""
+        extras = res.extras
         team = protocol.floats(extras["team"]) if "team" in extras else None
         near = self._in_range(extras, n_envs)
-        t = msg.step - 1
+        t = step - 1
         t_pub = time.perf_counter()
-        self.link.publish(t, rewards, self.core.mu)
+        self.link.publish(t, res.reward, self.core.mu)
         wanted = None if near is None else set(np.flatnonzero(near.any(axis=1)).tolist())
         peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, self.cfg.link_deadline_s, wanted,
                                                     on_wait=self._heartbeat)
         self.exchange_s.append(time.perf_counter() - t_pub)
         mask = None if near is None else near[peer_ids]
-        reshaped, info = self.core.learn(obs, actions, rewards, next_obs, done, nbr_r, nbr_mu,
-                                         in_range=mask, team_reward=team, next_info=next_info)
+        reshaped, info = self.core.learn(obs, actions, res.reward, res.next_obs(), res.terminated, nbr_r, nbr_mu,
+                                         in_range=mask, team_reward=team, next_info=next_info,
+                                         truncated=res.truncated, active=active)
         self._heartbeat()  # after a (possibly long) learner update
-        return {"reward": rewards.mean(), "mu": self.core.mu, "signal": reshaped.signal.mean(),
-                "conflict_rate": reshaped.conflict.mean(),
-                "n_peers": len(peer_ids) if mask is None else mask.sum(0).mean()} | info
+        if not active.any():  # out of the episode in every copy: nothing to report but mu
+            return {"mu": self.core.mu}
+        return {"reward": res.reward[active].mean(), "mu": self.core.mu, "signal": reshaped.signal[active].mean(),
+                "conflict_rate": reshaped.conflict[active].mean(),
+                "n_peers": len(peer_ids) if mask is None else mask[:, active].sum(0).mean()} | info
 
     def _in_range(self, extras: dict, n_envs: int) -> np.ndarray | None:
         """(n_agents, K) bool from the env server's in-range row, or None for static topologies."""

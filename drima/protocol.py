@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 2  # 2: RESULT carries an extras map (team reward, in-range peers)
+PROTOCOL_VERSION = 3  # 2: RESULT carries an extras map; 3: RESULT's done is "terminated", with truncation apart
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
 MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
 MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
@@ -30,10 +30,17 @@ READY = "ready"  # body: {} ; neighbour links are up, the agent can start
 ACTION = "act"  # body: [action bytes] ; int32 x K (discrete) or float32 x K*dim (continuous)
 # env server -> agent
 SPEC = "spec"  # body: dict (obs_dim, action space, n_envs, ...)
-RESULT = "result"  # body: [obs bytes, reward bytes, done bytes, last, extras]
-# extras: {name: bytes}, only what this agent's mode and topology need:
+RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, extras]; see Result
+# terminated: float32 x K, 1 where this agent's episode ended in a terminal state at this step.
+# extras: {name: bytes}, only what this agent's env, mode and topology need:
+#   "truncated": uint8 x K, 1 where this agent's episode was cut (a time limit): not terminal;
+#   "final_obs": float32 x (K * obs_dim), the observation the episode ended on, where truncated
+#      (obs is then the next episode's first);
+#   "active": uint8 x K, 0 where this agent is out of the episode (it ended before the others'):
+#      its action is not played and its reward is 0 until the copy resets (absent: all 1);
 #   "team": float32 x K, the team reward (ctde mode only);
-#   "in_range": uint8 x (n_agents * K), row j = is agent j within range in each copy (range topologies);
+#   "in_range": uint8 x (n_agents * K), row j = does agent j count as a neighbour in each copy: within
+#      range (range topologies) and in the episode (envs where agents leave episodes early);
 #   "avail": uint8 x (K * n_actions), the actions this agent may take at this observation (SMAX, SC2);
 #   "state": float32 x (K * state_dim), the global state at this observation (ctde with SMAX, SC2).
 STOP = "stop"  # body: {"reason": str}
@@ -110,6 +117,73 @@ def _check_body(kind: str, body: Any) -> None:
             raise ProtocolError("result body must be [obs bytes, reward bytes, done bytes, last, {name: bytes}]")
     elif not isinstance(body, dict):
         raise ProtocolError(f"{kind} body must be a map")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A RESULT frame's body, decoded and checked against the agent's sizes."""
+
+    obs: np.ndarray
+    """(K, obs_dim) float32: the observation to act on"""
+    reward: np.ndarray | None
+    """(K,) float32: the reward for the action sent at the previous step; None in the first result
+    after (re)joining, which the agent only acts on"""
+    terminated: np.ndarray
+    """(K,) bool"""
+    truncated: np.ndarray
+    """(K,) bool"""
+    final_obs: np.ndarray | None
+    """(K, obs_dim) float32 where truncated (other rows: obs), or None"""
+    active: np.ndarray
+    """(K,) bool: the agent is in the episode at obs"""
+    last: bool
+    """the run's last result"""
+    extras: dict[str, bytes]
+    """the raw extras, for the ones read elsewhere (team, in_range, avail, state)"""
+
+    def next_obs(self) -> np.ndarray:
+        """The observation each copy's transition led to: the final one where the episode was truncated."""
+        if self.final_obs is None:
+            return self.obs
+        return np.where(self.truncated[:, None], self.final_obs, self.obs)
+
+
+def result_body(obs: np.ndarray, reward: np.ndarray | None, terminated: np.ndarray, last: bool,
+                extras: dict[str, bytes], truncated: np.ndarray | None = None, final_obs: np.ndarray | None = None,
+                active: np.ndarray | None = None) -> list:
+    """The body of a RESULT frame; the optional parts travel only where they say something."""
+    extras = dict(extras)
+    if truncated is not None and truncated.any():
+        extras["truncated"] = np.ascontiguousarray(truncated, np.uint8).tobytes()
+        if final_obs is not None:
+            extras["final_obs"] = to_bytes(final_obs)
+    if active is not None and not active.all():
+        extras["active"] = np.ascontiguousarray(active, np.uint8).tobytes()
+    return [to_bytes(obs), b"" if reward is None else to_bytes(reward), to_bytes(terminated), bool(last), extras]
+
+
+def decode_result(body: list, n_envs: int, obs_dim: int) -> Result:
+    """Check a RESULT body (already shape-checked by decode) against K and obs_dim; raises
+    ProtocolError on any size mismatch."""
+    obs_b, reward_b, term_b, last, extras = body
+
+    def sized(buf: bytes, count: int, dtype: str, what: str) -> np.ndarray:
+        item = np.dtype(dtype).itemsize
+        if len(buf) != count * item:
+            raise ProtocolError(f"result {what}: {len(buf)} bytes, expected {count} x {item}")
+        return np.frombuffer(buf, dtype).copy()  # writable: torch wants writable inputs
+
+    obs = sized(obs_b, n_envs * obs_dim, "<f4", "obs").reshape(n_envs, obs_dim)
+    reward = sized(reward_b, n_envs, "<f4", "reward") if reward_b else None
+    if reward is not None and not np.all(np.abs(reward) <= MAX_SCALAR):
+        raise ProtocolError(f"result reward: not finite, or beyond +-{MAX_SCALAR:g}")
+    terminated = sized(term_b, n_envs, "<f4", "terminated") > 0
+    truncated = sized(extras["truncated"], n_envs, "u1", "truncated") > 0 if "truncated" in extras \
+        else np.zeros(n_envs, bool)
+    final_obs = sized(extras["final_obs"], n_envs * obs_dim, "<f4", "final_obs").reshape(n_envs, obs_dim) \
+        if "final_obs" in extras else None
+    active = sized(extras["active"], n_envs, "u1", "active") > 0 if "active" in extras else np.ones(n_envs, bool)
+    return Result(obs, reward, terminated, truncated, final_obs, active, bool(last), extras)
 
 
 def floats(buf: bytes) -> np.ndarray:

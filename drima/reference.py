@@ -14,7 +14,8 @@ import torch
 
 from drima.agent.core import AgentCore
 from drima.agent.learners import env_defaults, make_learner
-from drima.env_server.envs import default_action_type, make_env, team_reward
+from drima.env_server.envs import (AgentEpisodes, HasActionMasks, HasEpisodeMetrics, HasGlobalState, default_action_type,
+                                   make_env, team_reward)
 from drima.types import StepInfo
 from drima.launch.plan import agent_seed
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
@@ -30,10 +31,10 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
     nbrs = neighbour_map(build_topology("full" if dynamic else topology, n, seed))
     if mode == "ctde":
         nbrs = {i: [] for i in range(n)}
-    with_state = mode == "ctde" and hasattr(venv, "global_state")  # as the env server sends it
+    with_state = mode == "ctde" and isinstance(venv, HasGlobalState) and venv.state_dim > 0  # as the env server does
 
     def step_infos() -> list[StepInfo | None]:  # battles: action masks, and the global state in ctde
-        avail = venv.avail_actions() if hasattr(venv, "avail_actions") else [None] * n
+        avail = venv.avail_actions() if isinstance(venv, HasActionMasks) else [None] * n
         state = venv.global_state() if with_state else None
         return [None if a is None and state is None else StepInfo(a, state) for a in avail]
 
@@ -42,7 +43,7 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
         spec = venv.agent_spec(i)
         options = env_defaults(spec, algo) | (learner_overrides or {})
         learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i),
-                               venv.state_dim if with_state else 0)
+                               venv.state_dim if with_state else 0, env_spec=spec)
         agents.append(AgentCore(learner, mode, mu_step_size))
     obs = venv.reset()
     infos = step_infos()
@@ -57,14 +58,22 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
         near = venv.in_range(radius) if dynamic else None
         team = team_reward(venv, rewards)
         mus = np.array([a.mu for a in agents])
+        ends = venv.episode_ends() if isinstance(venv, AgentEpisodes) else None
         for i, a in enumerate(agents):
             js = nbrs[i]
-            a.learn(obs[i], actions[i], rewards[i], next_obs[i], dones, rewards[js], mus[js],
-                    in_range=None if near is None else near[i, js], team_reward=team, next_info=infos[i])
+            mask = None if near is None else near[i, js]
+            nxt, terminated, truncated, took_part = next_obs[i], dones, None, None
+            if ends is not None:  # as the env server does: only agents that took part count as neighbours
+                mask = ends.acted[js] if mask is None else mask & ends.acted[js]
+                terminated, truncated, took_part = ends.terminated[i], ends.truncated[i], ends.acted[i]
+                if ends.final_obs[i] is not None:
+                    nxt = np.where(truncated[:, None], ends.final_obs[i], nxt)
+            a.learn(obs[i], actions[i], rewards[i], nxt, terminated, rewards[js], mus[js], in_range=mask,
+                    team_reward=team, next_info=infos[i], truncated=truncated, active=took_part)
         obs = next_obs
         if t >= final_window:
             team_rewards.append(float(team.mean()))
-        for ep in getattr(venv, "pop_task_metrics", list)():
+        for ep in venv.pop_task_metrics() if isinstance(venv, HasEpisodeMetrics) else ():
             episodes.append(ep)
             if t >= final_window:
                 final_episodes.append(ep)

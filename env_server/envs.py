@@ -6,7 +6,8 @@ loop never needs to know which game it is stepping.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -14,10 +15,8 @@ from .matrix_games import MatrixGame, get_game
 
 
 class VectorEnv(Protocol):
-    """K copies of a game. Optional members the server uses when an env has them:
-    `in_range(radius)` (range topologies), `metric_names` + `pop_task_metrics()` (episode metrics),
-    `avail_actions()` (per-agent action masks), `global_state()` + `state_dim` (ctde critics),
-    `team_reward(rewards)` (ctde's team reward when it is not the sum over agents)."""
+    """K copies of a game. What an env may have beyond this is declared in the capability
+    protocols below, and the server checks them with isinstance."""
 
     n_agents: int
     n_envs: int
@@ -29,7 +28,75 @@ class VectorEnv(Protocol):
         """Per-agent observations, each (K, obs_dim) float32."""
 
     def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Per-agent (K,) actions -> (per-agent next obs, rewards (n_agents, K), dones (K,))."""
+        """Per-agent (K,) actions -> (per-agent next obs, rewards (n_agents, K), dones (K,)).
+        A copy whose episode ended is reset at once: its next obs is the new episode's first, and
+        done (K,) marks it. Without AgentEpisodes, every agent's episode ended there, terminally."""
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeEnds:
+    """How the last step ended each agent's episode, for envs whose agents leave episodes on
+    their own (PettingZoo) or by a time limit."""
+
+    terminated: np.ndarray
+    """(n_agents, K) bool: the agent's episode ended in a terminal state at this step"""
+    truncated: np.ndarray
+    """(n_agents, K) bool: the agent's episode was cut at this step (a time limit)"""
+    final_obs: list[np.ndarray | None]
+    """per agent, (K, obs_dim): the observation its episode ended on, in the rows where it was
+    truncated (the next obs is then a new episode's); None where no row was truncated"""
+    active: np.ndarray
+    """(n_agents, K) bool: the agent is in the episode at the next observation"""
+    acted: np.ndarray
+    """(n_agents, K) bool: the agent was in the episode for the step just taken (its action played)"""
+
+
+@runtime_checkable
+class AgentEpisodes(Protocol):
+    def episode_ends(self) -> EpisodeEnds:
+        """How the last step() ended episodes, per agent and copy."""
+
+
+@runtime_checkable
+class HasPositions(Protocol):
+    """Envs whose agents have positions: range topologies work there."""
+
+    def in_range(self, radius: float | None) -> np.ndarray:
+        """(n_agents, n_agents, K) bool: who is within `radius` of whom (None: each unit's sight)."""
+
+
+@runtime_checkable
+class HasActionMasks(Protocol):
+    def avail_actions(self) -> list[np.ndarray]:
+        """Per agent, (K, n_actions) bool: the actions allowed at the current observation."""
+
+
+@runtime_checkable
+class HasGlobalState(Protocol):
+    state_dim: int
+
+    def global_state(self) -> np.ndarray:
+        """(K, state_dim) float32: the global state at the current observation (ctde critics)."""
+
+
+@runtime_checkable
+class HasEpisodeMetrics(Protocol):
+    metric_names: tuple[str, ...]
+
+    def pop_task_metrics(self) -> list[dict[str, float]]:
+        """One dict per episode that ended since the last call (all of metric_names)."""
+
+
+@runtime_checkable
+class HasTeamReward(Protocol):
+    def team_reward(self, rewards: np.ndarray) -> np.ndarray:
+        """(n_agents, K) -> (K,): ctde's team reward, where it is not the sum over agents."""
+
+
+@runtime_checkable
+class HasIdleActions(Protocol):
+    def idle_actions(self) -> np.ndarray:
+        """(K, n_agents): the action that does nothing (battles: stop; action 0 is a move there)."""
 
 
 class MatrixGameEnv:
@@ -91,7 +158,7 @@ def is_mpe(spec: str) -> bool:
 
 def team_reward(env: VectorEnv, rewards: np.ndarray) -> np.ndarray:
     """ctde's team reward (K,): the env's own definition (battles: the mean over allies) or the sum."""
-    return env.team_reward(rewards) if hasattr(env, "team_reward") else rewards.sum(0)
+    return env.team_reward(rewards) if isinstance(env, HasTeamReward) else rewards.sum(0)
 
 
 def battle_kind(spec: str) -> str | None:

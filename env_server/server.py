@@ -37,7 +37,8 @@ from drima import protocol
 from drima.metrics import MetricsWriter, last_row, write_json_atomic
 from drima.procinfo import memory_mb
 
-from .envs import VectorEnv, make_env, team_reward
+from .envs import (AgentEpisodes, EpisodeEnds, HasActionMasks, HasEpisodeMetrics, HasGlobalState, HasIdleActions, HasPositions,
+                   VectorEnv, make_env, team_reward)
 
 log = logging.getLogger("drima.env_server")
 
@@ -127,10 +128,11 @@ class EnvServer:
         seed = cfg.seed + 1 + self.resumed_row_step if cfg.resume else cfg.seed
         self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, seed, cfg.action_type, cfg.env_options)
         self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
-        if self.neighbourhoods and not hasattr(self.env, "in_range"):
+        if self.neighbourhoods and not isinstance(self.env, HasPositions):
             raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")
-        self.send_state = cfg.share_team_reward and hasattr(self.env, "global_state")
-        self.task_metric_names: tuple[str, ...] = getattr(self.env, "metric_names", ())
+        self.send_state = cfg.share_team_reward and isinstance(self.env, HasGlobalState) and self.env.state_dim > 0
+        self.task_metric_names: tuple[str, ...] = \
+            tuple(self.env.metric_names) if isinstance(self.env, HasEpisodeMetrics) else ()
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 2000)
@@ -374,7 +376,7 @@ class EnvServer:
         if self.cfg.missing_action == "noop":
             return self._idle_action(agent)
         if self.cfg.missing_action == "random":
-            if hasattr(self.env, "avail_actions"):  # battles: uniform over the actions allowed now
+            if isinstance(self.env, HasActionMasks):  # battles: uniform over the actions allowed now
                 avail = self.env.avail_actions()[agent]
                 return np.argmax(avail * self.rng.random(avail.shape), axis=1).astype(np.int32)
             space = self.action_spaces[agent]
@@ -402,7 +404,7 @@ class EnvServer:
         return act
 
     def _idle_action(self, agent: int) -> np.ndarray:
-        if hasattr(self.env, "idle_actions"):  # battles: stop (action 0 is a move in SMAX)
+        if isinstance(self.env, HasIdleActions):  # battles: stop (action 0 is a move in SMAX)
             return self.env.idle_actions()[:, agent]
         space = self.action_spaces[agent]
         if space["type"] == "continuous":
@@ -414,31 +416,44 @@ class EnvServer:
         """RESULT `step` to every agent in the run. An agent rejoining gets the observation with an
         empty reward (the reward was for an action it did not take); a dead one, or one still in
         its handshake, gets nothing (results would pile up in its queue)."""
-        done_b = protocol.to_bytes(done)
+        ends = self.env.episode_ends() if isinstance(self.env, AgentEpisodes) else None
+        terminated = np.broadcast_to(done > 0, (self.cfg.n_agents, self.cfg.n_envs)) if ends is None else ends.terminated
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
             extras["team"] = protocol.to_bytes(team_reward(self.env, rewards))
         if self.send_state:
             extras["state"] = protocol.to_bytes(self.env.global_state())
-        in_range = None
-        if rewards is not None and self.neighbourhoods:
-            in_range = self.env.in_range(None if self.cfg.range_sight else self.cfg.range_radius)
-        avail = self.env.avail_actions() if hasattr(self.env, "avail_actions") else None
+        peers = self._peer_masks(ends) if rewards is not None else None
+        avail = self.env.avail_actions() if isinstance(self.env, HasActionMasks) else None
         for i in range(self.cfg.n_agents):
             if i in self.removed or i in self.dead or (i in self.rejoining and i not in self.rejoin_ready):
                 continue
             fresh = rewards is None or i in self.rejoin_ready
-            r = b"" if fresh else protocol.to_bytes(rewards[i])
-            if in_range is not None:  # only agent i's own row: who is near i
-                extras["in_range"] = np.ascontiguousarray(in_range[i], np.uint8).tobytes()
+            if peers is not None:  # only agent i's own row: who counts as i's neighbour
+                extras["in_range"] = np.ascontiguousarray(peers[i], np.uint8).tobytes()
             if avail is not None:
                 extras["avail"] = np.ascontiguousarray(avail[i], np.uint8).tobytes()
-            self._send(i, protocol.RESULT, step, [protocol.to_bytes(obs[i]), r, done_b, last, extras])
+            body = protocol.result_body(obs[i], None if fresh else rewards[i], terminated[i], last, extras,
+                                        truncated=None if ends is None or fresh else ends.truncated[i],
+                                        final_obs=None if ends is None else ends.final_obs[i],
+                                        active=None if ends is None else ends.active[i])
+            self._send(i, protocol.RESULT, step, body)
         for i in self.rejoin_ready:
             self.events.append({"event": "rejoined", "agent": i, "step": step})
             self.missed[i] = 0
         self.rejoining -= self.rejoin_ready
         self.rejoin_ready.clear()
+
+    def _peer_masks(self, ends: EpisodeEnds | None) -> np.ndarray | None:
+        """(n_agents, n_agents, K) bool: row [i, j] says in which copies agent j counts as agent i's
+        neighbour for the step just taken: within range (range topologies) and in the episode
+        (an agent out of it has no reward to share). None: every linked peer counts."""
+        near = self.env.in_range(None if self.cfg.range_sight else self.cfg.range_radius) \
+            if self.neighbourhoods else None
+        if ends is None or ends.acted.all():
+            return near
+        took_part = np.broadcast_to(ends.acted[None], (self.cfg.n_agents, *ends.acted.shape))
+        return took_part if near is None else near & took_part
 
     # -- main loop -----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -478,7 +493,7 @@ class EnvServer:
             metrics.accumulate({"team_reward": team, "missing_actions": n_missing})
             if step >= final_from:
                 final_team.append(team)
-            for episode in getattr(self.env, "pop_task_metrics", list)():
+            for episode in self.env.pop_task_metrics() if self.task_metric_names else ():
                 metrics.accumulate(episode)
                 if step >= final_from:
                     final_episodes.append(episode)

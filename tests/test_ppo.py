@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from drima.agent.learners import make_learner
-from drima.types import StepInfo
+from drima.types import StepInfo, transition
 
 K = 32
 
@@ -28,11 +28,11 @@ def test_ppo_learns_a_masked_memory_task_that_needs_its_gru():
         shown = np.eye(3, dtype=np.float32)[cue]
         wait = learner.act(shown, cue_step)
         assert (wait == 2).all(), "a masked action was taken"
-        learner.update(shown, wait, no, blank, no, recall_step)
+        learner.update(transition(shown, wait, no, blank, no, next_info=recall_step))
         answer = learner.act(blank, recall_step)
         assert (answer < 2).all(), "a masked action was taken"
         correct.append((answer == cue).mean())
-        learner.update(blank, answer, np.where(answer == cue, 1.0, -1.0).astype(np.float32), shown, yes, cue_step)
+        learner.update(transition(blank, answer, np.where(answer == cue, 1.0, -1.0).astype(np.float32), shown, yes, next_info=cue_step))
     assert np.mean(correct[:10]) < 0.7  # it starts at chance
     assert np.mean(correct[-20:]) > 0.95
     # evaluation: greedy actions, no updates; episode_ends restarts the GRU where episodes end
@@ -54,7 +54,7 @@ def test_ctde_critic_reads_the_global_state():
     before = [p.clone() for p in learner.critic.parameters()]
     for _ in range(2):
         a = learner.act(obs, info)
-        out = learner.update(obs, a, np.ones(K, np.float32), obs, np.zeros(K, np.float32), info)
+        out = learner.update(transition(obs, a, np.ones(K, np.float32), obs, np.zeros(K, np.float32), next_info=info))
     assert set(out) == {"actor_loss", "critic_loss", "entropy"}
     assert any(not torch.equal(a, b) for a, b in zip(before, learner.critic.parameters()))
 
@@ -67,7 +67,7 @@ def test_a_long_update_reports_progress_after_every_gradient_step():
     learner.on_progress = lambda: calls.append(1)
     obs = np.zeros((K, 2), np.float32)
     for _ in range(4):
-        learner.update(obs, learner.act(obs), np.ones(K, np.float32), obs, np.zeros(K, np.float32))
+        learner.update(transition(obs, learner.act(obs), np.ones(K, np.float32), obs, np.zeros(K, np.float32)))
     assert len(calls) == 3 * 2
 
 
@@ -97,7 +97,7 @@ def test_a_differential_signal_cut_at_episode_ends_pays_to_quit_early(continuing
         t_next = np.where(work == 1, t + 1, 0)
         done = (work == 0) | (t_next == 4)
         t = np.where(done, 0, t_next)
-        learner.update(obs, work, work.astype(np.float32) - 2.0, np.eye(4, dtype=np.float32)[t], done.astype(np.float32))
+        learner.update(transition(obs, work, work.astype(np.float32) - 2.0, np.eye(4, dtype=np.float32)[t], done.astype(np.float32)))
     assert 0.3 < np.concatenate(first_actions[:5]).mean() < 0.7  # it starts at chance
     works_at_start = np.concatenate(first_actions[-50:]).mean()
     if continuing:
@@ -123,7 +123,7 @@ def test_with_active_masks_steps_without_a_choice_do_not_move_the_policy(active_
             actions = learner.act(obs, info)
             assert (actions[: K // 2] == 0).all()
             signal = np.where(np.arange(K) < K // 2, dead_signal, rng.normal(size=K)).astype(np.float32)
-            learner.update(obs, actions, signal, obs, np.zeros(K, np.float32), info)
+            learner.update(transition(obs, actions, signal, obs, np.zeros(K, np.float32), next_info=info))
         return [p.detach().clone() for p in learner.actor.parameters()]
 
     same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor_after(-5.0), actor_after(5.0)))
@@ -139,7 +139,7 @@ def test_step_sizes_fall_linearly_to_zero_over_lr_anneal_steps_and_a_resumed_lea
     def one_rollout(lrn) -> list[torch.Tensor]:
         before = [p.clone() for p in lrn.actor.parameters()]
         for _ in range(cfg["n_steps"]):
-            lrn.update(obs, lrn.act(obs), signal, obs, no)
+            lrn.update(transition(obs, lrn.act(obs), signal, obs, no))
         return before
 
     one_rollout(learner)  # learned from with the full step sizes

@@ -1,43 +1,139 @@
-"""Per-agent learners: each one owns its networks and optimiser; nothing is shared."""
+"""Per-agent learners: each one owns its networks and optimiser; nothing is shared.
+
+A learner is anything that follows the :class:`Learner` protocol. Learners are made by
+factories `(spec: LearnerSpec, options: dict, seed: int) -> Learner`, found by name: the
+built-in ones (a2c, dqn, ddpg, ppo) are registered below, and `--algo MODULE:NAME` loads any
+other, a class whose constructor takes those three arguments (docs/learners.md writes one).
+Optional capabilities are declared in the protocols :class:`TracksEpisodes` and
+:class:`ReportsProgress`; the agent process checks them with isinstance.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from drima.types import StepInfo
+from drima.loading import load_object
+from drima.types import ALGOS, LearnerSpec, StepInfo, Transition
 
 from .a2c import A2C, A2CConfig
 from .ddpg import DDPG, DDPGConfig
 from .dqn import DQN, DQNConfig
 from .ppo import PPO, PPOConfig
 
-CONFIGS = {"a2c": A2CConfig, "dqn": DQNConfig, "ddpg": DDPGConfig, "ppo": PPOConfig}
-CLASSES = {"a2c": A2C, "dqn": DQN, "ddpg": DDPG, "ppo": PPO}
-ACTION_TYPES = {"a2c": ("discrete",), "dqn": ("discrete",), "ddpg": ("discrete", "continuous"), "ppo": ("discrete",)}
 
-
+@runtime_checkable
 class Learner(Protocol):
-    """`info` / `next_info`: what the env server sent beside obs / next_obs (action masks, global
-    state); only PPO uses them. A learner whose update can take seconds (PPO) also has an
-    `on_progress` callable, which the agent process sets to its env-link heartbeat."""
+    """What the agent process calls, every step: act on K observations, then learn from the
+    transition once the step's reward and the neighbours' scalars are in."""
 
-    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray: ...
-    def update(self, obs: np.ndarray, actions: np.ndarray, signal: np.ndarray, next_obs: np.ndarray,
-               done: np.ndarray, next_info: StepInfo | None = None) -> dict[str, float]: ...
-    def state_dict(self) -> dict: ...
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
+        """(K, obs_dim) -> (K,) int32 actions, or (K, dim) float32 in [-1, 1]. greedy: no exploration
+        (drima-launch --evaluate). `info`: action masks and global state, where the env has them."""
+
+    def update(self, batch: Transition) -> dict[str, float]:
+        """Learn from one step (only where batch.active); returns losses to log (may be empty)."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to go on after a restart (networks, optimisers, RNGs), for torch.save."""
+
     def load_state_dict(self, state: dict) -> None: ...
 
 
+@runtime_checkable
+class TracksEpisodes(Protocol):
+    """A learner with memory across steps (a recurrent policy) that must hear where episodes
+    restart even when it learns nothing (evaluation)."""
+
+    def episode_ends(self, starts: np.ndarray) -> None:
+        """(K,) bool: the next observation begins a new episode in these copies."""
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """A learner whose update can take seconds (PPO's epochs): the agent process sets
+    on_progress to its env-link heartbeat, to be called between gradient steps, so that a long
+    update does not look like a dead agent."""
+
+    on_progress: Callable[[], None]
+
+
+LearnerFactory = Callable[[LearnerSpec, dict, int], Learner]
+
+
+def _options(cfg_cls: type, algo: str, overrides: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown {algo} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cfg_cls(**overrides)
+
+
+def _needs(algo: str, spec: LearnerSpec, kinds: tuple[str, ...]) -> None:
+    if spec.action.get("type") not in kinds:
+        raise ValueError(f"{algo} supports {' or '.join(kinds)} actions, not {spec.action.get('type')!r}")
+
+
+def _a2c(spec: LearnerSpec, options: dict, seed: int) -> A2C:
+    _needs("a2c", spec, ("discrete",))
+    return A2C(spec.obs_dim, int(spec.action["n"]), _options(A2CConfig, "a2c", options), seed)
+
+
+def _dqn(spec: LearnerSpec, options: dict, seed: int) -> DQN:
+    _needs("dqn", spec, ("discrete",))
+    return DQN(spec.obs_dim, int(spec.action["n"]), _options(DQNConfig, "dqn", options), seed)
+
+
+def _ddpg(spec: LearnerSpec, options: dict, seed: int) -> DDPG:
+    _needs("ddpg", spec, ("discrete", "continuous"))
+    return DDPG(spec.obs_dim, spec.action, _options(DDPGConfig, "ddpg", options), seed)
+
+
+def _ppo(spec: LearnerSpec, options: dict, seed: int) -> PPO:
+    _needs("ppo", spec, ("discrete",))
+    return PPO(spec.obs_dim, int(spec.action["n"]), _options(PPOConfig, "ppo", options), seed, spec.state_dim)
+
+
+LEARNERS: dict[str, LearnerFactory] = {}
+CONFIGS = {"a2c": A2CConfig, "dqn": DQNConfig, "ddpg": DDPGConfig, "ppo": PPOConfig}
+
+
+def register_learner(name: str, factory: LearnerFactory) -> None:
+    """Make `--algo NAME` build learners with `factory`."""
+    LEARNERS[name] = factory
+
+
+for _name, _factory in zip(ALGOS, (_a2c, _dqn, _ddpg, _ppo)):
+    register_learner(_name, _factory)
+
+
+def learner_factory(algo: str) -> LearnerFactory:
+    """A registered name, or `MODULE:NAME` (a dotted module or a .py file, then a class or function)."""
+    if algo in LEARNERS:
+        return LEARNERS[algo]
+    module, sep, name = algo.rpartition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"unknown algo {algo!r}: use one of {', '.join(LEARNERS)}, or MODULE:CLASS "
+                         f"for a learner of your own (docs/learners.md)")
+    factory = load_object(module, name, f"--algo {algo}")
+    if not callable(factory):
+        raise ValueError(f"--algo {algo}: {name} is not a class or function")
+    return factory
+
+
 def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
-    """Learner options implied by the environment, for the fields `algo` has.
+    """Learner options implied by the environment, for the fields `algo` has (built-in learners
+    only: a learner of your own reads LearnerSpec.env itself).
 
     A one-state game (matrix games) gets gamma 0: no action changes the next state, so an
     action's value is its signal. Short episodes (MPE, 30-50 steps) get MADDPG's gamma 0.95,
     and A2C learns from 5-step rollouts there (one-step updates on small per-step signals
     barely move it)."""
+    if algo not in CONFIGS:
+        return {}
     if spec.get("single_state"):
         defaults = {"gamma": 0.0}
     elif spec.get("episode_length"):
@@ -48,22 +144,19 @@ def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
 
 
 def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[str, Any], seed: int,
-                 state_dim: int = 0) -> Learner:
-    """Build one agent's learner. `overrides` set fields of the algorithm's config dataclass;
-    state_dim > 0 (ctde with a global state) gives PPO a centralised critic."""
-    if algo not in CLASSES:
-        raise ValueError(f"unknown algo {algo!r}; choose from {sorted(CLASSES)}")
-    kind = action_space.get("type")
-    if kind not in ACTION_TYPES[algo]:
-        raise ValueError(f"{algo} supports {' or '.join(ACTION_TYPES[algo])} actions, not {kind!r}")
-    cfg_cls = CONFIGS[algo]
-    known = {f.name for f in dataclasses.fields(cfg_cls)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise ValueError(f"unknown {algo} option(s) {sorted(unknown)}; known: {sorted(known)}")
-    cfg = cfg_cls(**overrides)
-    if algo == "ddpg":
-        return DDPG(obs_dim, action_space, cfg, seed)
-    if algo == "ppo":
-        return PPO(obs_dim, int(action_space["n"]), cfg, seed, state_dim)
-    return CLASSES[algo](obs_dim, int(action_space["n"]), cfg, seed)
+                 state_dim: int = 0, env_spec: dict | None = None) -> Learner:
+    """Build one agent's learner. `overrides`: the learner's options (for the built-in ones,
+    fields of its config dataclass); state_dim > 0 (ctde with a global state) gives PPO a
+    centralised critic. Raises ValueError (one line) for a bad algo, option or action space."""
+    spec = LearnerSpec(int(obs_dim), dict(action_space), int(state_dim), dict(env_spec or {}))
+    try:
+        learner = learner_factory(algo)(spec, dict(overrides), seed)
+    except (ValueError, TypeError) as exc:
+        if algo in LEARNERS:
+            raise ValueError(str(exc)) from None
+        raise ValueError(f"--algo {algo}: building the learner failed: {type(exc).__name__}: {exc}") from None
+    missing = [m for m in ("act", "update", "state_dict", "load_state_dict") if not callable(getattr(learner, m, None))]
+    if missing:
+        raise ValueError(f"--algo {algo}: the learner has no {', '.join(missing)} (see the Learner protocol, "
+                         f"docs/learners.md)")
+    return learner

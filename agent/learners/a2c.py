@@ -1,6 +1,6 @@
 """Advantage actor-critic, the paper's Algorithm 1 (DRI actor-critic), one agent's own learner.
 
-    delta = signal + gamma * V(s') * (1 - done) - V(s)
+    delta = signal + gamma * V(s') * (1 - terminated) - V(s)   (a truncated episode bootstraps)
     critic: minimise 0.5 * delta^2          (step size lr_critic, the faster time scale)
     actor:  ascend delta * log pi(a|s)      (step size lr_actor) + entropy bonus
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drima.types import StepInfo
+from drima.types import StepInfo, Transition
 
 from .nets import mlp
 
@@ -72,28 +72,33 @@ class A2C:
         """Action probabilities (for logging and evaluation)."""
         return F.softmax(self.actor(torch.as_tensor(obs)), dim=-1).numpy()
 
-    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
-        self.rollout.append((obs, actions, signal, next_obs, done))
+    def update(self, batch: Transition) -> dict[str, float]:
+        self.rollout.append((batch.obs, batch.actions, batch.signal, batch.next_obs, batch.terminated,
+                             batch.done, batch.active))
         if len(self.rollout) < self.cfg.n_steps:
             return {}
-        obs_t, act_t, sig, next_t, done_t = (torch.as_tensor(np.stack(x)) for x in zip(*self.rollout))
+        obs_t, act_t, sig, next_t, term_t, done_t, active_t = (torch.as_tensor(np.stack(x)) for x in zip(*self.rollout))
         self.rollout.clear()
-        not_done = 1.0 - done_t.float()  # (n, K)
+        active = active_t.float()  # (n, K): steps the agent took part in; the rest teach nothing
+        if active.sum() == 0:
+            return {}
         v = self.critic(obs_t).squeeze(-1)  # (n, K)
         with torch.no_grad():
             v_next = self.critic(next_t).squeeze(-1) if self.cfg.gamma > 0 else torch.zeros_like(v)
-            deltas = sig.float() + self.cfg.gamma * v_next * not_done - v
+            deltas = sig.float() + self.cfg.gamma * v_next * (1.0 - term_t.float()) - v
+            chain = 1.0 - done_t.float()  # advantages do not run on into the next episode
             adv = torch.zeros_like(deltas)
             running = torch.zeros_like(deltas[0])
             for t in reversed(range(len(deltas))):  # GAE; with one step it is delta itself
-                running = deltas[t] + self.cfg.gamma * self.cfg.gae_lambda * not_done[t] * running
+                running = deltas[t] + self.cfg.gamma * self.cfg.gae_lambda * chain[t] * running
                 adv[t] = running
             returns = adv + v
+        weight = active / active.sum()  # a mean over the active steps
         logp_all = F.log_softmax(self.actor(obs_t), dim=-1)
         logp = logp_all.gather(-1, act_t.long().unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
-        actor_loss = -(adv * logp).mean() - self.cfg.entropy_coef * entropy
-        critic_loss = 0.5 * (returns - v).pow(2).mean()
+        entropy = (-(logp_all.exp() * logp_all).sum(-1) * weight).sum()
+        actor_loss = -(adv * logp * weight).sum() - self.cfg.entropy_coef * entropy
+        critic_loss = 0.5 * ((returns - v).pow(2) * weight).sum()
         self.opt.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)

@@ -5,7 +5,7 @@ Gaussian exploration noise. Discrete actions (matrix games) follow MADDPG's reci
 outputs logits, the critic scores Q(s, one_hot(a)), and the actor ascends Q(s, softmax(logits))
 through the relaxed action; exploration samples a Gumbel-perturbed argmax, plus epsilon-uniform.
 
-    target = signal + gamma * (1 - done) * Q_target(s', pi_target(s'))
+    target = signal + gamma * (1 - terminated) * Q_target(s', pi_target(s'))
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drima.types import StepInfo
+from drima.types import StepInfo, Transition
 
 from .nets import mlp, soft_update
 from .replay import ReplayBuffer
@@ -97,8 +97,12 @@ class DDPG:
     def _q(self, critic, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return critic(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
-    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
-        self.buffer.add_batch(obs, actions, signal, next_obs, done)
+    def update(self, batch: Transition) -> dict[str, float]:
+        # only the steps the agent took part in; the buffer's `done` is `terminated`: a truncated
+        # episode is bootstrapped from its final observation like any other step
+        m = batch.active
+        self.buffer.add_batch(batch.obs[m], batch.actions[m], batch.signal[m], batch.next_obs[m],
+                              batch.terminated[m].astype(np.float32))
         if self.buffer.size < self.cfg.learning_starts:
             return {}
         o, a, s, o2, d = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))

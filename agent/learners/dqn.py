@@ -1,6 +1,6 @@
 """Deep Q-learning with the DRI signal in the target, one agent's own learner.
 
-    target = signal + gamma * (1 - done) * max_a' Q_target(s', a')
+    target = signal + gamma * (1 - terminated) * max_a' Q_target(s', a')
     loss   = smooth_l1(Q(s, a), target)
 
 Transitions are stored with the signal computed when they happened (the paper's -Dri DQN
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from drima.types import StepInfo
+from drima.types import StepInfo, Transition
 
 from .nets import mlp, soft_update
 from .replay import ReplayBuffer
@@ -72,9 +72,13 @@ class DQN:
         random = self.rng.integers(0, self.n_actions, size=len(obs))
         return np.where(explore, random, best).astype(np.int32)
 
-    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
+    def update(self, batch: Transition) -> dict[str, float]:
         self.steps += 1
-        self.buffer.add_batch(obs, actions, signal, next_obs, done)
+        # only the steps the agent took part in; the buffer's `done` is `terminated`: a truncated
+        # episode is bootstrapped from its final observation like any other step
+        m = batch.active
+        self.buffer.add_batch(batch.obs[m], batch.actions[m], batch.signal[m], batch.next_obs[m],
+                              batch.terminated[m].astype(np.float32))
         if self.buffer.size < self.cfg.learning_starts:
             return {"epsilon": self.epsilon}
         o, a, s, o2, d = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))

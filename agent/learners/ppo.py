@@ -4,8 +4,10 @@ Nothing is shared across agent processes: each has its GRU actor pi(a | o_1..o_t
 actions the env forbids masked out (the "avail" extra), and its GRU critic V(o_1..o_t), or in
 ctde V(s_1..s_t) on the global state the env server sends. Every n_steps steps (x K copies):
 
-    delta_t  = signal_t + gamma * V_{t+1} * (1 - done_t) - V_t          V de-normalised
-    A_t      = GAE(lambda) over the rollout, then standardised;  G_t = A_t + V_t
+    delta_t  = signal_t + gamma * V_{t+1} * (1 - terminated_t) - V_t    V de-normalised; where the
+               episode was truncated, V_{t+1} is the value of its final observation
+    A_t      = GAE(lambda) over the rollout, cut where an episode ended, then standardised over the
+               steps the agent took part in (Transition.active);  G_t = A_t + V_t
     value normalisation: the critic predicts (G - m) / s, m and s running statistics of G
     for each of `epochs` passes, over minibatches of recurrent chunks (chunk_len steps, the GRU
     state stored at the chunk's start, reset where an episode starts inside the chunk):
@@ -37,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drima.types import StepInfo
+from drima.types import StepInfo, Transition
 
 from .nets import linear
 
@@ -92,6 +94,10 @@ class PPOConfig:
             raise ValueError("ppo: minibatches and epochs must be >= 1")
         if self.lr_anneal_steps < 0:
             raise ValueError(f"ppo: lr_anneal_steps {self.lr_anneal_steps} must be >= 0 (0: constant step sizes)")
+
+
+def _f32(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float32)
 
 
 class RecurrentNet(nn.Module):
@@ -194,45 +200,70 @@ class PPO:
         self.starts = torch.zeros(k)
         return actions.numpy().astype(np.int32)
 
-    def episode_ends(self, done: np.ndarray) -> None:
-        """Evaluation, where nothing is learned: the GRU state restarts where an episode ended."""
+    def episode_ends(self, starts: np.ndarray) -> None:
+        """Evaluation, where nothing is learned: the GRU state restarts where an episode begins."""
         self.pending = None
-        self.starts = torch.as_tensor(done, dtype=torch.float32)
+        self.starts = torch.as_tensor(starts, dtype=torch.float32)
 
-    def update(self, obs, actions, signal, next_obs, done, next_info: StepInfo | None = None) -> dict[str, float]:
+    def _final_values(self, batch: Transition) -> torch.Tensor:
+        """V of the observation each copy's episode ended on, for truncated copies (0 elsewhere):
+        the critic's GRU state after the step, on the final observation. A centralised critic has
+        no final state: it reads the state sent with the next observation instead."""
+        if not batch.truncated.any() or self.cfg.continuing:
+            return torch.zeros(len(batch.signal))
+        with torch.no_grad():
+            v, _ = self.critic(self._critic_input(batch.next_obs, batch.next_info)[None], self.h_critic,
+                               torch.zeros(1, len(batch.signal)))
+        return self._values(v[0, :, 0]) * torch.as_tensor(batch.truncated, dtype=torch.float32)
+
+    def update(self, batch: Transition) -> dict[str, float]:
         if self.pending is None:  # no act() before this step (cannot happen in the agent loop)
             return {}
-        done_t = torch.as_tensor(done, dtype=torch.float32)
-        self.rollout.append(self.pending | {"signal": torch.as_tensor(signal, dtype=torch.float32), "done": done_t})
+        self.rollout.append(self.pending | {"signal": _f32(batch.signal), "terminated": _f32(batch.terminated),
+                                            "done": _f32(batch.done), "present": _f32(batch.active),
+                                            "v_final": self._final_values(batch)})
         self.pending = None
-        self.starts = done_t.clone()  # the next observation begins a new episode where done
+        # the next observation begins a new episode where this one ended, and where the agent was
+        # out of the episode (it comes back only in a new one)
+        self.starts = _f32(batch.done | ~batch.active)
         if len(self.rollout) < self.cfg.n_steps:
             return {}
-        batch = {key: torch.stack([step[key] for step in self.rollout]) for key in self.rollout[0]}  # (T, K, ...)
+        roll = {key: torch.stack([step[key] for step in self.rollout]) for key in self.rollout[0]}  # (T, K, ...)
         self.rollout.clear()
+        if roll["present"].sum() == 0:  # out of every episode for the whole rollout
+            return {}
 
         # ---- advantages: GAE over the rollout, bootstrapped from V(next observation) ----
         with torch.no_grad():
-            v_next, _ = self.critic(self._critic_input(next_obs, next_info)[None], self.h_critic, self.starts[None])
-            values = self._values(batch["value"])
+            v_next, _ = self.critic(self._critic_input(batch.next_obs, batch.next_info)[None], self.h_critic,
+                                    self.starts[None])
+            values = self._values(roll["value"])
             v_next = self._values(v_next[0, :, 0])
             adv = torch.zeros_like(values)
             running = torch.zeros_like(v_next)
+            episodic = not self.cfg.continuing  # continuing: returns run on through every episode end
             for t in reversed(range(self.cfg.n_steps)):
-                not_done = 1.0 - batch["done"][t] * (not self.cfg.continuing)
                 following = v_next if t == self.cfg.n_steps - 1 else values[t + 1]
-                delta = batch["signal"][t] + self.cfg.gamma * following * not_done - values[t]
-                running = delta + self.cfg.gamma * self.cfg.gae_lambda * not_done * running
+                if episodic:  # a truncated episode goes on from the value of its final observation
+                    trunc = roll["done"][t] - roll["terminated"][t]
+                    following = following * (1 - trunc) + roll["v_final"][t]
+                    bootstrap, chain = 1.0 - roll["terminated"][t], 1.0 - roll["done"][t]
+                else:
+                    bootstrap = chain = 1.0
+                delta = roll["signal"][t] + self.cfg.gamma * following * bootstrap - values[t]
+                running = delta + self.cfg.gamma * self.cfg.gae_lambda * chain * running
                 adv[t] = running
             returns = adv + values
+            present = roll["present"]
             if self.cfg.value_norm:
-                self.value_norm.update(returns)
+                self.value_norm.update(returns if present.all() else returns[present.bool()])
                 returns = self.value_norm.normalize(returns)
             # steps where the policy had a choice (a dead unit has one allowed action)
-            active = (batch["avail"].sum(-1) > 1).float() if self.cfg.active_masks else torch.ones_like(adv)
+            active = present * (roll["avail"].sum(-1) > 1).float() if self.cfg.active_masks else present
             mean = (adv * active).sum() / active.sum().clamp(min=1)
             std = (((adv - mean) ** 2 * active).sum() / (active.sum() - 1).clamp(min=1)).sqrt()
             adv = (adv - mean) / (std + 1e-5)
+        roll["active"] = active
 
         # ---- recurrent chunks: (T, K, ...) -> (L, T/L * K, ...), GRU states from each chunk's start ----
         L = self.cfg.chunk_len
@@ -241,9 +272,10 @@ class PPO:
             t, k = x.shape[:2]
             return x.reshape(t // L, L, k, *x.shape[2:]).transpose(0, 1).reshape(L, (t // L) * k, *x.shape[2:])
 
-        seq = {key: chunks(batch[key]) for key in ("obs", "crit_in", "avail", "starts", "actions", "logp", "value")}
-        seq["adv"], seq["returns"], seq["active"] = chunks(adv), chunks(returns), chunks(active)
-        h0_actor, h0_critic = (batch[key][::L].reshape(-1, self.cfg.hidden) for key in ("h_actor", "h_critic"))
+        seq = {key: chunks(roll[key]) for key in ("obs", "crit_in", "avail", "starts", "actions", "logp", "value",
+                                                    "active", "present")}
+        seq["adv"], seq["returns"] = chunks(adv), chunks(returns)
+        h0_actor, h0_critic = (roll[key][::L].reshape(-1, self.cfg.hidden) for key in ("h_actor", "h_critic"))
         n_chunks = h0_actor.shape[0]
 
         # ---- step sizes: linear annealing to 0 over lr_anneal_steps, counted before this rollout ----
@@ -273,8 +305,10 @@ class PPO:
                 v, _ = self.critic(seq["crit_in"][:, mb], h0_critic[mb], seq["starts"][:, mb])
                 v, old_v, g = v[..., 0], seq["value"][:, mb], seq["returns"][:, mb]
                 v_clipped = old_v + (v - old_v).clamp(-self.cfg.clip, self.cfg.clip)
-                critic_loss = torch.max(F.huber_loss(v, g, reduction="none", delta=self.cfg.huber_delta),
-                                        F.huber_loss(v_clipped, g, reduction="none", delta=self.cfg.huber_delta)).mean()
+                crit_w = seq["present"][:, mb]
+                critic_loss = (torch.max(F.huber_loss(v, g, reduction="none", delta=self.cfg.huber_delta),
+                                         F.huber_loss(v_clipped, g, reduction="none", delta=self.cfg.huber_delta))
+                               * crit_w).sum() / crit_w.sum().clamp(min=1)
 
                 self.actor_opt.zero_grad(set_to_none=True)
                 self.critic_opt.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""A fixed-size ring buffer of transitions (obs, action, signal, next_obs, done)."""
+"""A fixed-size ring buffer of transitions (obs, action, signal, next_obs, done); `done` marks a
+terminal next_obs (no bootstrap), never a truncated one."""
 
 from __future__ import annotations
 
