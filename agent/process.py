@@ -116,6 +116,7 @@ class AgentProcess:
                                  drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed)
         self.stop_requested = False
         self.core: AgentCore | None = None
+        self.agent_name: str | None = None  # the env's name for this agent (PettingZoo, MPE, battles)
         self.step = 0
         self.exchange_s: list[float] = []  # publish -> all live neighbours heard, per step
         self.last_heard = time.monotonic()  # last frame from the env server
@@ -228,7 +229,8 @@ class AgentProcess:
         self.state_dim = int(spec.get("state_dim", 0))
         if isinstance(learner, ReportsProgress):  # long updates (PPO) heartbeat between gradient steps
             learner.on_progress = self._heartbeat
-        if "agent_name" in spec:
+        self.agent_name = spec.get("agent_name")
+        if self.agent_name:
             log.info("agent %d is %r in %s", cfg.agent_id, spec["agent_name"], spec.get("env"))
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
@@ -369,7 +371,7 @@ class AgentProcess:
     def _write_stats(self) -> None:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""
         lat = np.array(self.exchange_s) * 1000
-        stats = {"step": self.step, "link": self.link.stats, "n_peers": len(self.link.peers),
+        stats = {"step": self.step, "agent_name": self.agent_name, "link": self.link.stats, "n_peers": len(self.link.peers),
                  "memory": memory_mb(),
                  "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                  "mean": float(lat.mean())} if lat.size else None}

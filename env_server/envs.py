@@ -149,6 +149,7 @@ class MatrixGameEnv:
 
 
 MPE_ENVS = ("hunting", "collection")
+PETTINGZOO_PREFIX = "pettingzoo:"  # pettingzoo:MODULE[:FACTORY], see pettingzoo_env.py
 BATTLE_ENVS = ("smax", "sc2")  # smax:MAP (jaxmarl), sc2:MAP (StarCraft II through SMAC)
 
 
@@ -194,7 +195,12 @@ def battle_spec(spec: str) -> dict:
 def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
              options: dict | None = None) -> VectorEnv:
     """`pd`, `maintain`, `meeting3`, `payoff:FILE` (matrix games), `hunting`, `collection` (MPE),
-    `smax:MAP` (jaxmarl's SMAX; imports JAX) or `sc2:MAP` (StarCraft II through SMAC)."""
+    `smax:MAP` (jaxmarl's SMAX; imports JAX), `sc2:MAP` (StarCraft II through SMAC) or
+    `pettingzoo:MODULE[:FACTORY]` (any PettingZoo ParallelEnv; its own spaces decide the actions)."""
+    if spec.startswith(PETTINGZOO_PREFIX):
+        from .pettingzoo_env import PettingZooVectorEnv
+
+        return PettingZooVectorEnv(spec, n_agents, n_envs, seed, options)
     if battle_kind(spec) is not None:
         if action_type != "discrete":
             raise ValueError(f"{spec} has discrete actions only")
@@ -214,3 +220,19 @@ def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: 
     if options:
         raise ValueError(f"matrix game {spec!r} takes no env options, got {sorted(options)}")
     return MatrixGameEnv(get_game(spec), n_agents, n_envs)
+
+
+def default_agents(spec: str, options: dict) -> int:
+    """As many agents as the environment has learners (the launcher's default --n). Raises
+    ValueError for an env or option that cannot be built."""
+    if spec.startswith(PETTINGZOO_PREFIX):
+        from .pettingzoo_env import possible_agents
+
+        return len(possible_agents(spec, options))
+    if battle_kind(spec):
+        return battle_spec(spec)["n_agents"]
+    if is_mpe(spec):
+        from .mpe.vector import count_learners
+
+        return count_learners(spec, options)
+    return get_game(spec).n_players

@@ -376,8 +376,8 @@ class EnvServer:
         if self.cfg.missing_action == "noop":
             return self._idle_action(agent)
         if self.cfg.missing_action == "random":
-            if isinstance(self.env, HasActionMasks):  # battles: uniform over the actions allowed now
-                avail = self.env.avail_actions()[agent]
+            avail = self.env.avail_actions()[agent] if isinstance(self.env, HasActionMasks) else None
+            if avail is not None:  # battles: uniform over the actions allowed now
                 return np.argmax(avail * self.rng.random(avail.shape), axis=1).astype(np.int32)
             space = self.action_spaces[agent]
             if space["type"] == "continuous":
@@ -431,7 +431,7 @@ class EnvServer:
             fresh = rewards is None or i in self.rejoin_ready
             if peers is not None:  # only agent i's own row: who counts as i's neighbour
                 extras["in_range"] = np.ascontiguousarray(peers[i], np.uint8).tobytes()
-            if avail is not None:
+            if avail is not None and avail[i] is not None:
                 extras["avail"] = np.ascontiguousarray(avail[i], np.uint8).tobytes()
             body = protocol.result_body(obs[i], None if fresh else rewards[i], terminated[i], last, extras,
                                         truncated=None if ends is None or fresh else ends.truncated[i],

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from drima.agent.process import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
-from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, has_positions, is_mpe
-from drima.env_server.matrix_games import get_game
+from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, default_agents, has_positions, is_mpe
+from drima.env_server.pettingzoo_env import absolute_spec, is_pettingzoo
+from drima.loading import absolute_reference
 from drima.env_server.server import MISSING_ACTIONS
 from drima.metrics import last_row, write_json_atomic
 from drima.procinfo import set_process_title
@@ -45,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default=d.env,
                    help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)"
-                        " | smax:MAP (jaxmarl's SMAX, e.g. smax:3m; the smax extra) | sc2:MAP (StarCraft II via SMAC)")
-    p.add_argument("--algo", default=d.algo, choices=ALGOS, help="each agent's own learner")
+                        " | smax:MAP (jaxmarl's SMAX, e.g. smax:3m; the smax extra) | sc2:MAP (StarCraft II via SMAC)"
+                        " | pettingzoo:MODULE[:FACTORY] (any PettingZoo ParallelEnv, e.g. pettingzoo:mpe2.simple_spread_v3;"
+                        " --env-options are its keyword arguments)")
+    p.add_argument("--algo", default=d.algo,
+                   help=f"each agent's own learner: {' | '.join(ALGOS)} | MODULE:CLASS (a learner of your own, "
+                        f"docs/learners.md; MODULE is a dotted module or a .py file)")
     p.add_argument("--mode", default=d.mode, choices=REWARD_MODES, help="reward mode")
     p.add_argument("--topology", default=d.topology,
                    help="full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES"
@@ -203,7 +208,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
         n = a.n if a.n is not None else default_n(a.env, env_options)
     except ValueError as exc:  # unknown map, or SMAC missing
         parser.error(str(exc))
-    cfg = LaunchConfig(env=a.env, algo=a.algo, mode=a.mode, topology=a.topology, n=n, steps=a.steps,
+    env = absolute_spec(a.env) if is_pettingzoo(a.env) else a.env  # agents may start in another folder
+    cfg = LaunchConfig(env=env, algo=absolute_reference(a.algo), mode=a.mode, topology=a.topology, n=n, steps=a.steps,
                        envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
@@ -237,11 +243,7 @@ def default_n(env: str, env_options: dict) -> int:
     if battle_kind(env):
         return battle_spec(env)["n_agents"]
     try:
-        if is_mpe(env):
-            from drima.env_server.mpe.vector import count_learners
-
-            return count_learners(env, env_options)
-        return get_game(env).n_players
+        return default_agents(env, env_options)
     except ValueError:  # a bad env or option: reported with its reason by _validate
         return 2
 
@@ -259,10 +261,35 @@ def _validate(cfg: LaunchConfig) -> None:
         sizes = battle_spec(cfg.env)
         if cfg.n != sizes["n_agents"]:
             raise ValueError(f"--env {cfg.env} has {sizes['n_agents']} allied units, but --n is {cfg.n}")
-        spec = {"obs_dim": sizes["obs_dim"] or 1, "action": {"type": "discrete", "n": sizes["n_actions"]}}
+        specs = [{"obs_dim": sizes["obs_dim"] or 1, "action": {"type": "discrete", "n": sizes["n_actions"]}}]
+    elif is_pettingzoo(cfg.env):
+        specs = _pettingzoo_specs(cfg)
     else:
-        spec = make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options).agent_spec(0)
-    make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec, cfg.algo) | cfg.learner, 0)
+        specs = [make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options).agent_spec(0)]
+    for i, spec in enumerate(specs):  # every agent's own learner, where agents differ
+        try:
+            make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec, cfg.algo) | cfg.learner, 0,
+                         env_spec=spec)
+        except ValueError as exc:
+            who = f"agent {i} ({spec['agent_name']}): " if len(specs) > 1 and "agent_name" in spec else ""
+            raise ValueError(f"{who}{exc}") from None
+
+
+def _pettingzoo_specs(cfg: LaunchConfig) -> list[dict]:
+    """A user's PettingZoo env: its agents' specs, after a short run through the env server's
+    contract (check_env), so that a broken env is a one-line error here and not a crash later."""
+    from drima.env_server.check import check_env
+    from drima.env_server.envs import make_env
+
+    if cfg.actions != "auto":
+        raise ValueError(f"--actions {cfg.actions}: a PettingZoo env's own action spaces decide (leave --actions auto)")
+    venv = make_env(cfg.env, cfg.n, 1, cfg.seed, "discrete", cfg.env_options)
+    specs = [venv.agent_spec(i) for i in range(cfg.n)]
+    problems = check_env(cfg.env, cfg.env_options, steps=50, n_envs=1, seed=cfg.seed)
+    if problems:
+        more = f" (and {len(problems) - 1} more: drima.check_env lists them)" if len(problems) > 1 else ""
+        raise ValueError(f"--env {cfg.env} breaks the env contract: {problems[0]}{more}")
+    return specs
 
 
 class Progress:

@@ -19,6 +19,13 @@ def _final_mean(rows: list[dict[str, str]], key: str, from_step: float) -> float
     return float(np.mean(vals)) if vals else None
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # a process that died before writing it
+        return {}
+
+
 def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dict[int, list[int]],
                   processes: dict | None = None) -> dict:
     """`processes`: what the launcher saw: per agent exit status and restarts, kills, failure."""
@@ -34,7 +41,9 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
     agents = {}
     for i in range(cfg.n):
         rows = read_rows(run_dir / f"agent_{i}" / "metrics.csv")
+        agent_stats = _read_json(run_dir / f"agent_{i}" / "stats.json")
         agents[str(i)] = {
+            "name": agent_stats.get("agent_name"),
             "neighbours": neighbours.get(i, []),
             "steps_logged": int(float(rows[-1]["step"])) if rows else 0,
             "final_reward": _final_mean(rows, "reward", from_step),
