@@ -4,6 +4,8 @@ memory, and the ratio to the same learners run in one process with no sockets.
     python benchmarks/runtime.py                      # n in {2, 6, 12} x K in {1, 8}, pd, a2c-dri, ring
     python benchmarks/runtime.py --ns 6 --ks 8 --steps 2000
     python benchmarks/runtime.py --env collection --ns 6 --ks 8 --out benchmarks/results/runtime_mpe
+    python benchmarks/runtime.py --env pettingzoo:mpe2.simple_spread_v3 --env-options '{"N": 6}' --ns 6 --ks 8,32 \
+        --out benchmarks/results/runtime_simple_spread        # any PettingZoo env, through the adapter
 
 For each (n, K) it runs `drima-launch` for real (one env server + n agent processes) and then
 `drima.reference.run_reference` (the same learners, env and DRI rule in one process) with the
@@ -17,6 +19,7 @@ import argparse
 import csv
 import json
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -29,9 +32,9 @@ from drima.env_server.envs import make_env
 from drima.reference import run_reference
 
 
-def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int) -> float:
+def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int, options: dict) -> float:
     """Env steps/s of the environment by itself: K copies, random discrete actions, no learning."""
-    venv = make_env(env, n, k, seed)
+    venv = make_env(env, n, k, seed, options=options)
     rng = np.random.default_rng(seed)
     sizes = [venv.agent_spec(i)["action"]["n"] for i in range(n)]
     venv.reset()
@@ -40,22 +43,25 @@ def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int) -> float:
         venv.step([rng.integers(0, size, k).astype(np.int32) for size in sizes])
     return steps * k / (time.perf_counter() - t0)
 
-COLUMNS = ["n", "K", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "env_alone_env_steps_per_s", "nbr_bytes_per_peer_env_step",
+COLUMNS = ["n", "K", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "env_alone_env_steps_per_s",
+           "fraction_of_env_alone", "nbr_bytes_per_peer_env_step",
            "nbr_bytes_per_msg", "env_link_bytes_per_agent_step", "exchange_p50_ms", "exchange_p99_ms",
            "agent_rss_mb", "agent_pss_mb", "env_server_rss_mb", "total_pss_mb"]
 
 
-def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int) -> dict:
+def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int,
+            options: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="drima-bench-") as tmp:
         run_dir = Path(tmp)
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--algo", algo, "--mode", mode, "--topology",
                topology, "--n", str(n), "--envs", str(k), "--steps", str(steps), "--seed", str(seed),
-               "--run-dir", str(run_dir), "--quiet", "--log-every", str(max(50, steps // 20))]
+               "--run-dir", str(run_dir), "--quiet", "--log-every", str(max(50, steps // 20)),
+               "--env-options", json.dumps(options)]
         subprocess.run(cmd, check=True)
         summary = json.loads((run_dir / "summary.json").read_text())
         server = json.loads((run_dir / "env_server" / "stats.json").read_text())
         agents = [json.loads((run_dir / f"agent_{i}" / "stats.json").read_text()) for i in range(n)]
-    ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k)
+    ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k, env_options=options)
     sent = np.array([a["link"]["sent_bytes"] for a in agents], float)
     msgs = np.array([a["link"]["sent_msgs"] for a in agents], float)
     env_link = np.array(server["env_link_bytes_sent_per_agent_step"]) + np.array(server["env_link_bytes_recv_per_agent_step"])
@@ -65,7 +71,8 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
     return {
         "n": n, "K": k, "env_steps_per_s": round(rate), "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
         "ratio": round(rate / ref["env_steps_per_s"], 2),
-        "env_alone_env_steps_per_s": round(env_alone_rate(env, n, k, steps, seed)),
+        "env_alone_env_steps_per_s": round(env_alone := env_alone_rate(env, n, k, steps, seed, options)),
+        "fraction_of_env_alone": round(rate / env_alone, 2),
         # PUB sends each frame once; ZeroMQ delivers one copy to each subscribed neighbour.
         "nbr_bytes_per_peer_env_step": round(float((sent / (steps * k)).mean()), 2),
         "nbr_bytes_per_msg": round(float((sent / msgs).mean()), 1),
@@ -81,6 +88,7 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="pd")
+    p.add_argument("--env-options", default="{}", help="the env's options as JSON (--env-options of drima-launch)")
     p.add_argument("--algo", default="a2c")
     p.add_argument("--mode", default="dri")
     p.add_argument("--topology", default="ring")
@@ -95,7 +103,8 @@ def main() -> int:
     print(" | ".join(COLUMNS))
     for n in map(int, a.ns.split(",")):
         for k in map(int, a.ks.split(",")):
-            row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed)
+            row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed,
+                          json.loads(a.env_options))
             rows.append(row)
             print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
     out = Path(a.out)
@@ -104,7 +113,7 @@ def main() -> int:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    cmd = "python " + " ".join(sys.argv)
+    cmd = "python " + " ".join(shlex.quote(x) for x in sys.argv)
     lines = [f"Command: `{cmd}` ({a.env}, {a.algo}-{a.mode}, {a.topology} for n > 2, {a.steps} steps per run; "
              f"machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; "
              f"total {time.monotonic() - t0:.0f} s)", "",
