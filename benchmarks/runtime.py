@@ -43,20 +43,20 @@ def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int, options: dic
         venv.step([rng.integers(0, size, k).astype(np.int32) for size in sizes])
     return steps * k / (time.perf_counter() - t0)
 
-COLUMNS = ["n", "K", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "env_alone_env_steps_per_s",
+COLUMNS = ["n", "K", "env_workers", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "env_alone_env_steps_per_s",
            "fraction_of_env_alone", "nbr_bytes_per_peer_env_step",
            "nbr_bytes_per_msg", "env_link_bytes_per_agent_step", "exchange_p50_ms", "exchange_p99_ms",
            "agent_rss_mb", "agent_pss_mb", "env_server_rss_mb", "total_pss_mb"]
 
 
 def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int,
-            options: dict) -> dict:
+            options: dict, env_workers: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="drima-bench-") as tmp:
         run_dir = Path(tmp)
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--algo", algo, "--mode", mode, "--topology",
                topology, "--n", str(n), "--envs", str(k), "--steps", str(steps), "--seed", str(seed),
                "--run-dir", str(run_dir), "--quiet", "--log-every", str(max(50, steps // 20)),
-               "--env-options", json.dumps(options)]
+               "--env-options", json.dumps(options), "--env-workers", str(env_workers)]
         subprocess.run(cmd, check=True)
         summary = json.loads((run_dir / "summary.json").read_text())
         server = json.loads((run_dir / "env_server" / "stats.json").read_text())
@@ -69,7 +69,7 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
     agent_pss = np.array([a["memory"]["pss_mb"] for a in agents])
     rate = summary["env_steps_per_s"]
     return {
-        "n": n, "K": k, "env_steps_per_s": round(rate), "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
+        "n": n, "K": k, "env_workers": env_workers, "env_steps_per_s": round(rate), "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
         "ratio": round(rate / ref["env_steps_per_s"], 2),
         "env_alone_env_steps_per_s": round(env_alone := env_alone_rate(env, n, k, steps, seed, options)),
         "fraction_of_env_alone": round(rate / env_alone, 2),
@@ -93,6 +93,7 @@ def main() -> int:
     p.add_argument("--mode", default="dri")
     p.add_argument("--topology", default="ring")
     p.add_argument("--ns", default="2,6,12", help="agent counts")
+    p.add_argument("--env-workers", default="1", help="pettingzoo envs: env worker processes to try, e.g. 1,2")
     p.add_argument("--ks", default="1,8", help="environment copies per step")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
@@ -103,10 +104,11 @@ def main() -> int:
     print(" | ".join(COLUMNS))
     for n in map(int, a.ns.split(",")):
         for k in map(int, a.ks.split(",")):
-            row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed,
-                          json.loads(a.env_options))
-            rows.append(row)
-            print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
+            for w in map(int, a.env_workers.split(",")):
+                row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed,
+                              json.loads(a.env_options), w)
+                rows.append(row)
+                print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as f:

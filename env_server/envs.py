@@ -193,14 +193,17 @@ def battle_spec(spec: str) -> dict:
 
 
 def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
-             options: dict | None = None) -> VectorEnv:
+             options: dict | None = None, workers: int = 1) -> VectorEnv:
     """`pd`, `maintain`, `meeting3`, `payoff:FILE` (matrix games), `hunting`, `collection` (MPE),
     `smax:MAP` (jaxmarl's SMAX; imports JAX), `sc2:MAP` (StarCraft II through SMAC) or
-    `pettingzoo:MODULE[:FACTORY]` (any PettingZoo ParallelEnv; its own spaces decide the actions)."""
+    `pettingzoo:MODULE[:FACTORY]` (any PettingZoo ParallelEnv; its own spaces decide the actions;
+    `workers` > 1 steps its copies in that many processes at once)."""
     if spec.startswith(PETTINGZOO_PREFIX):
         from .pettingzoo_env import PettingZooVectorEnv
 
-        return PettingZooVectorEnv(spec, n_agents, n_envs, seed, options)
+        return PettingZooVectorEnv(spec, n_agents, n_envs, seed, options, workers)
+    if workers != 1:
+        raise ValueError(f"env workers step PettingZoo envs; --env {spec} is stepped in one batch already")
     if battle_kind(spec) is not None:
         if action_type != "discrete":
             raise ValueError(f"{spec} has discrete actions only")

@@ -181,39 +181,41 @@ def action_codec(agent: str, space) -> ActionCodec:
     raise ValueError(f"agent {agent!r} has a {space} action space: supported are Discrete and Box")
 
 
-# -- the vector env ---------------------------------------------------------------------------------
-class PettingZooVectorEnv:
-    """K copies of one PettingZoo ParallelEnv, stepped one after the other."""
+# -- blocks of copies --------------------------------------------------------------------------------
+@dataclass
+class BlockStep:
+    """What one block of k copies returns from a reset or a step (arrays per agent, copy)."""
 
-    metric_names = METRIC_NAMES
+    obs: list[np.ndarray]  # per agent (k, obs_dim) float32
+    masks: list[np.ndarray | None]  # per agent (k, n_actions) bool, or None
+    rewards: np.ndarray  # (n, k) float32
+    done: np.ndarray  # (k,) float32: the copy reset
+    terminated: np.ndarray  # (n, k) bool
+    truncated: np.ndarray  # (n, k) bool
+    final: list[np.ndarray | None]  # per agent (k, obs_dim) where truncated, or None
+    active: np.ndarray  # (n, k) bool, at obs
+    acted: np.ndarray  # (n, k) bool, for the step just taken
+    finished: list[dict[str, float]]  # episodes that ended
 
-    def __init__(self, spec: str | Callable[..., Any], n_agents: int, n_envs: int, seed: int = 0,
-                 options: dict[str, Any] | None = None):
-        self.envs = [build_parallel_env(spec, options) for _ in range(n_envs)]
+
+class Block:
+    """Copies of the env stepped one after the other, in the env server or in a worker process."""
+
+    def __init__(self, spec: str | Callable[..., Any], options: dict[str, Any] | None, seeds: list[int]):
+        self.envs = [build_parallel_env(spec, options) for _ in seeds]
+        self.seeds = seeds
         self.spec = spec if isinstance(spec, str) else f"{PREFIX}{getattr(spec, '__qualname__', spec)}"
-        self.n_envs, self.seed = n_envs, seed
-        self.names: list[str] = list(self.envs[0].possible_agents)
-        if len(self.names) != n_agents:
-            raise ValueError(f"--env {spec} has {len(self.names)} agents ({', '.join(self.names)}), "
-                             f"but --n is {n_agents}")
-        if len(set(self.names)) != len(self.names):
-            raise EnvContractError(f"--env {spec}: possible_agents has repeated names: {self.names}")
-        self.n_agents = n_agents
-        self.index = {name: i for i, name in enumerate(self.names)}
         first = self.envs[0]
+        self.names: list[str] = list(first.possible_agents)
+        self.index = {name: i for i, name in enumerate(self.names)}
         self.obs_codecs = [self._checked(name, obs_codec, first.observation_space) for name in self.names]
         self.act_codecs = [self._checked(name, action_codec, first.action_space) for name in self.names]
-        self.episode_length = getattr(first.unwrapped, "max_cycles", None)  # mpe2's time limit, if any
-        self.state_dim = self._state_dim(first)
-        k = n_envs
+        n, k = len(self.names), len(seeds)
         self._obs = [np.zeros((k, c.dim), np.float32) for c in self.obs_codecs]
         self._masks = [np.ones((k, c.mask_dim), bool) if c.mask_dim else None for c in self.obs_codecs]
-        self._active = np.zeros((n_agents, k), bool)
-        self._ends = EpisodeEnds(np.zeros((n_agents, k), bool), np.zeros((n_agents, k), bool), [None] * n_agents,
-                                 self._active.copy(), self._active.copy())
+        self._active = np.zeros((n, k), bool)
         self._return = np.zeros(k)
         self._length = np.zeros(k, np.int64)
-        self._finished: list[dict[str, float]] = []
         self._seeded = False
 
     def _checked(self, name: str, make, space_of):
@@ -222,29 +224,22 @@ class PettingZooVectorEnv:
         except ValueError as exc:
             raise ValueError(f"--env {self.spec}: {exc}") from None
 
-    def _state_dim(self, env) -> int:
-        """The size of env.state() once reset, or 0 where the env has no global state."""
-        space = getattr(env, "state_space", None)
-        return int(np.prod(space.shape)) if space is not None and getattr(space, "shape", None) else 0
+    def _out(self, rewards, done, terminated, truncated, final, acted, finished) -> BlockStep:
+        return BlockStep([o.copy() for o in self._obs], [None if m is None else m.copy() for m in self._masks],
+                         rewards, done, terminated, truncated, final, self._active.copy(), acted, finished)
 
-    # -- VectorEnv ------------------------------------------------------------------------------------
-    def agent_spec(self, agent: int) -> dict:
-        name = self.names[agent]
-        spec = {"obs_dim": self.obs_codecs[agent].dim, "action": dict(self.act_codecs[agent].spec),
-                "continuing": False, "single_state": False, "env": self.spec, "agent_name": name}
-        return spec | ({"episode_length": int(self.episode_length)} if self.episode_length else {})
-
-    def reset(self) -> list[np.ndarray]:
-        for k in range(self.n_envs):
+    def reset(self) -> BlockStep:
+        for k in range(len(self.envs)):
             self._reset_copy(k)
         self._seeded = True
-        self._ends = EpisodeEnds(np.zeros_like(self._active), np.zeros_like(self._active), [None] * self.n_agents,
-                                 self._active.copy(), self._active.copy())
-        return [o.copy() for o in self._obs]
+        n, k = self._active.shape
+        none = np.zeros((n, k), bool)
+        return self._out(np.zeros((n, k), np.float32), np.zeros(k, np.float32), none, none, [None] * n,
+                         self._active.copy(), [])
 
     def _reset_copy(self, k: int) -> None:
         env = self.envs[k]
-        raw, _ = env.reset(seed=None if self._seeded else self.seed + k)
+        raw, _ = env.reset(seed=None if self._seeded else self.seeds[k])
         self._active[:, k] = False
         for name in env.agents:
             i = self._agent_index(name, "reset")
@@ -271,13 +266,14 @@ class PettingZooVectorEnv:
         if mask is not None:
             self._masks[i][k] = mask
 
-    def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        n, k_all = self.n_agents, self.n_envs
+    def step(self, actions: list[np.ndarray]) -> BlockStep:
+        n, k_all = self._active.shape
         rewards = np.zeros((n, k_all), np.float32)
         terminated, truncated = np.zeros((n, k_all), bool), np.zeros((n, k_all), bool)
-        final = [None] * n
+        final: list[np.ndarray | None] = [None] * n
         acted = self._active.copy()
         done = np.zeros(k_all, np.float32)
+        finished = []
         for k, env in enumerate(self.envs):
             playing = [i for i in range(n) if acted[i, k]]
             joint = {self.names[i]: self.act_codecs[i].decode(actions[i][k]) for i in playing}
@@ -300,12 +296,11 @@ class PettingZooVectorEnv:
             self._return[k] += rewards[:, k].sum()
             self._length[k] += 1
             if not still:  # the episode is over for every agent: a new one in this copy
-                self._finished.append({"episode_team_return": float(self._return[k]),
-                                       "episode_length": float(self._length[k])})
+                finished.append({"episode_team_return": float(self._return[k]),
+                                 "episode_length": float(self._length[k])})
                 self._reset_copy(k)
                 done[k] = 1.0
-        self._ends = EpisodeEnds(terminated, truncated, final, self._active.copy(), acted)
-        return [o.copy() for o in self._obs], rewards, done
+        return self._out(rewards, done, terminated, truncated, final, acted, finished)
 
     def _reward(self, raw: dict, name: str) -> float:
         value = raw.get(name, 0.0)
@@ -316,6 +311,165 @@ class PettingZooVectorEnv:
         if not math.isfinite(value):
             raise EnvContractError(f"--env {self.spec}: agent {name!r}'s reward is {value}")
         return value
+
+    def state(self) -> np.ndarray:
+        return np.stack([np.asarray(env.state(), np.float32).reshape(-1) for env in self.envs])
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _serve_block(conn, spec: str, options: dict[str, Any] | None, seeds: list[int]) -> None:
+    """A worker process: one Block, driven over a pipe; any error goes back as ("error", text)."""
+    try:
+        block = Block(spec, options, seeds)
+        conn.send(("ok", None))
+        while True:
+            command, arg = conn.recv()
+            if command == "close":
+                block.close()
+                return
+            conn.send(("ok", getattr(block, command)(*arg)))
+    except (EOFError, KeyboardInterrupt):  # the env server is gone, or stopping
+        return
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)))
+
+
+class WorkerBlock:
+    """A Block in a worker process (spawned: no state inherited from the env server). Calls are
+    split in two, so that every worker steps at the same time: `start` sends, `result` waits."""
+
+    def __init__(self, spec: str, options: dict[str, Any] | None, seeds: list[int]):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve_block, args=(child, spec, options, seeds), daemon=True,
+                                name=f"drima-env-worker-{seeds[0]}")
+        self.proc.start()
+        child.close()
+        self.result()  # built, or the error that stopped it
+
+    def start(self, command: str, *arg) -> None:
+        self.conn.send((command, arg))
+
+    def result(self):
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"env worker {self.proc.name} died (exit status {self.proc.exitcode})") from None
+        if status == "error":
+            raise EnvContractError(value)
+        return value
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("close", ()))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+class LocalBlock:
+    """A Block in the env server's own process, with WorkerBlock's interface."""
+
+    def __init__(self, block: Block):
+        self.block, self._value = block, None
+
+    def start(self, command: str, *arg) -> None:
+        self._value = getattr(self.block, command)(*arg)
+
+    def result(self):
+        value, self._value = self._value, None
+        return value
+
+    def close(self) -> None:
+        self.block.close()
+
+
+# -- the vector env ---------------------------------------------------------------------------------
+class PettingZooVectorEnv:
+    """K copies of one PettingZoo ParallelEnv, in `workers` blocks: with workers > 1 each block
+    is a process of its own and the blocks step at the same time (an env that is slow in Python
+    can then use the cores that the agents leave idle while they wait for it)."""
+
+    metric_names = METRIC_NAMES
+
+    def __init__(self, spec: str | Callable[..., Any], n_agents: int, n_envs: int, seed: int = 0,
+                 options: dict[str, Any] | None = None, workers: int = 1):
+        workers = max(1, min(int(workers), n_envs))
+        if workers > 1 and not isinstance(spec, str):
+            raise ValueError("env workers need an env named by a string (pettingzoo:MODULE[:FACTORY])")
+        splits = np.array_split(np.arange(n_envs), workers)
+        probe = Block(spec, options, [seed + int(k) for k in splits[0]])  # the first block, or just a look
+        self.spec, self.names = probe.spec, probe.names
+        if len(self.names) != n_agents:
+            raise ValueError(f"--env {self.spec} has {len(self.names)} agents ({', '.join(self.names)}), "
+                             f"but --n is {n_agents}")
+        if len(set(self.names)) != len(self.names):
+            raise EnvContractError(f"--env {self.spec}: possible_agents has repeated names: {self.names}")
+        self.n_agents, self.n_envs, self.seed = n_agents, n_envs, seed
+        self.obs_codecs, self.act_codecs = probe.obs_codecs, probe.act_codecs
+        first = probe.envs[0]
+        self.episode_length = getattr(first.unwrapped, "max_cycles", None)  # mpe2's time limit, if any
+        space = getattr(first, "state_space", None)
+        self.state_dim = int(np.prod(space.shape)) if space is not None and getattr(space, "shape", None) else 0
+        self.splits = splits
+        if workers == 1:
+            self.blocks: list[LocalBlock | WorkerBlock] = [LocalBlock(probe)]
+        else:
+            probe.close()
+            self.blocks = [WorkerBlock(spec, options, [seed + int(k) for k in ks]) for ks in splits]
+        n, k = n_agents, n_envs
+        self._active = np.zeros((n, k), bool)
+        self._masks: list[np.ndarray | None] = [None] * n
+        self._ends = EpisodeEnds(np.zeros((n, k), bool), np.zeros((n, k), bool), [None] * n, self._active.copy(),
+                                 self._active.copy())
+        self._finished: list[dict[str, float]] = []
+
+    def _all(self, command: str, per_block_args=None) -> list:
+        for b, block in enumerate(self.blocks):
+            block.start(command, *(per_block_args[b] if per_block_args else ()))
+        return [block.result() for block in self.blocks]
+
+    def _merge(self, steps: list[BlockStep]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        def cat(get, axis=0):
+            return np.concatenate([get(s) for s in steps], axis=axis)
+
+        n = self.n_agents
+        obs = [cat(lambda s, i=i: s.obs[i]) for i in range(n)]
+        self._masks = [None if steps[0].masks[i] is None else cat(lambda s, i=i: s.masks[i]) for i in range(n)]
+        finals = []
+        for i in range(n):
+            if all(s.final[i] is None for s in steps):
+                finals.append(None)
+            else:  # rows of blocks with no truncation: their obs (never read: truncated is False there)
+                finals.append(cat(lambda s, i=i: s.obs[i] if s.final[i] is None else s.final[i]))
+        self._active = cat(lambda s: s.active, axis=1)
+        self._ends = EpisodeEnds(cat(lambda s: s.terminated, 1), cat(lambda s: s.truncated, 1), finals,
+                                 self._active.copy(), cat(lambda s: s.acted, 1))
+        for s in steps:
+            self._finished += s.finished
+        return obs, cat(lambda s: s.rewards, 1), cat(lambda s: s.done)
+
+    # -- VectorEnv ------------------------------------------------------------------------------------
+    def agent_spec(self, agent: int) -> dict:
+        name = self.names[agent]
+        spec = {"obs_dim": self.obs_codecs[agent].dim, "action": dict(self.act_codecs[agent].spec),
+                "continuing": False, "single_state": False, "env": self.spec, "agent_name": name}
+        return spec | ({"episode_length": int(self.episode_length)} if self.episode_length else {})
+
+    def reset(self) -> list[np.ndarray]:
+        obs, _, _ = self._merge(self._all("reset"))
+        return obs
+
+    def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        per_block = [([a[ks] for a in actions],) for ks in self.splits]
+        return self._merge(self._all("step", per_block))
 
     # -- capabilities ------------------------------------------------------------------------------------
     def episode_ends(self) -> EpisodeEnds:
@@ -328,12 +482,12 @@ class PettingZooVectorEnv:
 
     def global_state(self) -> np.ndarray:
         """(K, state_dim) float32 from each copy's env.state()."""
-        return np.stack([np.asarray(env.state(), np.float32).reshape(-1) for env in self.envs])
+        return np.concatenate(self._all("state"))
 
     def pop_task_metrics(self) -> list[dict[str, float]]:
         out, self._finished = self._finished, []
         return out
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        for block in self.blocks:
+            block.close()

@@ -95,6 +95,8 @@ class EnvServerConfig:
     final_fraction: float = 0.1
     """the share of the run, at its end, that the `final` figures of stats.json average over
     (an evaluation run: 1, all of it)"""
+    env_workers: int = 1
+    """PettingZoo envs: step the K copies in this many worker processes at once (1: in this process)"""
     share_team_reward: bool = False
     """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
     their mean, see env_server/smax.py) and, where the env has one, the global state"""
@@ -126,7 +128,8 @@ class EnvServer:
             (self.dir / "stats.json").unlink(missing_ok=True)  # so that if this server dies, its restart counts the gap
         # fresh episodes after a restart, not a replay of the first ones
         seed = cfg.seed + 1 + self.resumed_row_step if cfg.resume else cfg.seed
-        self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, seed, cfg.action_type, cfg.env_options)
+        self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, seed, cfg.action_type, cfg.env_options,
+                                   workers=cfg.env_workers)
         self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
         if self.neighbourhoods and not isinstance(self.env, HasPositions):
             raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")

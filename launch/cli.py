@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "interceptors; collection: 6; smax/sc2: the map's allied units)")
     p.add_argument("--steps", type=int, default=d.steps, help="environment steps (each steps all K copies)")
     p.add_argument("--envs", type=int, default=d.envs, help="K environment copies stepped together")
+    p.add_argument("--env-workers", type=int, default=d.env_workers,
+                   help="pettingzoo envs: processes that step the K copies at the same time (1: the env server)")
     p.add_argument("--seed", type=int, default=d.seed, help="run seed")
     p.add_argument("--run-dir", default=d.run_dir, help="output folder")
     p.add_argument("--transport", default=d.transport, choices=("ipc", "tcp"), help="socket transport")
@@ -171,7 +173,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
         if a.steps < 1:
             parser.error("--steps must be >= 1")
         return continued_config(a, parser), a.quiet, a.render
-    for name in ("n", "steps", "envs", "log_every", "checkpoint_every", "prey", "attackers", "interceptors"):
+    for name in ("n", "steps", "envs", "env_workers", "log_every", "checkpoint_every", "prey", "attackers",
+                 "interceptors"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= a.link_drop <= 1:
@@ -213,7 +216,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
                        envs=a.envs, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
-                       learner=learner, env_options=env_options, actions=a.actions,
+                       learner=learner, env_options=env_options, actions=a.actions, env_workers=a.env_workers,
                        heartbeat_interval_s=a.heartbeat_interval, heartbeat_liveness=a.heartbeat_liveness,
                        missing_action=a.missing_action, on_env_loss=a.on_env_loss,
                        reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
@@ -264,6 +267,10 @@ def _validate(cfg: LaunchConfig) -> None:
         specs = [{"obs_dim": sizes["obs_dim"] or 1, "action": {"type": "discrete", "n": sizes["n_actions"]}}]
     elif is_pettingzoo(cfg.env):
         specs = _pettingzoo_specs(cfg)
+        if cfg.env_workers > cfg.envs:
+            raise ValueError(f"--env-workers {cfg.env_workers} is more than the {cfg.envs} copies (--envs)")
+    elif cfg.env_workers != 1:
+        raise ValueError(f"--env-workers steps pettingzoo envs; --env {cfg.env} is stepped in one batch already")
     else:
         specs = [make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options).agent_spec(0)]
     for i, spec in enumerate(specs):  # every agent's own learner, where agents differ

@@ -69,6 +69,8 @@ class LaunchConfig:
     """chaos: delay added to every neighbour message"""
     learner: dict = field(default_factory=dict)
     """learner option overrides (e.g. {"lr_actor": 0.003})"""
+    env_workers: int = 1
+    """PettingZoo envs: processes that step the K copies at once (1: the env server alone)"""
     env_options: dict = field(default_factory=dict)
     """scenario options (MPE: e.g. {"n_prey": 2, "n_attackers": 2, "n_interceptors": 2})"""
     actions: str = "auto"
@@ -188,7 +190,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              env_options=dict(cfg.env_options), action_type=action_type(cfg),
                              range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
-                             missing_action=cfg.missing_action, resume=cfg.resume,
+                             missing_action=cfg.missing_action, resume=cfg.resume, env_workers=cfg.env_workers,
                              final_fraction=final_fraction(cfg))
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it

@@ -257,3 +257,42 @@ def test_the_server_sends_termination_truncation_and_activity(tmp_path):
         server.stop_requested = True
         thread.join(timeout=10)
         ctx.destroy(0)
+
+
+def test_env_workers_step_the_same_copies_as_one_process():
+    """--env-workers 2: the K copies in two processes that step at once give the very same run."""
+    spec, options = "pettingzoo:mpe2.simple_spread_v3", {"N": 3, "max_cycles": 4}
+    one = PettingZooVectorEnv(spec, 3, 5, seed=3, options=options)
+    two = PettingZooVectorEnv(spec, 3, 5, seed=3, options=options, workers=2)
+    try:
+        assert two.splits[0].tolist() == [0, 1, 2] and len(two.blocks) == 2
+        for a, b in zip(one.reset(), two.reset()):
+            np.testing.assert_array_equal(a, b)
+        rng = np.random.default_rng(0)
+        for _ in range(6):  # across an episode end (max_cycles 4): truncation and reset in both
+            actions = [rng.integers(0, 5, 5).astype(np.int32) for _ in range(3)]
+            (obs1, r1, d1), (obs2, r2, d2) = one.step(actions), two.step(actions)
+            np.testing.assert_array_equal(r1, r2)
+            np.testing.assert_array_equal(d1, d2)
+            for a, b in zip(obs1, obs2):
+                np.testing.assert_array_equal(a, b)
+            e1, e2 = one.episode_ends(), two.episode_ends()
+            np.testing.assert_array_equal(e1.truncated, e2.truncated)
+            for f1, f2 in zip(e1.final_obs, e2.final_obs):
+                assert (f1 is None) == (f2 is None)
+                if f1 is not None:
+                    np.testing.assert_array_equal(f1[e1.truncated[0]], f2[e2.truncated[0]])
+        assert len(one.pop_task_metrics()) == len(two.pop_task_metrics()) == 5
+    finally:
+        two.close()
+    assert not any(block.proc.is_alive() for block in two.blocks)
+
+
+def test_a_broken_env_in_a_worker_is_a_one_line_error():
+    with pytest.raises(ValueError, match="agent 'b''s reward is nan"):
+        env = PettingZooVectorEnv(tiny("NaNReward"), 3, 2, options={}, workers=2)
+        try:
+            env.reset()
+            env.step([np.zeros(2, np.int32)] * 3)
+        finally:
+            env.close()
