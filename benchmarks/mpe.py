@@ -8,6 +8,8 @@ ctde} x seeds 0..S-1  with `python -m drima.launch` (one process per agent, neig
   ch1         hunting, 1 prey, 1 attacker, 2 interceptors (3 agents)
   ch2         hunting, 2 prey, 2 attackers, 2 interceptors (4 agents)
   collection  6 agents, 6 foods of 3 types
+  spread      mpe2's simple_spread with 6 agents and 6 landmarks, through the PettingZoo adapter
+              (pettingzoo:mpe2.simple_spread_v3), on a ring
 
 The group reward is the episode team return: every agent's reward summed over agents and over
 the episode's steps (30 for hunting, 50 for collection). Final values are the mean over the
@@ -37,7 +39,10 @@ TASKS = {  # task -> (drima-launch args, task metrics to report; the first is pl
     "ch2": (["--env", "hunting", "--prey", "2", "--attackers", "2", "--interceptors", "2"],
             ["hits", "interceptor_collisions"]),
     "collection": (["--env", "collection"], ["type_matches", "foods_occupied"]),
+    # mpe2's own simple_spread through the PettingZoo adapter (no positions: a static topology)
+    "spread": (["--env", "pettingzoo:mpe2.simple_spread_v3", "--env-options", '{"N": 6}'], []),
 }
+DEFAULT_TOPOLOGY = {"spread": "ring"}  # the others: range:0.8
 ALGOS = ["ddpg", "a2c"]
 MODES = ["ind", "dri", "dri-naive", "ctde"]
 COLOURS = {"dri": "tab:red", "ind": "tab:blue", "dri-naive": "tab:green", "ctde": "tab:purple"}
@@ -54,7 +59,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1")
     p.add_argument("--steps", type=int, default=12000, help="environment steps per run (each steps K copies)")
     p.add_argument("--envs", type=int, default=8, help="K: env copies stepped together")
-    p.add_argument("--topology", default="range:0.8", help="neighbourhoods (ctde ignores them)")
+    p.add_argument("--topology", default=None,
+                   help="neighbourhoods (ctde ignores them); default range:0.8, and ring for spread")
     p.add_argument("-j", "--jobs", type=int, default=1, help="runs in parallel")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/mpe"))
     p.add_argument("--run-timeout", type=float, default=7200.0, help="seconds before a run is killed")
@@ -65,18 +71,23 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
+def topology_of(args: argparse.Namespace, task: str) -> str:
+    return args.topology or DEFAULT_TOPOLOGY.get(task, "range:0.8")
+
+
 def run_dir_of(args: argparse.Namespace, key: tuple) -> Path:
     return args.out / "runs" / "{}-{}-{}-s{}".format(*key)
 
 
 def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
     task, algo, mode, seed = key
-    cmd = [*TASKS[task][0], "--algo", algo, "--mode", mode, "--topology", args.topology,
+    topology = topology_of(args, task)
+    cmd = [*TASKS[task][0], "--algo", algo, "--mode", mode, "--topology", topology,
            "--steps", str(args.steps), "--envs", str(args.envs), "--seed", str(seed), "--log-every", "30"]
 
     def same(s: dict) -> bool:
         return (s.get("steps") == args.steps and s.get("n_envs") == args.envs
-                and s.get("topology") == args.topology)
+                and s.get("topology") == topology)
 
     run_dir = run_dir_of(args, key)
     return launch(cmd, run_dir, args.out / "logs" / f"{run_dir.name}.log", args.run_timeout, same, args.force)
@@ -102,7 +113,7 @@ def write_tables(task: str, rows: list[dict], args: argparse.Namespace, elapsed:
     metrics = TASKS[task][1]
     lines = [f"# MPE {task}: group reward and task metrics after training", "",
              f"{args.steps} steps x {args.envs} copies = {args.steps * args.envs:,} env steps per run; topology "
-             f"`{args.topology}`; mean ± std over seeds of the episodes ending in the last 10 % of steps.", "",
+             f"`{topology_of(args, task)}`; mean ± std over seeds of the episodes ending in the last 10 % of steps.", "",
              "| algo | mode | seeds | group reward | " + " | ".join(metrics) + " | conflict rate | wall s / run |",
              "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
     for algo in args.algos:
@@ -124,8 +135,9 @@ def plot_task(task: str, args: argparse.Namespace, done: set[tuple]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = ["episode_team_return", TASKS[task][1][0]]
-    fig, axes = plt.subplots(2, len(args.algos), figsize=(4.6 * len(args.algos), 6.4), squeeze=False)
+    columns = ["episode_team_return", *TASKS[task][1][:1]]
+    fig, axes = plt.subplots(len(columns), len(args.algos), figsize=(4.6 * len(args.algos), 3.2 * len(columns)),
+                             squeeze=False)
     for col, algo in enumerate(args.algos):
         for row, column in enumerate(columns):
             ax = axes[row][col]

@@ -56,17 +56,7 @@ def _check_parallel_api(env_ref, options, steps: int, seed: int) -> list[str]:
     except ValueError as exc:
         return [str(exc)]
     agents = list(getattr(env, "possible_agents", []) or [])
-    if not agents:
-        return ["possible_agents is empty: the env has no agents"]
-    if len(set(agents)) != len(agents):
-        return [f"possible_agents has repeated names: {agents}"]
-    problems: list[str] = []
-    spaces = {}
-    for name in agents:
-        try:
-            spaces[name] = (env.observation_space(name), env.action_space(name))
-        except Exception as exc:
-            problems.append(f"observation_space/action_space({name!r}) failed: {type(exc).__name__}: {exc}")
+    spaces, problems = _spaces(env, agents)
     if problems:
         return problems
     rng = np.random.default_rng(seed)
@@ -82,6 +72,21 @@ def _check_parallel_api(env_ref, options, steps: int, seed: int) -> list[str]:
             break
         problems += _step(env, agents, spaces, rng, t)
     return problems
+
+
+def _spaces(env, agents: list[str]) -> tuple[dict, list[str]]:
+    """Each agent's (observation space, action space), and what is wrong with the agent list."""
+    if not agents:
+        return {}, ["possible_agents is empty: the env has no agents"]
+    if len(set(agents)) != len(agents):
+        return {}, [f"possible_agents has repeated names: {agents}"]
+    spaces, problems = {}, []
+    for name in agents:
+        try:
+            spaces[name] = (env.observation_space(name), env.action_space(name))
+        except Exception as exc:
+            problems.append(f"observation_space/action_space({name!r}) failed: {type(exc).__name__}: {exc}")
+    return spaces, problems
 
 
 def _step(env, agents: list[str], spaces: dict, rng: np.random.Generator, t: int) -> list[str]:
@@ -189,19 +194,25 @@ def _check_vector_env(env_ref, spec: str, options, steps: int, n_envs: int, seed
             obs, rewards, done = venv.step(actions)
         except ValueError as exc:
             return problems + [f"step {t}: {exc}"]
-        where = f"step {t}"
-        problems += _check_vector_obs(obs, specs, n_envs, where)
-        if np.shape(rewards) != (n, n_envs) or not np.isfinite(rewards).all():
-            problems.append(f"{where}: rewards must be finite, shape ({n}, {n_envs}), got {np.shape(rewards)}")
-        if np.shape(done) != (n_envs,):
-            problems.append(f"{where}: done must have shape ({n_envs},), got {np.shape(done)}")
-        if isinstance(venv, AgentEpisodes):
-            ends = venv.episode_ends()
-            if (ends.terminated & ends.truncated).any():
-                problems.append(f"{where}: an agent is both terminated and truncated")
-            if ((ends.terminated | ends.truncated) & ~ends.acted).any():
-                problems.append(f"{where}: an agent out of the episode ended it again")
+        problems += _check_vector_step(venv, obs, rewards, done, specs, n_envs, f"step {t}")
     getattr(venv, "close", lambda: None)()
+    return problems
+
+
+def _check_vector_step(venv, obs: list[np.ndarray], rewards: np.ndarray, done: np.ndarray, specs: list[dict],
+                       n_envs: int, where: str) -> list[str]:
+    n = len(specs)
+    problems = _check_vector_obs(obs, specs, n_envs, where)
+    if np.shape(rewards) != (n, n_envs) or not np.isfinite(rewards).all():
+        problems.append(f"{where}: rewards must be finite, shape ({n}, {n_envs}), got {np.shape(rewards)}")
+    if np.shape(done) != (n_envs,):
+        problems.append(f"{where}: done must have shape ({n_envs},), got {np.shape(done)}")
+    if isinstance(venv, AgentEpisodes):
+        ends = venv.episode_ends()
+        if (ends.terminated & ends.truncated).any():
+            problems.append(f"{where}: an agent is both terminated and truncated")
+        if ((ends.terminated | ends.truncated) & ~ends.acted).any():
+            problems.append(f"{where}: an agent out of the episode ended it again")
     return problems
 
 
