@@ -21,6 +21,7 @@ import torch
 import zmq
 
 from drima import protocol
+from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
 from drima.types import StepInfo
@@ -88,6 +89,8 @@ class AgentConfig:
     """a checkpoint to load the learner and mu from at start (evaluation); the step starts at 0"""
     evaluate: bool = False
     """act greedily (no exploration) and learn nothing; no neighbour scalars are traded"""
+    logger: str = "csv"
+    """where metrics rows go besides metrics.csv (always written): csv | tensorboard (drima/loggers.py)"""
 
     def __post_init__(self):
         if self.on_env_loss not in ("exit", "wait"):
@@ -246,7 +249,8 @@ class AgentProcess:
                      ": evaluating, greedy actions, no learning" if cfg.evaluate else "")
         self._handshake()
         self._send_env(protocol.READY, self.step, {})
-        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume)
+        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume,
+                                sinks=make_sinks(cfg.logger, self.dir))
         self.t0 = time.monotonic()
         exit_code = 0
         try:

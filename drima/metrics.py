@@ -1,19 +1,39 @@
 """Metrics as CSV files: one row per logging interval, flushed at once so that a crash
 loses nothing already reported. The launcher tails these files for its progress line and
-reads them back for plots."""
+reads them back for plots. Each row can also go to extra sinks (`--logger tensorboard`,
+drima/loggers.py); the CSV is always written."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Sequence
+from numbers import Real
 from pathlib import Path
+from typing import Protocol
+
+AXES = ("step", "env_steps", "wall_s")
+"""row keys that say when a row was written, not what was measured: not sent to sinks as values"""
+
+
+class MetricsSink(Protocol):
+    """Somewhere besides the CSV that every metrics row goes to (e.g. a TensorBoard event file)."""
+
+    def write(self, env_steps: int, values: dict[str, float]) -> None:
+        """Record one row's values at x = env_steps, on disk before returning (a crash loses
+        nothing written). `values` holds only the keys that had samples in the interval."""
+
+    def close(self) -> None:
+        ...
 
 
 class MetricsWriter:
-    def __init__(self, path: str | Path, fields: list[str], append: bool = False):
+    def __init__(self, path: str | Path, fields: list[str], append: bool = False,
+                 sinks: Sequence[MetricsSink] = ()):
         self.path = Path(path)
         self.fields = fields
+        self.sinks = list(sinks)
         exists = append and self.path.exists() and self.path.stat().st_size > 0
         self._file = open(self.path, "a" if exists else "w", newline="", buffering=1)
         self._writer = csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore")
@@ -30,15 +50,24 @@ class MetricsWriter:
 
     def write(self, row: dict[str, float | int | str]) -> None:
         """Write one row: `row` plus the interval means accumulated so far (each over its own
-        samples; a key with none stays empty), then reset them."""
-        means = {k: round(v / self._counts[k], 6) for k, v in self._sums.items()}
-        self._writer.writerow(means | row)
+        samples; a key with none stays empty), then reset them. With sinks, `row` must carry
+        env_steps: each sink gets the row's numeric CSV fields, less AXES and empty ones."""
+        full = {k: round(v / self._counts[k], 6) for k, v in self._sums.items()} | row
+        self._writer.writerow(full)
         self._file.flush()
+        if self.sinks:
+            values = {k: float(full[k]) for k in self.fields
+                      if k not in AXES and isinstance(full.get(k), Real)}
+            for sink in self.sinks:
+                sink.write(int(full["env_steps"]), values)
         self._sums, self._counts = {}, {}
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:

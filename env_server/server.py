@@ -34,6 +34,7 @@ import numpy as np
 import zmq
 
 from drima import protocol
+from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, last_row, write_json_atomic
 from drima.procinfo import memory_mb
 
@@ -100,6 +101,8 @@ class EnvServerConfig:
     share_team_reward: bool = False
     """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
     their mean, see env_server/smax.py) and, where the env has one, the global state"""
+    logger: str = "csv"
+    """where metrics rows go besides metrics.csv (always written): csv | tensorboard (drima/loggers.py)"""
 
     def __post_init__(self):
         if self.missing_action not in MISSING_ACTIONS:
@@ -467,7 +470,7 @@ class EnvServer:
             self._broadcast_stop("not every agent came up")
             return 3
         metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS + list(self.task_metric_names),
-                                append=cfg.resume)
+                                append=cfg.resume, sinks=make_sinks(cfg.logger, self.dir))
         # resume: from the furthest step any agent reached, so no agent sees its steps go back
         start = min(cfg.steps, max([self.resumed_row_step, *self.hello_steps.values()])) if cfg.resume else 0
         if cfg.resume:

@@ -27,6 +27,7 @@ from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, default_ag
 from drima.env_server.pettingzoo_env import absolute_spec, is_pettingzoo
 from drima.loading import absolute_reference
 from drima.env_server.server import MISSING_ACTIONS
+from drima.loggers import check_loggers, parse_loggers
 from drima.metrics import last_row, write_json_atomic
 from drima.procinfo import set_process_title
 from drima.topology import TopologyError, build_topology, is_dynamic, is_sight_range, range_radius
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mu-step-size", type=float, default=d.mu_step_size, help="step size of mu")
     p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics rows")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
+    p.add_argument("--logger", default=d.logger, type=_logger_spec,
+                   help="csv | tensorboard (or csv,tensorboard): metrics.csv is always written; tensorboard adds an "
+                        "event file in each process's folder (`tensorboard --logdir RUN_DIR`; the tensorboard extra)")
     p.add_argument("--link-deadline", type=float, default=d.link_deadline_s,
                    help="seconds to wait for a live neighbour's scalars at one step")
     p.add_argument("--link-drop", type=float, default=d.link_drop,
@@ -153,6 +157,14 @@ def continued_config(a: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                                kill_agents=[], restart_failed=False, link_drop=0.0, link_delay_ms=0.0)
 
 
+def _logger_spec(text: str) -> str:
+    try:
+        parse_loggers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _kill_spec(text: str) -> list[int]:
     try:
         agent, step = (int(x) for x in text.split("@"))
@@ -222,7 +234,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
                        reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
                        max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent,
                        bind_host=a.bind_host, nodes=a.nodes, node_rank=a.node_rank, rendezvous=a.rendezvous,
-                       rendezvous_timeout_s=a.rendezvous_timeout)
+                       rendezvous_timeout_s=a.rendezvous_timeout, logger=a.logger)
     if cfg.nodes > cfg.n:
         parser.error(f"--nodes {cfg.nodes} is more than the {cfg.n} agents")
     for agent, _ in a.kill_agent:
@@ -252,10 +264,12 @@ def default_n(env: str, env_options: dict) -> int:
 
 
 def _validate(cfg: LaunchConfig) -> None:
-    """Fail before any process starts: the env spec, the topology and the learner options."""
+    """Fail before any process starts: the loggers' packages, the env spec, the topology and the
+    learner options."""
     from drima.agent.learners import env_defaults, make_learner
     from drima.env_server.envs import make_env
 
+    check_loggers(cfg.logger)
     if is_dynamic(cfg.topology):
         range_radius(cfg.topology)
     else:

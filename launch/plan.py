@@ -99,6 +99,9 @@ class LaunchConfig:
     evaluate_from: str = ""
     """a trained run's folder: its agents' weights act greedily and learn nothing, on fresh
     episodes (drima-launch --evaluate)"""
+    logger: str = "csv"
+    """csv | tensorboard (or a comma list): where every process's metrics rows go; metrics.csv is
+    always written, tensorboard adds an event file in each process's folder (drima/loggers.py)"""
 
 
 EVALUATION_SEED_OFFSET = 100_003
@@ -191,7 +194,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action, resume=cfg.resume, env_workers=cfg.env_workers,
-                             final_fraction=final_fraction(cfg))
+                             final_fraction=final_fraction(cfg), logger=cfg.logger)
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it
     startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s
@@ -205,7 +208,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                     heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                     on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s,
                     startup_timeout_s=startup_s, resume=cfg.resume, evaluate=bool(cfg.evaluate_from),
-                    init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt")
+                    logger=cfg.logger, init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt")
                     if cfg.evaluate_from else "")
         for i in mine
     ]
