@@ -8,7 +8,7 @@ ctde} x seeds 0..S-1  with `python -m drima.launch` (one process per agent, neig
   ch1         hunting, 1 prey, 1 attacker, 2 interceptors (3 agents)
   ch2         hunting, 2 prey, 2 attackers, 2 interceptors (4 agents)
   collection  6 agents, 6 foods of 3 types
-  spread      mpe2's simple_spread with 6 agents and 6 landmarks, through the PettingZoo adapter
+  spread      mpe2's simple_spread in its standard form (3 agents, 3 landmarks), through the PettingZoo adapter
               (pettingzoo:mpe2.simple_spread_v3), on a ring
 
 The group reward is the episode team return: every agent's reward summed over agents and over
@@ -40,7 +40,7 @@ TASKS = {  # task -> (drima-launch args, task metrics to report; the first is pl
             ["hits", "interceptor_collisions"]),
     "collection": (["--env", "collection"], ["type_matches", "foods_occupied"]),
     # mpe2's own simple_spread through the PettingZoo adapter (no positions: a static topology)
-    "spread": (["--env", "pettingzoo:mpe2.simple_spread_v3", "--env-options", '{"N": 6}'], []),
+    "spread": (["--env", "pettingzoo:mpe2.simple_spread_v3", "--env-options", '{"N": 3}'], []),
 }
 DEFAULT_TOPOLOGY = {"spread": "ring"}  # the others: range:0.8
 ALGOS = ["ddpg", "a2c"]
