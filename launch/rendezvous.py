@@ -23,7 +23,7 @@ from .plan import AddressTable, LaunchConfig
 
 log = logging.getLogger("drima.launch")
 
-NODE_FIELDS = {"run_dir", "host", "bind_host", "node_rank", "rendezvous_timeout_s"}  # may differ per node
+NODE_FIELDS = {"run_dir", "host", "bind_host", "node_rank", "rendezvous_timeout_s", "render"}  # may differ per node
 
 
 class RendezvousError(RuntimeError):
