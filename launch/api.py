@@ -19,7 +19,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drima.agent.process import EXIT_ENV_LOST
@@ -63,7 +63,7 @@ class RunResult:
     exit_code: int
     """what drima-launch exits with: 0 completed, 130 interrupted, 1 otherwise"""
     run_dir: Path
-    summary: dict
+    summary: dict = field(repr=False)  # long: a notebook shows the rest
     """summary.json's content (a node other than 0: its node_R.json)"""
     summary_path: Path
     plot_path: Path | None
