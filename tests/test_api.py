@@ -139,3 +139,24 @@ def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path):
     except KeyboardInterrupt:
         pytest.fail("the KeyboardInterrupt escaped run()")
     _assert_interrupted(result, run_dir)
+
+
+def test_stop_ends_the_wait_at_the_rendezvous(tmp_path):
+    """Node 0 of two, the other never comes: `stop` ends the wait long before its timeout."""
+    import socket
+    import time
+
+    from drima.launch.rendezvous import RendezvousError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = threading.Event()
+    cfg = LaunchConfig(n=2, nodes=2, rendezvous=f"127.0.0.1:{port}", rendezvous_timeout_s=120,
+                       run_dir=str(tmp_path / "node0"))
+    threading.Timer(1.0, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(RendezvousError, match="stopped while waiting"):
+        run(cfg, stop=stop)
+    assert time.monotonic() - t0 < 30
+    assert not drima_processes_for(tmp_path / "node0")
