@@ -30,8 +30,9 @@ class LaunchConfig:
     topology: str = "full"
     """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES | range:R
     | range:sight (SMAX, SC2: each unit's sight range)"""
-    n: int = 2
-    """number of agent processes"""
+    n: int | None = None
+    """number of agent processes; None: the env's own count (the game's players, the scenario's
+    learners, the map's allied units), filled in by `validate`"""
     steps: int = 3000
     """environment steps (each steps all K copies)"""
     envs: int = 8
@@ -75,6 +76,8 @@ class LaunchConfig:
     """scenario options (MPE: e.g. {"n_prey": 2, "n_attackers": 2, "n_interceptors": 2})"""
     actions: str = "auto"
     """auto | discrete | continuous; auto = continuous forces for ddpg in MPE, else discrete"""
+    render: bool = False
+    """MPE: after a completed run, play one episode with the learned policies into run_dir/episode.gif"""
     heartbeat_interval_s: float = 0.5
     """env link heartbeat interval, both ways (env server <-> agents)"""
     heartbeat_liveness: int = 4
@@ -171,8 +174,8 @@ def _own_addresses(cfg: LaunchConfig, mine: list[int]) -> tuple[str | None, dict
 
 def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable] | None = None) -> RunPlan:
     """Build the configs of this node's processes. With several nodes, `exchange` trades this
-    node's advertised addresses for everyone's (the rendezvous). Raises ValueError/TopologyError
-    on a bad config."""
+    node's advertised addresses for everyone's (the rendezvous). `cfg` is one that `validate`
+    returned (n filled in)."""
     radius: float | None = 0.0  # None: range:sight
     if cfg.mode == "ctde":  # learns from the team reward: no neighbour scalars to trade
         nbrs = {i: [] for i in range(cfg.n)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 
 import zmq
@@ -22,11 +23,14 @@ from .plan import AddressTable, LaunchConfig
 
 log = logging.getLogger("drima.launch")
 
-NODE_FIELDS = {"run_dir", "host", "bind_host", "node_rank", "rendezvous_timeout_s"}  # may differ per node
+NODE_FIELDS = {"run_dir", "host", "bind_host", "node_rank", "rendezvous_timeout_s", "render"}  # may differ per node
 
 
 class RendezvousError(RuntimeError):
     pass
+
+
+STOPPED = "stopped while waiting for the other nodes at the rendezvous"
 
 
 def shared_config(cfg: LaunchConfig) -> dict:
@@ -41,16 +45,18 @@ def _endpoint(cfg: LaunchConfig, bind: bool) -> str:
     return f"tcp://{(cfg.bind_host or host) if bind else host}:{port}"
 
 
-def exchange(cfg: LaunchConfig, own: AddressTable) -> AddressTable:
-    """Trade this node's addresses for the whole table; raises RendezvousError."""
+def exchange(cfg: LaunchConfig, own: AddressTable, stop: threading.Event | None = None) -> AddressTable:
+    """Trade this node's addresses for the whole table; raises RendezvousError, also when `stop`
+    is set before every node has joined."""
     ctx = zmq.Context.instance()
+    stop = stop or threading.Event()
     try:
-        return _serve(ctx, cfg, own) if cfg.node_rank == 0 else _join(ctx, cfg, own)
+        return _serve(ctx, cfg, own, stop) if cfg.node_rank == 0 else _join(ctx, cfg, own, stop)
     except zmq.ZMQError as exc:
         raise RendezvousError(f"rendezvous {cfg.rendezvous}: {exc}") from None
 
 
-def _serve(ctx: zmq.Context, cfg: LaunchConfig, own: AddressTable) -> AddressTable:
+def _serve(ctx: zmq.Context, cfg: LaunchConfig, own: AddressTable, stop: threading.Event) -> AddressTable:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 2000)  # the tables must get out before we close
     sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_LINK_FRAME_BYTES * 16)
@@ -63,6 +69,8 @@ def _serve(ctx: zmq.Context, cfg: LaunchConfig, own: AddressTable) -> AddressTab
     mine = shared_config(cfg)
     try:
         while len(waiting) < cfg.nodes - 1:
+            if stop.is_set():
+                raise RendezvousError(STOPPED)
             if time.monotonic() > end:
                 missing = sorted(set(range(1, cfg.nodes)) - waiting.keys())
                 raise RendezvousError(f"nodes {missing} did not join within {cfg.rendezvous_timeout_s:.0f} s")
@@ -95,16 +103,20 @@ def _serve(ctx: zmq.Context, cfg: LaunchConfig, own: AddressTable) -> AddressTab
     return table
 
 
-def _join(ctx: zmq.Context, cfg: LaunchConfig, own: AddressTable) -> AddressTable:
+def _join(ctx: zmq.Context, cfg: LaunchConfig, own: AddressTable, stop: threading.Event) -> AddressTable:
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(_endpoint(cfg, bind=False))
     try:
         sock.send(protocol.encode(protocol.JOIN, cfg.node_rank, 0, {"config": shared_config(cfg), "addresses": own}))
         log.info("node %d: joined the rendezvous at %s, waiting for the others", cfg.node_rank, cfg.rendezvous)
-        if not sock.poll(int(cfg.rendezvous_timeout_s * 1000)):
-            raise RendezvousError(f"no answer from the rendezvous at {cfg.rendezvous} "
-                                  f"within {cfg.rendezvous_timeout_s:.0f} s")
+        end = time.monotonic() + cfg.rendezvous_timeout_s
+        while not sock.poll(200):  # in short waits, so that `stop` is seen
+            if stop.is_set():
+                raise RendezvousError(STOPPED)
+            if time.monotonic() > end:
+                raise RendezvousError(f"no answer from the rendezvous at {cfg.rendezvous} "
+                                      f"within {cfg.rendezvous_timeout_s:.0f} s")
         try:
             msg = protocol.decode(sock.recv())
         except protocol.ProtocolError as exc:

@@ -3,11 +3,16 @@
 Children run in their own session (a Ctrl-C in the terminal reaches only the launcher, which
 owns shutdown) and get SIGTERM if the launcher dies (PR_SET_PDEATHSIG), so no orphan is left.
 Each child's stdout/stderr goes to its own log file.
+
+PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process. So every
+child of a run, restarts included, is started from the thread that runs `drima.run`, which
+lives until it has stopped them all.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -17,19 +22,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from drima.agent.process import AgentConfig
+from drima.agent.process import EXIT_REFUSED, AgentConfig
 from drima.config import save_config
 from drima.env_server.server import EnvServerConfig
+from drima.metrics import last_row
+
+from .plan import LaunchConfig
 
 log = logging.getLogger("drima.launch")
 _PR_SET_PDEATHSIG = 1
 
 
+try:  # loaded here, not between fork and exec: dlopen there can deadlock when the parent has threads
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not Linux: the children's env-server timeout still ends them
+    _LIBC = None
+
+
 def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: the children's env-server timeout still ends them
-        pass
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -96,3 +108,72 @@ def tail(path: Path, lines: int = 5) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def describe_exit(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+
+
+class AgentWatch:
+    """The agent children of one run: reports their exits, restarts the failed ones
+    (--restart-failed) and injects the kills asked for (--kill-agent)."""
+
+    def __init__(self, cfg: LaunchConfig, configs: list[AgentConfig]):
+        self.cfg = cfg
+        self.configs = {a.agent_id: a for a in configs}
+        self.children = {i: spawn_agent(a) for i, a in self.configs.items()}
+        self.restarts = {i: 0 for i in self.configs}
+        self.exits: dict[int, list[int]] = {i: [] for i in self.configs}  # every exit status, in order
+        self.restart_at: dict[int, float] = {}  # agent -> when to restart it
+        self.pending_kills = sorted((tuple(k) for k in cfg.kill_agents), key=lambda k: k[1])
+        self.kills: list[dict] = []
+
+    def poll(self, run_dir: Path) -> None:
+        if self.pending_kills:
+            row = last_row(run_dir / "env_server" / "metrics.csv")
+            self._inject_kills(int(row["step"]) if row else 0)
+        for i, child in self.children.items():
+            code = child.proc.poll()
+            if code is None or len(self.exits[i]) > self.restarts[i]:  # running, or this exit already handled
+                continue
+            self.exits[i].append(code)
+            if code == 0:
+                continue
+            if self.cfg.restart_failed and self.restarts[i] < self.cfg.max_restarts and code != EXIT_REFUSED:
+                log.warning("agent %d %s: restarting it from its last checkpoint in %.1f s (restart %d of %d). "
+                            "Its log:\n%s", i, describe_exit(code), self.cfg.restart_delay_s,
+                            self.restarts[i] + 1, self.cfg.max_restarts, tail(child.log_path))
+                self.restart_at[i] = time.monotonic() + self.cfg.restart_delay_s
+            else:
+                log.warning("agent %d %s; the run goes on without it. Its log:\n%s", i, describe_exit(code),
+                            tail(child.log_path))
+        for i, at in list(self.restart_at.items()):
+            if time.monotonic() >= at:
+                del self.restart_at[i]
+                self.restarts[i] += 1
+                self.children[i] = spawn_agent(dataclasses.replace(self.configs[i], resume=True))
+
+    def _inject_kills(self, env_step: int) -> None:
+        while self.pending_kills and env_step >= self.pending_kills[0][1]:
+            agent, at = self.pending_kills.pop(0)
+            child = self.children[agent]
+            if child.proc.poll() is not None:
+                log.warning("fault injection: agent %d is already down at step %d", agent, env_step)
+                continue
+            child.proc.kill()
+            log.warning("fault injection: SIGKILL agent %d (pid %d) at step %d", agent, child.proc.pid, env_step)
+            self.kills.append({"agent": agent, "asked_step": at, "env_step": env_step})
+
+    def running(self) -> bool:
+        """Some agent of this node is alive or about to be restarted."""
+        return bool(self.restart_at) or any(c.proc.poll() is None for c in self.children.values())
+
+    def report(self) -> dict:
+        """Per agent: exit status, restarts and every exit seen; for summary.json."""
+        report = {}
+        for i, c in self.children.items():
+            exits = self.exits[i]
+            if c.proc.returncode is not None and len(exits) == self.restarts[i]:  # ended after the last poll
+                exits = [*exits, c.proc.returncode]
+            report[i] = {"exit_status": c.proc.returncode, "restarts": self.restarts[i], "exits": exits}
+        return report

@@ -13,7 +13,7 @@ def launch(*args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--algo", "ppo2"], "invalid choice"),
+    (["--algo", "ppo2"], "unknown algo 'ppo2': use one of a2c, dqn, ddpg, ppo, or MODULE:CLASS"),
     (["--mode", "greedy"], "invalid choice"),
     (["--n", "0"], "--n must be >= 1"),
     (["--steps", "-3"], "--steps must be >= 1"),

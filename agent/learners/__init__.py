@@ -149,8 +149,9 @@ def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[st
     fields of its config dataclass); state_dim > 0 (ctde with a global state) gives PPO a
     centralised critic. Raises ValueError (one line) for a bad algo, option or action space."""
     spec = LearnerSpec(int(obs_dim), dict(action_space), int(state_dim), dict(env_spec or {}))
+    factory = learner_factory(algo)
     try:
-        learner = learner_factory(algo)(spec, dict(overrides), seed)
+        learner = factory(spec, dict(overrides), seed)
     except (ValueError, TypeError) as exc:
         if algo in LEARNERS:
             raise ValueError(str(exc)) from None

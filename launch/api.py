@@ -1,0 +1,187 @@
+"""Runs from Python: start a run on this machine, wait for its end, get its results.
+
+    from drima import LaunchConfig, run
+
+    result = run(LaunchConfig(env="pd", n=2, steps=300, run_dir="runs/pd"))
+    result.status, result.summary["final"], result.agents[0].final_reward
+
+`run` installs no signal handlers and works from any thread (a notebook, a worker thread);
+a `threading.Event` stops it. `drima-launch` is a thin layer over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drima.agent.process import EXIT_ENV_LOST
+from drima.metrics import write_json_atomic
+
+from .plan import LaunchConfig, plan_run
+from .progress import Progress
+from .report import plot_run, write_summary
+from .rendezvous import exchange
+from .supervisor import AgentWatch, describe_exit, spawn_env_server, stop_all, tail
+from .validate import validate
+
+log = logging.getLogger("drima.launch")
+
+EXIT_CODES = {"completed": 0, "interrupted": 130}
+"""the exit status of `drima-launch` per run status; any other status (a failure) is 1"""
+
+AGENT_EXIT_MARGIN_S = 1.0
+"""agents exit within heartbeat_interval_s * heartbeat_liveness + this after the env server dies"""
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """One agent's end of the run, as summary.json's `agents` has it. The final figures are
+    means over summary.json's final window (the last 10 % of steps; an evaluation: all), None
+    when the agent logged nothing there (and on nodes other than 0, which have no summary)."""
+
+    final_reward: float | None
+    final_mu: float | None
+    final_conflict_rate: float | None
+    exit_status: int | None
+    """the agent process's last exit status: 0 done, -15 stopped by SIGTERM, 4 env server lost"""
+    restarts: int
+    """how often --restart-failed restarted it"""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: str
+    """completed | interrupted | failed | completed with agent failures"""
+    exit_code: int
+    """what drima-launch exits with: 0 completed, 130 interrupted, 1 otherwise"""
+    run_dir: Path
+    summary: dict = field(repr=False)  # long: a notebook shows the rest
+    """summary.json's content (a node other than 0: its node_R.json)"""
+    summary_path: Path
+    plot_path: Path | None
+    """learning_curves.png; None when nothing was logged, or on a node other than 0"""
+    agents: dict[int, AgentResult]
+    """this node's agents (node 0: all of them)"""
+    failure: str | None
+    """why the run failed, e.g. "env server killed by SIGKILL"; None otherwise"""
+    gif_path: Path | None = None
+    """with render: the episode played by the learned policies"""
+    render_metrics: dict | None = None
+    """with render: that episode's task metrics"""
+
+
+def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: bool = False) -> RunResult:
+    """Run one experiment (this node's share of it) and wait for its end.
+
+    `cfg` goes through `validate` first: a bad config raises ConfigError and starts nothing.
+    Setting `stop`, from any thread, interrupts the run cleanly: every process gets SIGTERM and
+    saves a checkpoint and its metrics, and the result says "interrupted". So does a
+    KeyboardInterrupt while the run goes on (a notebook's interrupt button). `progress` prints
+    the live progress line. With several nodes, raises RendezvousError when the nodes do not
+    all meet (or `stop` is set before they do).
+
+    Call it from a thread that lives until it returns (as any caller does): the children get
+    SIGTERM when the thread that started them exits (PR_SET_PDEATHSIG, see supervisor.py)."""
+    cfg = validate(cfg)
+    stop = stop or threading.Event()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "launch.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    plan = plan_run(cfg, exchange=functools.partial(exchange, cfg, stop=stop) if cfg.nodes > 1 else None)
+    t0 = time.monotonic()
+    server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
+    server_exits: list[int] = []  # of env servers that died and were restarted
+    watch = AgentWatch(cfg, plan.agents)
+    line = Progress(cfg, quiet=not progress)
+    status, failure, interrupted = "completed", None, False
+    try:
+        try:
+            while not (interrupted := stop.is_set()):
+                if server is not None and server.proc.poll() is not None:
+                    if not _restartable_server_exit(cfg, server.proc.returncode, len(server_exits)):
+                        break
+                    server_exits.append(server.proc.returncode)
+                    log.warning("env server %s: restarting it in %.1f s (restart %d of %d); the agents rejoin it. "
+                                "Its log:\n%s", describe_exit(server.proc.returncode), cfg.restart_delay_s,
+                                len(server_exits), cfg.max_restarts, tail(server.log_path, 20))
+                    if stop.wait(cfg.restart_delay_s):
+                        continue
+                    server = spawn_env_server(dataclasses.replace(plan.env_server, resume=True))
+                if server is None and not watch.running():
+                    break
+                watch.poll(run_dir)
+                line.update()
+                stop.wait(0.1)
+        except KeyboardInterrupt:  # Ctrl-C in an interactive Python: the same clean stop
+            interrupted = True
+        agents = list(watch.children.values())
+        if interrupted:
+            status = "interrupted"
+            stop_all([c for c in (server, *agents) if c])
+        elif server is not None and server.proc.returncode != 0:
+            status, failure = "failed", f"env server {describe_exit(server.proc.returncode)}"
+            # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4
+            grace = cfg.heartbeat_interval_s * cfg.heartbeat_liveness + AGENT_EXIT_MARGIN_S
+            if cfg.on_env_loss == "wait":
+                grace += cfg.reconnect_timeout_s
+            log.error("%s; waiting up to %.1f s for the agents to save and exit. Its log:\n%s", failure, grace,
+                      tail(server.log_path, 20))
+            stop_all(agents, grace_s=grace, signal_first=False)
+        else:
+            stop_all(agents, grace_s=10.0, signal_first=False)  # they end by themselves after the last result
+            bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
+            if server is None and any(c.proc.returncode == EXIT_ENV_LOST for c in agents):
+                status, failure = "failed", "env server lost (agents exited with status 4)"
+            elif bad:
+                status = "completed with agent failures"
+                log.warning("agents %s did not finish cleanly; see their log.txt", bad)
+    finally:
+        stop_all([c for c in (server, *watch.children.values()) if c])
+        if plan.socket_dir:
+            shutil.rmtree(plan.socket_dir, ignore_errors=True)
+    line.update(force=True)
+    line.done()
+    wall_s = time.monotonic() - t0
+    if server is None:  # node r > 0: the env server's stats and the summary are node 0's
+        summary_path, plot = run_dir / f"node_{cfg.node_rank}.json", None
+        summary = {"node": cfg.node_rank, "status": status, "failure": failure,
+                   "agents": {str(i): a for i, a in watch.report().items()},
+                   "kills": watch.kills, "wall_s": round(wall_s, 2)}
+        write_json_atomic(summary_path, summary)
+    else:
+        processes = {"agents": watch.report(), "kills": watch.kills, "failure": failure,
+                     "env_server_exit_status": server.proc.returncode, "env_server_restarts": server_exits}
+        summary_path = run_dir / "summary.json"
+        summary = write_summary(cfg, status, wall_s, plan.neighbours, processes)
+        plot = plot_run(cfg)
+    result = RunResult(status=status, exit_code=EXIT_CODES.get(status, 1), run_dir=run_dir, summary=summary,
+                       summary_path=summary_path, plot_path=plot, agents=_agent_results(summary["agents"]),
+                       failure=failure)
+    if cfg.render and result.exit_code == 0:
+        from .render import render_run  # imports the MPE renderer
+
+        gif = run_dir / "episode.gif"
+        result = dataclasses.replace(result, gif_path=gif, render_metrics=render_run(run_dir, gif))
+    return result
+
+
+def _restartable_server_exit(cfg: LaunchConfig, code: int, restarts: int) -> bool:
+    """--restart-failed restarts an env server that crashed or was killed, not one that ended the
+    run on purpose (0 done, 3 no agents, 130 stopped), and at most max_restarts times."""
+    return cfg.restart_failed and code not in (0, 3, 130) and restarts < cfg.max_restarts
+
+
+def _agent_results(agents: dict) -> dict[int, AgentResult]:
+    """From the `agents` of summary.json or of a node's report (agent ids as strings)."""
+    return {int(i): AgentResult(final_reward=a.get("final_reward"), final_mu=a.get("final_mu"),
+                                final_conflict_rate=a.get("final_conflict_rate"), exit_status=a.get("exit_status"),
+                                restarts=a.get("restarts", 0))
+            for i, a in agents.items()}

@@ -1,0 +1,162 @@
+"""`drima.run` from Python: a run from a worker thread, one stopped by an event or a
+KeyboardInterrupt, and bad configs refused with the CLI's own message. Real processes and sockets."""
+
+import _thread
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from drima import ConfigError, LaunchConfig, RunResult, run, validate
+from helpers import drima_processes_for, load_summary, wait_for_env_rows
+
+
+def test_import_drima_stays_cheap():
+    code = ("import sys, drima; assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'; "
+            "from drima import run, LaunchConfig, RunResult, ConfigError; print(run.__module__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "drima.launch.api"
+
+
+@pytest.mark.parametrize("fields, n", [
+    ({"env": "pd"}, 2), ({"env": "meeting3"}, 3), ({"env": "hunting"}, 3), ({"env": "collection"}, 6),
+    ({"env": "hunting", "env_options": {"n_prey": 2, "n_attackers": 2, "n_interceptors": 2}}, 4),
+    ({"env": "smax:3m", "algo": "ppo"}, 3), ({"env": "pd", "n": 4}, 4),
+])
+def test_validate_fills_in_the_envs_agent_count(fields, n):
+    cfg = LaunchConfig(**fields)
+    assert validate(cfg).n == n
+    assert cfg.n == fields.get("n")  # the caller's config is left as it was
+
+
+def test_validate_uses_tcp_across_nodes():
+    assert validate(LaunchConfig(nodes=2, rendezvous="h:1")).transport == "tcp"
+
+
+@pytest.mark.parametrize("fields, args", [
+    ({"topology": "hypercube"}, ["--topology", "hypercube"]),
+    ({"n": 0}, ["--n", "0"]),
+    ({"learner": {"lr_actorr": 1}}, ["--learner", '{"lr_actorr": 1}']),
+    ({"link_drop": 1.5}, ["--link-drop", "1.5"]),
+    ({"topology": "range:0.8"}, ["--topology", "range:0.8"]),
+    ({"kill_agents": [[5, 10]]}, ["--kill-agent", "5@10"]),
+    ({"env": "smax:3m", "n": 4}, ["--env", "smax:3m", "--n", "4"]),
+    ({"env": "hunting", "env_options": {"speed": 1}}, ["--env", "hunting", "--env-options", '{"speed": 1}']),
+])
+def test_a_bad_config_raises_the_line_the_cli_prints(fields, args, tmp_path):
+    run_dir = tmp_path / "r"
+    with pytest.raises(ConfigError) as err:
+        run(LaunchConfig(run_dir=str(run_dir), **fields))
+    message = str(err.value)
+    assert message and "\n" not in message
+    res = subprocess.run([sys.executable, "-m", "drima.launch", "--quiet", "--run-dir", str(run_dir), *args],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == f"drima-launch: error: {message}"
+    assert not run_dir.exists()  # nothing started, nothing written
+
+
+def _run_in_thread(cfg: LaunchConfig, **kwargs) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def target():
+        try:
+            out["result"] = run(cfg, **kwargs)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name="drima-run")
+    thread.start()
+    return thread, out
+
+
+def _finished(thread: threading.Thread, out: dict, timeout: float) -> RunResult:
+    thread.join(timeout)
+    assert not thread.is_alive(), "run() did not return"
+    assert "error" not in out, repr(out.get("error"))
+    return out["result"]
+
+
+@pytest.mark.slow
+def test_run_from_a_thread_completes_and_reports(tmp_path):
+    run_dir = tmp_path / "pd"
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    thread, out = _run_in_thread(LaunchConfig(env="pd", n=2, steps=300, algo="dqn", run_dir=str(run_dir)))
+    result = _finished(thread, out, timeout=240)
+    assert (result.status, result.exit_code, result.failure) == ("completed", 0, None)
+    assert result.run_dir == run_dir and result.summary_path == run_dir / "summary.json"
+    assert result.summary == load_summary(run_dir)
+    assert result.summary["steps"] == 300 and result.summary["n_agents"] == 2
+    assert result.plot_path == run_dir / "learning_curves.png" and result.plot_path.exists()
+    assert sorted(result.agents) == [0, 1]
+    for i, agent in result.agents.items():
+        saved = result.summary["agents"][str(i)]
+        assert agent.final_reward == saved["final_reward"] and isinstance(agent.final_reward, float)
+        assert agent.final_mu == saved["final_mu"] and isinstance(agent.final_mu, float)
+        assert agent.final_conflict_rate == saved["final_conflict_rate"] and 0 <= agent.final_conflict_rate <= 1
+        assert (agent.exit_status, agent.restarts) == (0, 0)
+        assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert not drima_processes_for(run_dir)
+
+
+def _assert_interrupted(result: RunResult, run_dir) -> None:
+    assert (result.status, result.exit_code) == ("interrupted", 130)  # drima-launch's Ctrl-C status
+    summary = load_summary(run_dir)
+    assert summary["status"] == "interrupted" and 0 < summary["steps"] < 1_000_000
+    for i in (0, 1):  # each agent saved on its way out
+        assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()
+    assert not drima_processes_for(run_dir)
+
+
+@pytest.mark.slow
+def test_stop_event_interrupts_a_run_cleanly(tmp_path):
+    run_dir = tmp_path / "stopped"
+    stop = threading.Event()
+    thread, out = _run_in_thread(LaunchConfig(env="maintain", n=2, steps=1_000_000, log_every=10,
+                                              run_dir=str(run_dir)), stop=stop)
+    assert len(wait_for_env_rows(run_dir, 5).read_text().splitlines()) >= 5, "the run never got going"
+    assert len(drima_processes_for(run_dir)) == 3  # the env server and two agents
+    stop.set()
+    _assert_interrupted(_finished(thread, out, timeout=90), run_dir)
+
+
+@pytest.mark.slow
+def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path):
+    """A notebook's interrupt button: a KeyboardInterrupt in the thread that called run()."""
+    run_dir = tmp_path / "ctrl-c"
+
+    def interrupt_once_running():
+        if len(wait_for_env_rows(run_dir, 5).read_text().splitlines()) >= 5:
+            _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    try:
+        result = run(LaunchConfig(env="maintain", n=2, steps=1_000_000, log_every=10, run_dir=str(run_dir)))
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped run()")
+    _assert_interrupted(result, run_dir)
+
+
+def test_stop_ends_the_wait_at_the_rendezvous(tmp_path):
+    """Node 0 of two, the other never comes: `stop` ends the wait long before its timeout."""
+    import socket
+    import time
+
+    from drima.launch.rendezvous import RendezvousError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = threading.Event()
+    cfg = LaunchConfig(n=2, nodes=2, rendezvous=f"127.0.0.1:{port}", rendezvous_timeout_s=120,
+                       run_dir=str(tmp_path / "node0"))
+    threading.Timer(1.0, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(RendezvousError, match="stopped while waiting"):
+        run(cfg, stop=stop)
+    assert time.monotonic() - t0 < 30
+    assert not drima_processes_for(tmp_path / "node0")
