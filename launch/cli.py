@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)"
                         " | smax:MAP (jaxmarl's SMAX, e.g. smax:3m; the smax extra) | sc2:MAP (StarCraft II via SMAC)"
                         " | pettingzoo:MODULE[:FACTORY] (any PettingZoo ParallelEnv, e.g. pettingzoo:mpe2.simple_spread_v3;"
-                        " --env-options are its keyword arguments)")
+                        " --env-options are its keyword arguments) | vmas:SCENARIO (VMAS, e.g. vmas:navigation; the vmas extra)")
     p.add_argument("--algo", default=d.algo,
                    help=f"each agent's own learner: {' | '.join(ALGOS)} | MODULE:CLASS (a learner of your own, "
                         f"docs/learners.md; MODULE is a dotted module or a .py file)")
@@ -201,7 +201,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool,
         parser.error(f"--render draws MPE envs ({', '.join(MPE_ENVS)}), not {a.env}")
     if is_dynamic(a.topology) and not has_positions(a.env):
         parser.error(f"--topology {a.topology}: range topologies need an environment with positions "
-                     f"({', '.join(MPE_ENVS)}, smax:MAP, sc2:MAP)")
+                     f"({', '.join(MPE_ENVS)}, smax:MAP, sc2:MAP, vmas:SCENARIO)")
     if is_sight_range(a.topology) and not battle_kind(a.env):
         parser.error("--topology range:sight needs units with a sight range: smax:MAP or sc2:MAP")
     try:
