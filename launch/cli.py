@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)"
                         " | smax:MAP (jaxmarl's SMAX, e.g. smax:3m; the smax extra) | sc2:MAP (StarCraft II via SMAC)"
                         " | pettingzoo:MODULE[:FACTORY] (any PettingZoo ParallelEnv, e.g. pettingzoo:mpe2.simple_spread_v3;"
-                        " --env-options are its keyword arguments) | vmas:SCENARIO (VMAS, e.g. vmas:navigation; the vmas extra)")
+                        " --env-options are its keyword arguments)"
+                        " | vmas:SCENARIO (VMAS, e.g. vmas:navigation; the vmas extra; docs/vmas.md)")
     p.add_argument("--algo", default=d.algo,
                    help=f"each agent's own learner: {' | '.join(ALGOS)} | MODULE:CLASS (a learner of your own, "
                         f"docs/learners.md; MODULE is a dotted module or a .py file)")

@@ -60,7 +60,7 @@ def test_the_time_limit_truncates_with_the_final_observation():
     env = make_env("vmas:navigation", 2, 3, 0, "discrete", {"max_steps": 3, "collisions": False})
     first = env.reset()
     for t in range(1, 4):
-        obs, rewards, done = env.step(still(env))
+        obs, _, done = env.step(still(env))
         ends = env.episode_ends()
         if t < 3:
             assert not done.any() and not ends.truncated.any() and ends.final_obs == [None, None]
