@@ -34,7 +34,7 @@ class LearnerSpec:
     """length of the (flattened, float32) observation"""
     action: dict[str, Any]
     """{"type": "discrete", "n": N} or {"type": "continuous", "dim": D, "low": -1.0, "high": 1.0}
-    (the env server rescales [-1, 1] to a PettingZoo Box's own bounds)"""
+    (the env server rescales [-1, 1] to a PettingZoo Box's or a VMAS agent's own bounds)"""
     state_dim: int = 0
     """> 0: the env server sends the global state in StepInfo.state (ctde with SMAX, SC2, PettingZoo)"""
     env: dict[str, Any] = field(default_factory=dict)

@@ -151,10 +151,15 @@ class MatrixGameEnv:
 MPE_ENVS = ("hunting", "collection")
 PETTINGZOO_PREFIX = "pettingzoo:"  # pettingzoo:MODULE[:FACTORY], see pettingzoo_env.py
 BATTLE_ENVS = ("smax", "sc2")  # smax:MAP (jaxmarl), sc2:MAP (StarCraft II through SMAC)
+VMAS_PREFIX = "vmas:"  # vmas:SCENARIO, see vmas_env.py
 
 
 def is_mpe(spec: str) -> bool:
     return spec in MPE_ENVS
+
+
+def is_vmas(spec: str) -> bool:
+    return spec.startswith(VMAS_PREFIX)
 
 
 def team_reward(env: VectorEnv, rewards: np.ndarray) -> np.ndarray:
@@ -170,12 +175,12 @@ def battle_kind(spec: str) -> str | None:
 
 def has_positions(spec: str) -> bool:
     """Envs whose agents have positions: range topologies work there."""
-    return is_mpe(spec) or battle_kind(spec) is not None
+    return is_mpe(spec) or is_vmas(spec) or battle_kind(spec) is not None
 
 
 def default_action_type(spec: str, algo: str) -> str:
-    """DDPG acts with continuous forces in MPE; everything else is discrete."""
-    return "continuous" if is_mpe(spec) and algo == "ddpg" else "discrete"
+    """DDPG acts with continuous forces in MPE and VMAS; everything else is discrete."""
+    return "continuous" if (is_mpe(spec) or is_vmas(spec)) and algo == "ddpg" else "discrete"
 
 
 def battle_spec(spec: str) -> dict:
@@ -195,9 +200,14 @@ def battle_spec(spec: str) -> dict:
 def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
              options: dict | None = None, workers: int = 1) -> VectorEnv:
     """`pd`, `maintain`, `meeting3`, `payoff:FILE` (matrix games), `hunting`, `collection` (MPE),
-    `smax:MAP` (jaxmarl's SMAX; imports JAX), `sc2:MAP` (StarCraft II through SMAC) or
+    `smax:MAP` (jaxmarl's SMAX; imports JAX), `sc2:MAP` (StarCraft II through SMAC),
     `pettingzoo:MODULE[:FACTORY]` (any PettingZoo ParallelEnv; its own spaces decide the actions;
-    `workers` > 1 steps its copies in that many processes at once)."""
+    `workers` > 1 steps its copies in that many processes at once) or `vmas:SCENARIO` (VMAS, K
+    copies as one batched torch computation; imports vmas)."""
+    if is_vmas(spec):
+        from .vmas_env import VMASVectorEnv  # imports vmas (and gym): only when asked for
+
+        return VMASVectorEnv(spec, n_agents, n_envs, seed, action_type, options)
     if spec.startswith(PETTINGZOO_PREFIX):
         from .pettingzoo_env import PettingZooVectorEnv
 
@@ -228,6 +238,10 @@ def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: 
 def default_agents(spec: str, options: dict) -> int:
     """As many agents as the environment has learners (the launcher's default --n). Raises
     ValueError for an env or option that cannot be built."""
+    if is_vmas(spec):
+        from .vmas_env import count_agents
+
+        return count_agents(spec, options)
     if spec.startswith(PETTINGZOO_PREFIX):
         from .pettingzoo_env import possible_agents
 

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)"
                         " | smax:MAP (jaxmarl's SMAX, e.g. smax:3m; the smax extra) | sc2:MAP (StarCraft II via SMAC)"
                         " | pettingzoo:MODULE[:FACTORY] (any PettingZoo ParallelEnv, e.g. pettingzoo:mpe2.simple_spread_v3;"
-                        " --env-options are its keyword arguments)")
+                        " --env-options are its keyword arguments)"
+                        " | vmas:SCENARIO (VMAS, e.g. vmas:navigation; the vmas extra; docs/vmas.md)")
     p.add_argument("--algo", default=d.algo,
                    help=f"each agent's own learner: {' | '.join(ALGOS)} | MODULE:CLASS (a learner of your own, "
                         f"docs/learners.md; MODULE is a dotted module or a .py file)")
@@ -176,7 +177,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
         env_options |= {k: v for k, v in hunting.items() if v is not None}
     env = absolute_spec(a.env) if is_pettingzoo(a.env) else a.env  # agents may start in another folder
     cfg = LaunchConfig(env=env, algo=absolute_reference(a.algo), mode=a.mode, topology=a.topology, n=a.n,
-                       steps=a.steps, envs=a.envs, env_workers=a.env_workers, logger=a.logger, seed=a.seed, run_dir=a.run_dir, transport=a.transport, host=a.host,
+                       steps=a.steps, envs=a.envs, env_workers=a.env_workers, logger=a.logger, seed=a.seed,
+                       run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
                        learner=learner, env_options=env_options, actions=a.actions, render=a.render,

@@ -138,7 +138,7 @@ def check_env(cfg: LaunchConfig) -> list[dict]:
         raise ConfigError(f"--render draws MPE envs ({', '.join(MPE_ENVS)}), not {cfg.env}")
     if is_dynamic(cfg.topology) and not has_positions(cfg.env):
         raise ConfigError(f"--topology {cfg.topology}: range topologies need an environment with positions "
-                          f"({', '.join(MPE_ENVS)}, smax:MAP, sc2:MAP)")
+                          f"({', '.join(MPE_ENVS)}, smax:MAP, sc2:MAP, vmas:SCENARIO)")
     if is_sight_range(cfg.topology) and not battle_kind(cfg.env):
         raise ConfigError("--topology range:sight needs units with a sight range: smax:MAP or sc2:MAP")
     if is_pettingzoo(cfg.env):
