@@ -46,7 +46,7 @@ DEFAULT_TOPOLOGY = {"spread": "ring"}  # the others: range:0.8
 ALGOS = ["ddpg", "a2c"]
 MODES = ["ind", "dri", "dri-naive", "ctde"]
 COLOURS = {"dri": "tab:red", "ind": "tab:blue", "dri-naive": "tab:green", "ctde": "tab:purple"}
-FIELDS = ["task", "algo", "mode", "seed", "episode_team_return", "hits", "interceptor_collisions",
+FIELDS = ["task", "algo", "mode", "seed", "first_group_reward", "episode_team_return", "hits", "interceptor_collisions",
           "foods_occupied", "type_matches", "conflict_rate", "episodes", "env_steps", "env_steps_per_s", "wall_s"]
 
 
@@ -93,11 +93,21 @@ def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
     return launch(cmd, run_dir, args.out / "logs" / f"{run_dir.name}.log", args.run_timeout, same, args.force)
 
 
-def to_row(key: tuple, s: dict) -> dict:
+def first_group_reward(run_dir: Path, steps: int) -> float | None:
+    """The group reward over the first 10 % of the run: where learning started from."""
+    from drima.metrics import read_rows
+
+    vals = [float(r["episode_team_return"]) for r in read_rows(run_dir / "env_server" / "metrics.csv")
+            if r.get("episode_team_return") and int(r["step"]) <= 0.1 * steps]
+    return float(np.mean(vals)) if vals else None
+
+
+def to_row(key: tuple, s: dict, run_dir: Path, steps: int) -> dict:
     task, algo, mode, seed = key
     fin = s.get("final", {})
     return {"task": task, "algo": algo, "mode": mode, "seed": seed,
-            **{k: fin.get(k) for k in FIELDS[4:9]}, "conflict_rate": fin.get("mean_conflict_rate"),
+            "first_group_reward": first_group_reward(run_dir, steps),
+            **{k: fin.get(k) for k in FIELDS[5:10]}, "conflict_rate": fin.get("mean_conflict_rate"),
             "episodes": fin.get("episodes"), "env_steps": s.get("env_steps"),
             "env_steps_per_s": s.get("env_steps_per_s"), "wall_s": s.get("wall_s")}
 
@@ -114,15 +124,16 @@ def write_tables(task: str, rows: list[dict], args: argparse.Namespace, elapsed:
     lines = [f"# MPE {task}: group reward and task metrics after training", "",
              f"{args.steps} steps x {args.envs} copies = {args.steps * args.envs:,} env steps per run; topology "
              f"`{topology_of(args, task)}`; mean ± std over seeds of the episodes ending in the last 10 % of steps.", "",
-             "| algo | mode | seeds | group reward | " + " | ".join(metrics) + " | conflict rate | wall s / run |",
-             "|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+             "| algo | mode | seeds | group reward, first 10 % | group reward | "
+             + "".join(f"{m} | " for m in metrics) + "conflict rate | wall s / run |",
+             "|---|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
     for algo in args.algos:
         for mode in args.modes:
             rs = [r for r in rows if (r["algo"], r["mode"]) == (algo, mode)]
             if rs:
-                lines.append(f"| {algo} | {mode} | {len(rs)} | {_stat(rs, 'episode_team_return')} | "
-                             + " | ".join(_stat(rs, m) for m in metrics)
-                             + f" | {_stat(rs, 'conflict_rate')} | {np.mean([r['wall_s'] for r in rs]):.0f} |")
+                lines.append(f"| {algo} | {mode} | {len(rs)} | {_stat(rs, 'first_group_reward')} | "
+                             f"{_stat(rs, 'episode_team_return')} | " + "".join(f"{_stat(rs, m)} | " for m in metrics)
+                             + f"{_stat(rs, 'conflict_rate')} | {np.mean([r['wall_s'] for r in rs]):.0f} |")
     run_wall = sum(float(r["wall_s"] or 0.0) for r in rows)
     lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ",
               f"Total wall time: {elapsed:.0f} s for this invocation "
@@ -174,7 +185,7 @@ def main() -> int:
                 + f", {float(s.get('wall_s') or 0):.0f}s")
 
     summaries, failed = run_grid(grid, lambda key: launch_one(args, key), args.jobs, describe)
-    rows = [to_row(k, summaries[k]) for k in grid if k in summaries]
+    rows = [to_row(k, summaries[k], run_dir_of(args, k), args.steps) for k in grid if k in summaries]
     for task in args.tasks:
         write_tables(task, [r for r in rows if r["task"] == task], args, time.time() - t0)
         plot_task(task, args, set(summaries))
