@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import zmq

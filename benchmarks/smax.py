@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from common import band, env_steps_label, launch, read_curves, run_grid, write_csv
-
 from drima.metrics import last_row
 
 MAPS = ["3m", "2s3z", "5m_vs_6m"]

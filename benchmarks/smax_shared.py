@@ -113,6 +113,7 @@ def summarise(folder: Path) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
+
     from common import env_steps_label
 
     fig, ax = plt.subplots(figsize=(5, 3.8))

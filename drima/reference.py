@@ -14,11 +14,18 @@ import torch
 
 from drima.agent.core import AgentCore
 from drima.agent.learners import env_defaults, make_learner
-from drima.env_server.envs import (AgentEpisodes, HasActionMasks, HasEpisodeMetrics, HasGlobalState, default_action_type,
-                                   make_env, team_reward)
-from drima.types import StepInfo
+from drima.env_server.envs import (
+    AgentEpisodes,
+    HasActionMasks,
+    HasEpisodeMetrics,
+    HasGlobalState,
+    default_action_type,
+    make_env,
+    team_reward,
+)
 from drima.launch.plan import agent_seed
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
+from drima.types import StepInfo
 
 
 def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: int, seed: int,

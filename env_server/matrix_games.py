@@ -13,10 +13,10 @@ through the same parser, so a user file and a preset can never disagree on what 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -38,8 +38,18 @@ from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, last_row, write_json_atomic
 from drima.procinfo import memory_mb
 
-from .envs import (AgentEpisodes, EpisodeEnds, HasActionMasks, HasEpisodeMetrics, HasGlobalState, HasIdleActions, HasPositions,
-                   VectorEnv, make_env, team_reward)
+from .envs import (
+    AgentEpisodes,
+    EpisodeEnds,
+    HasActionMasks,
+    HasEpisodeMetrics,
+    HasGlobalState,
+    HasIdleActions,
+    HasPositions,
+    VectorEnv,
+    make_env,
+    team_reward,
+)
 
 log = logging.getLogger("drima.env_server")
 

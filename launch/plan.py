@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from drima.agent.process import AgentConfig
-from drima.env_server.server import EnvServerConfig
 from drima.env_server.envs import battle_kind, default_action_type
+from drima.env_server.server import EnvServerConfig
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
 

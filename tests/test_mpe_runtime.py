@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from drima.env_server.envs import make_env

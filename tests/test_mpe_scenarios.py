@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 from mpe2._mpe_utils.core import World
-from PIL import Image
 from pettingzoo.test import parallel_api_test, parallel_seed_test
+from PIL import Image
 
-from drima.env_server.mpe import SCENARIOS
-from drima.env_server.mpe import collection, hunting
+from drima.env_server.mpe import SCENARIOS, collection, hunting
 from drima.env_server.mpe.render import draw_world, save_gif
 from drima.env_server.mpe.world import encode_slots, visible
 

@@ -4,8 +4,6 @@ written for the tests (tests/tiny_envs.py) and on real PettingZoo / mpe2 envs.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,6 @@ import pytest
 from drima.env_server.check import check_env
 from drima.env_server.envs import make_env
 from drima.env_server.pettingzoo_env import PettingZooVectorEnv
-
 from helpers import load_summary, run_launch
 
 TINY = Path(__file__).parent / "tiny_envs.py"

@@ -25,12 +25,12 @@ class Heterogeneous(ParallelEnv):
         self.max_cycles = max_cycles
         self.t = 0
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def observation_space(self, agent):
         return {"scout": spaces.Box(-1, 1, (2, 3), np.float32), "tank": spaces.Box(-5, 5, (4,), np.float32),
                 "medic": spaces.Discrete(5)}[agent]
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def action_space(self, agent):
         return {"scout": spaces.Discrete(3, start=1), "tank": spaces.Box(0.0, 10.0, (2,), np.float32),
                 "medic": spaces.Discrete(2)}[agent]

@@ -33,7 +33,7 @@ never start on a food, so several agents can rush the same nearest food and dead
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from gymnasium.utils import EzPickle
