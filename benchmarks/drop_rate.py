@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
         p.error("--steps takes one value, or one per env")
     if any(not 0 <= d <= 1 for d in a.drops):
         p.error("--drops must be in [0, 1]")
-    a.steps_of = dict(zip(a.envs, a.steps))
+    a.steps_of = dict(zip(a.envs, a.steps, strict=True))
     return a
 
 

@@ -59,7 +59,7 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
     t0 = time.perf_counter()
     for t in range(steps):
         venv.count_joint_actions = t >= final_window
-        actions = [a.act(o, info) for a, o, info in zip(agents, obs, infos)]
+        actions = [a.act(o, info) for a, o, info in zip(agents, obs, infos, strict=True)]
         next_obs, rewards, dones = venv.step(actions)
         infos = step_infos()
         near = venv.in_range(radius) if dynamic else None

@@ -163,7 +163,7 @@ def _own_addresses(cfg: LaunchConfig, mine: list[int]) -> tuple[str | None, dict
         raise ValueError(f"unknown transport {cfg.transport!r}: use ipc or tcp")
     bind_host = cfg.bind_host or cfg.host
     names = (["env"] if cfg.node_rank == 0 else []) + [str(i) for i in mine]
-    ports = dict(zip(names, _free_tcp_ports(bind_host, len(names))))
+    ports = dict(zip(names, _free_tcp_ports(bind_host, len(names)), strict=True))
     binds = {k: f"tcp://{bind_host}:{p}" for k, p in ports.items()}
     advertised = {k: f"tcp://{cfg.host}:{p}" for k, p in ports.items()}
     return binds.get("env"), binds, advertised, None

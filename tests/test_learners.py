@@ -30,7 +30,7 @@ def test_act_update_and_checkpoint_round_trip(algo, tmp_path):
         core.learn(obs, actions, np.full(8, 5.0, np.float32), obs, np.zeros(8, np.float32),
                    np.full((1, 8), 1.0), np.array([0.0]))
     after = list(_main_net(core.learner).parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, after)), "no weight moved"
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), "no weight moved"
     assert core.mu == pytest.approx(5.0 * (1 - 0.95**3))  # mu moved toward the original reward only
 
     save_checkpoint(tmp_path / "ckpt.pt", core, step=3)
@@ -38,7 +38,7 @@ def test_act_update_and_checkpoint_round_trip(algo, tmp_path):
     restored = AgentCore(make_learner(algo, 2, SPACE, opts, seed=99), "dri", 0.05)
     assert load_checkpoint(tmp_path / "ckpt.pt", restored) == 3
     assert restored.mu == pytest.approx(core.mu)
-    for a, b in zip(_main_net(core.learner).parameters(), _main_net(restored.learner).parameters()):
+    for a, b in zip(_main_net(core.learner).parameters(), _main_net(restored.learner).parameters(), strict=True):
         assert torch.equal(a, b)
     # weights and the sampling RNG streams are restored: the same draws follow
     np.testing.assert_array_equal(np.stack([restored.act(obs) for _ in range(5)]), expected)

@@ -281,7 +281,7 @@ def test_vectorised_collisions_equal_the_mpe2_loop():
         starts = [None if i % 2 else rng.normal(size=2) for i in range(n)]
         ours = w.apply_environment_force(list(starts))
         theirs = World.apply_environment_force(w, list(starts))
-        for mine, ref in zip(ours, theirs):
+        for mine, ref in zip(ours, theirs, strict=True):
             assert (mine is None) == (ref is None)
             if ref is not None:
                 np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-9)

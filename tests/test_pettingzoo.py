@@ -240,7 +240,7 @@ def test_the_server_sends_termination_truncation_and_activity(tmp_path):
                 for i, s in enumerate(socks):
                     s.send(protocol.encode(protocol.ACTION, i, step, [protocol.to_bytes(np.zeros(1), "<i4")]))
         thread.join(timeout=30)
-        a, b, c = (list(x) for x in zip(*seen))
+        a, b, c = (list(x) for x in zip(*seen, strict=True))
         assert a[2].terminated[0] and not a[2].truncated[0] and not a[2].active[0]  # a terminated at step 2
         assert a[3].reward[0] == 0.0 and not a[3].active[0]  # out of the episode since
         assert c[5].truncated[0] and not c[5].terminated[0]  # c cut at step 5 ...
@@ -263,7 +263,7 @@ def test_env_workers_step_the_same_copies_as_one_process():
     two = PettingZooVectorEnv(spec, 3, 5, seed=3, options=options, workers=2)
     try:
         assert two.splits[0].tolist() == [0, 1, 2] and len(two.blocks) == 2
-        for a, b in zip(one.reset(), two.reset()):
+        for a, b in zip(one.reset(), two.reset(), strict=True):
             np.testing.assert_array_equal(a, b)
         rng = np.random.default_rng(0)
         for _ in range(6):  # across an episode end (max_cycles 4): truncation and reset in both
@@ -271,11 +271,11 @@ def test_env_workers_step_the_same_copies_as_one_process():
             (obs1, r1, d1), (obs2, r2, d2) = one.step(actions), two.step(actions)
             np.testing.assert_array_equal(r1, r2)
             np.testing.assert_array_equal(d1, d2)
-            for a, b in zip(obs1, obs2):
+            for a, b in zip(obs1, obs2, strict=True):
                 np.testing.assert_array_equal(a, b)
             e1, e2 = one.episode_ends(), two.episode_ends()
             np.testing.assert_array_equal(e1.truncated, e2.truncated)
-            for f1, f2 in zip(e1.final_obs, e2.final_obs):
+            for f1, f2 in zip(e1.final_obs, e2.final_obs, strict=True):
                 assert (f1 is None) == (f2 is None)
                 if f1 is not None:
                     np.testing.assert_array_equal(f1[e1.truncated[0]], f2[e2.truncated[0]])

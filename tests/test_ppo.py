@@ -56,7 +56,7 @@ def test_ctde_critic_reads_the_global_state():
         a = learner.act(obs, info)
         out = learner.update(transition(obs, a, np.ones(K, np.float32), obs, np.zeros(K, np.float32), next_info=info))
     assert set(out) == {"actor_loss", "critic_loss", "entropy"}
-    assert any(not torch.equal(a, b) for a, b in zip(before, learner.critic.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.critic.parameters(), strict=True))
 
 
 def test_a_long_update_reports_progress_after_every_gradient_step():
@@ -126,7 +126,7 @@ def test_with_active_masks_steps_without_a_choice_do_not_move_the_policy(active_
             learner.update(transition(obs, actions, signal, obs, np.zeros(K, np.float32), next_info=info))
         return [p.detach().clone() for p in learner.actor.parameters()]
 
-    same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor_after(-5.0), actor_after(5.0)))
+    same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor_after(-5.0), actor_after(5.0), strict=True))
     assert same == active_masks
 
 
@@ -152,6 +152,6 @@ def test_step_sizes_fall_linearly_to_zero_over_lr_anneal_steps_and_a_resumed_lea
     resumed.load_state_dict(learner.state_dict())
     before = one_rollout(resumed)  # 4 of 4 steps: step size 0, the policy no longer moves
     assert resumed.actor_opt.param_groups[0]["lr"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, resumed.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, resumed.actor.parameters(), strict=True))
     with pytest.raises(ValueError, match="lr_anneal_steps"):
         make_learner("ppo", 3, {"type": "discrete", "n": 2}, {"lr_anneal_steps": -1}, 0)

@@ -180,7 +180,7 @@ class CollectionScenario(BaseScenario):
         held = occupancy(world)[world.agents.index(agent)]
         if held.any():
             rew += self.occupy_reward
-            if any(food.type == agent.type for food, h in zip(world.landmarks, held) if h):
+            if any(food.type == agent.type for food, h in zip(world.landmarks, held, strict=True) if h):
                 rew += self.type_match_bonus
         return rew
 
