@@ -375,8 +375,8 @@ class AgentProcess:
     def _write_stats(self) -> None:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""
         lat = np.array(self.exchange_s) * 1000
-        stats = {"step": self.step, "agent_name": self.agent_name, "link": self.link.stats, "n_peers": len(self.link.peers),
-                 "memory": memory_mb(),
+        stats = {"step": self.step, "agent_name": self.agent_name, "link": self.link.stats,
+                 "n_peers": len(self.link.peers), "memory": memory_mb(),
                  "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                  "mean": float(lat.mean())} if lat.size else None}
         log.info("link stats: %s", stats)

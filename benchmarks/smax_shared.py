@@ -106,7 +106,8 @@ def summarise(folder: Path) -> int:
     lines = ["# SMAX: one PPO shared by all units (diagnostic, benchmarks/smax_shared.py)", "",
              f"Win rate of the battles ending in each window (sampling policy); median [min, max] over "
              f"{len(runs)} seeds ({', '.join(runs)}).", "", "| env steps | win rate |", "|---|---|"]
-    lines += [f"| {s:,} | {np.median(w):.2f} [{w.min():.2f}, {w.max():.2f}] |" for s, w in zip(steps, won.T, strict=True)]
+    lines += [f"| {s:,} | {np.median(w):.2f} [{w.min():.2f}, {w.max():.2f}] |"
+              for s, w in zip(steps, won.T, strict=True)]
     (folder / "results.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib

@@ -433,7 +433,8 @@ class EnvServer:
         empty reward (the reward was for an action it did not take); a dead one, or one still in
         its handshake, gets nothing (results would pile up in its queue)."""
         ends = self.env.episode_ends() if isinstance(self.env, AgentEpisodes) else None
-        terminated = np.broadcast_to(done > 0, (self.cfg.n_agents, self.cfg.n_envs)) if ends is None else ends.terminated
+        terminated = np.broadcast_to(done > 0, (self.cfg.n_agents, self.cfg.n_envs)) if ends is None \
+            else ends.terminated
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
             extras["team"] = protocol.to_bytes(team_reward(self.env, rewards))

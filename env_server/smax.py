@@ -129,7 +129,8 @@ class Battles:
         for k in np.flatnonzero(done):
             self._finished.append({"won": float(won[k]), "episode_team_return": float(self._ep_return[k]),
                                    "allies_alive": float(allies_alive[k].sum()),
-                                   "enemies_alive": float(enemies_alive[k].sum()), "episode_length": float(self._ep_len[k])})
+                                   "enemies_alive": float(enemies_alive[k].sum()),
+                                   "episode_length": float(self._ep_len[k])})
         self._ep_return[done] = 0.0
         self._ep_len[done] = 0
 

@@ -191,7 +191,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              seed=cfg.seed + (EVALUATION_SEED_OFFSET if cfg.evaluate_from else 0),
                              run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
                              env_options=dict(cfg.env_options), action_type=action_type(cfg),
-                             range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
+                             range_radius=radius or 0.0, range_sight=radius is None,
+                             share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action, resume=cfg.resume, env_workers=cfg.env_workers,
                              final_fraction=final_fraction(cfg), logger=cfg.logger)

@@ -79,7 +79,8 @@ def test_a2c_learns_the_better_arm_of_a_bandit():
     obs = np.ones((16, 1), np.float32)
     for _ in range(300):
         a = learner.act(obs)
-        learner.update(transition(obs, a, np.where(a == 1, 1.0, -1.0).astype(np.float32), obs, np.zeros(16, np.float32)))
+        signal = np.where(a == 1, 1.0, -1.0).astype(np.float32)
+        learner.update(transition(obs, a, signal, obs, np.zeros(16, np.float32)))
     assert learner.policy(obs[:1])[0, 1] > 0.9
 
 
@@ -92,7 +93,8 @@ def test_ddpg_continuous_actions_are_bounded_and_learn_a_target_action():
     for _ in range(1000):
         a = learner.act(obs)
         assert a.shape == (16, 2) and a.dtype == np.float32 and np.abs(a).max() <= 1.0
-        learner.update(transition(obs, a, -((a - target) ** 2).sum(1).astype(np.float32), obs, np.zeros(16, np.float32)))
+        signal = -((a - target) ** 2).sum(1).astype(np.float32)
+        learner.update(transition(obs, a, signal, obs, np.zeros(16, np.float32)))
     np.testing.assert_allclose(learner.policy(obs[:1])[0], target, atol=0.1)
 
 
@@ -113,6 +115,7 @@ def test_a2c_with_rollouts_updates_every_n_steps_and_credits_delayed_reward():
         a0 = learner.act(first)
         infos.append(learner.update(transition(first, a0, no, second, no)))
         a1 = learner.act(second)
-        infos.append(learner.update(transition(second, a1, np.where(a0 == 1, 1.0, -1.0).astype(np.float32), first, yes)))
+        signal = np.where(a0 == 1, 1.0, -1.0).astype(np.float32)
+        infos.append(learner.update(transition(second, a1, signal, first, yes)))
     assert [bool(i) for i in infos[:8]] == [False, False, False, True] * 2  # one update per 4 steps
     assert learner.policy(first[:1])[0, 1] > 0.9

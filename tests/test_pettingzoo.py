@@ -126,7 +126,8 @@ def test_check_env_reports_each_violation_in_one_line(factory, expected):
 
 
 @pytest.mark.parametrize("env, n, expected", [
-    ("pettingzoo:no_such_module_xyz", None, "--env pettingzoo:no_such_module_xyz: no module named 'no_such_module_xyz'"),
+    ("pettingzoo:no_such_module_xyz", None,
+     "--env pettingzoo:no_such_module_xyz: no module named 'no_such_module_xyz'"),
     (tiny("not_an_env"), None, "the factory returned dict, not a PettingZoo ParallelEnv"),
     ("pettingzoo:mpe2.simple_spread_v3", 4, "has 3 agents (agent_0, agent_1, agent_2), but --n is 4"),
     (tiny("MultiDiscreteActions"), None, "agent 'a' has a MultiDiscrete([2 2]) action space"),

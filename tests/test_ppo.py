@@ -32,7 +32,8 @@ def test_ppo_learns_a_masked_memory_task_that_needs_its_gru():
         answer = learner.act(blank, recall_step)
         assert (answer < 2).all(), "a masked action was taken"
         correct.append((answer == cue).mean())
-        learner.update(transition(blank, answer, np.where(answer == cue, 1.0, -1.0).astype(np.float32), shown, yes, next_info=cue_step))
+        reward = np.where(answer == cue, 1.0, -1.0).astype(np.float32)
+        learner.update(transition(blank, answer, reward, shown, yes, next_info=cue_step))
     assert np.mean(correct[:10]) < 0.7  # it starts at chance
     assert np.mean(correct[-20:]) > 0.95
     # evaluation: greedy actions, no updates; episode_ends restarts the GRU where episodes end
@@ -97,7 +98,8 @@ def test_a_differential_signal_cut_at_episode_ends_pays_to_quit_early(continuing
         t_next = np.where(work == 1, t + 1, 0)
         done = (work == 0) | (t_next == 4)
         t = np.where(done, 0, t_next)
-        learner.update(transition(obs, work, work.astype(np.float32) - 2.0, np.eye(4, dtype=np.float32)[t], done.astype(np.float32)))
+        learner.update(transition(obs, work, work.astype(np.float32) - 2.0, np.eye(4, dtype=np.float32)[t],
+                                  done.astype(np.float32)))
     assert 0.3 < np.concatenate(first_actions[:5]).mean() < 0.7  # it starts at chance
     works_at_start = np.concatenate(first_actions[-50:]).mean()
     if continuing:

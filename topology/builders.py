@@ -29,7 +29,8 @@ TOPOLOGY_NAMES: tuple[str, ...] = (
 )
 
 _DYNAMIC_NAME = "range"
-_VALID_SPECS = "full, ring, line, star, grid, grid:RxC, random-regular[:D], erdos-renyi[:P], file:PATH, range:... (dynamic)"
+_VALID_SPECS = ("full, ring, line, star, grid, grid:RxC, random-regular[:D], erdos-renyi[:P], file:PATH, "
+                "range:... (dynamic)")
 
 # Two ASCII integers separated by a comma or by whitespace (re.ASCII keeps non-ASCII digits out).
 _EDGE_LINE = re.compile(r"([+-]?\d+)(?:\s*,\s*|\s+)([+-]?\d+)", re.ASCII)
@@ -67,7 +68,8 @@ def range_radius(spec: str) -> float | None:
     try:
         radius = float(param or "")
     except ValueError:
-        raise TopologyError(f"topology {spec!r}: give the communication range as a number, e.g. range:0.8, or range:sight") from None
+        raise TopologyError(f"topology {spec!r}: give the communication range as a number, e.g. range:0.8, "
+                            "or range:sight") from None
     if not radius > 0 or radius == float("inf"):
         raise TopologyError(f"topology {spec!r}: the range must be a positive finite number")
     return radius

@@ -162,7 +162,8 @@ class CollectionScenario(BaseScenario):
             # off every food (no free occupancy) and off every other agent (no explosive start)
             for _ in range(100):
                 pos = sample_clear_position(
-                    np_random, world.bound, food_pos, agent.size + max((f.occupy_radius for f in world.landmarks), default=0.0)
+                    np_random, world.bound, food_pos,
+                    agent.size + max((f.occupy_radius for f in world.landmarks), default=0.0),
                 )
                 if all(np.linalg.norm(pos - other) >= 2 * agent.size for other in agent_pos):
                     break
