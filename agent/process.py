@@ -289,6 +289,7 @@ class AgentProcess:
                     raise EnvServerGone(f"{exc}, and not back within {cfg.reconnect_timeout_s:.0f} s") from None
 
     def _shut_down(self, metrics: MetricsWriter, ckpt: Path, server_lost: bool) -> None:
+        """On every exit: the last checkpoint (not when evaluating), metrics and stats, sockets closed."""
         if self.core is not None and not self.cfg.evaluate:  # an evaluation changes no weights
             save_checkpoint(ckpt, self.core, self.step)
         metrics.close()

@@ -132,9 +132,8 @@ def _standardise(adv: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 def _chunks(x: torch.Tensor, length: int) -> torch.Tensor:
     """(T, K, ...) -> (length, T/length * K, ...): the rollout cut into chunks of `length` steps."""
-    t, k = x.shape[:2]
-    return x.reshape(t // length, length, k, *x.shape[2:]).transpose(0, 1).reshape(length, (t // length) * k,
-                                                                                   *x.shape[2:])
+    t, k, rest = x.shape[0], x.shape[1], x.shape[2:]
+    return x.reshape(t // length, length, k, *rest).transpose(0, 1).reshape(length, (t // length) * k, *rest)
 
 
 class RecurrentNet(nn.Module):
