@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import zmq
@@ -147,7 +147,11 @@ class NeighbourLink:
         Returns (peer ids, rewards (m, K), mus (m,))."""
         wanted = set(self.peers) if wanted is None else wanted & self.peers.keys()
         expected = set(self.live_peers()) & wanted
-        end = time.monotonic() + deadline_s
+        self._wait_for(step, expected, time.monotonic() + deadline_s, on_wait)
+        return _stacked(self._close_step(step, wanted), n_envs, step)
+
+    def _wait_for(self, step: int, expected: set[int], end: float, on_wait: Callable[[], None] | None) -> None:
+        """Receive until every peer in `expected` has sent its scalars for `step`, or until `end`."""
         self.drain()
         while not expected <= self._pending.get(step, {}).keys():
             self.flush_delayed()  # our own delayed frames must go out while we wait
@@ -161,6 +165,10 @@ class NeighbourLink:
                 self.drain()
             if on_wait:
                 on_wait()
+
+    def _close_step(self, step: int, wanted: set[int]) -> dict[int, tuple[np.ndarray, float]]:
+        """Close `step` (later messages for it are late) and return what arrived for it; a wanted
+        peer that sent nothing has missed one more step."""
         got = self._pending.pop(step, {})
         for old in [s for s in self._pending if s < step]:
             del self._pending[old]
@@ -173,13 +181,20 @@ class NeighbourLink:
                 if self.missed[p] == self.liveness:
                     log.warning("neighbour %d silent for %d steps (last at step <= %d): learning without it",
                                 p, self.liveness, step - self.liveness)
-        ids = sorted(p for p, (r, _) in got.items() if r.shape[0] == n_envs)
-        if len(ids) != len(got):
-            log.warning("dropped scalars of wrong width at step %d", step)
-        rewards = np.stack([got[p][0] for p in ids]) if ids else np.zeros((0, n_envs), np.float32)
-        mus = np.array([got[p][1] for p in ids], np.float64)
-        return ids, rewards, mus
+        return got
 
     def close(self) -> None:
         self.pub.close()
         self.sub.close()
+
+
+def _stacked(got: dict[int, tuple[np.ndarray, float]], n_envs: int,
+             step: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Peers' (rewards, mu) -> (peer ids in order, rewards (m, K), mus (m,)); rewards of the wrong
+    width are dropped."""
+    ids = sorted(p for p, (r, _) in got.items() if r.shape[0] == n_envs)
+    if len(ids) != len(got):
+        log.warning("dropped scalars of wrong width at step %d", step)
+    rewards = np.stack([got[p][0] for p in ids]) if ids else np.zeros((0, n_envs), np.float32)
+    mus = np.array([got[p][1] for p in ids], np.float64)
+    return ids, rewards, mus

@@ -220,7 +220,29 @@ class AgentProcess:
             return EXIT_REFUSED
         if spec.kind != protocol.SPEC:
             raise RuntimeError(f"expected an env spec, got {spec.kind}")
-        spec = spec.body
+        n_envs = self._build(spec.body)
+        ckpt = self.dir / "checkpoint.pt"
+        self._load_weights(ckpt)
+        self._handshake()
+        self._send_env(protocol.READY, self.step, {})
+        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume,
+                                sinks=make_sinks(cfg.logger, self.dir))
+        self.t0 = time.monotonic()
+        exit_code = 0
+        try:
+            self._loop_with_rejoins(metrics, n_envs, ckpt)
+        except EnvServerGone as exc:
+            log.error("%s: saving a checkpoint at step %d and exiting with status %d", exc, self.step, EXIT_ENV_LOST)
+            exit_code = EXIT_ENV_LOST
+        except KeyboardInterrupt:
+            log.info("stop requested at step %d: saving a checkpoint", self.step)
+        finally:
+            self._shut_down(metrics, ckpt, server_lost=exit_code == EXIT_ENV_LOST)
+        return exit_code
+
+    def _build(self, spec: dict) -> int:
+        """This agent's learner and core, from the env server's SPEC; returns K, the env copies."""
+        cfg = self.cfg
         n_envs = int(spec["n_envs"])
         self.n_agents = int(spec["n_agents"])
         self.action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
@@ -237,7 +259,11 @@ class AgentProcess:
             log.info("agent %d is %r in %s", cfg.agent_id, spec["agent_name"], spec.get("env"))
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
-        ckpt = self.dir / "checkpoint.pt"
+        return n_envs
+
+    def _load_weights(self, ckpt: Path) -> None:
+        """Resume from this agent's checkpoint, or start from another run's weights (init_from)."""
+        cfg = self.cfg
         if cfg.resume and ckpt.exists():
             self.step = load_checkpoint(ckpt, self.core)
             log.info("resumed from %s at step %d (mu=%.4f)", ckpt, self.step, self.core.mu)
@@ -247,37 +273,30 @@ class AgentProcess:
             trained = load_checkpoint(cfg.init_from, self.core)
             log.info("weights from %s (trained for %d steps)%s", cfg.init_from, trained,
                      ": evaluating, greedy actions, no learning" if cfg.evaluate else "")
-        self._handshake()
-        self._send_env(protocol.READY, self.step, {})
-        metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume,
-                                sinks=make_sinks(cfg.logger, self.dir))
-        self.t0 = time.monotonic()
-        exit_code = 0
-        try:
-            while True:
-                try:
-                    self._loop(metrics, n_envs, ckpt)
-                    break
-                except EnvServerGone as exc:
-                    if cfg.on_env_loss != "wait":
-                        raise
-                    log.warning("%s: reconnecting for up to %.0f s (on_env_loss=wait)", exc, cfg.reconnect_timeout_s)
-                    if not self._reconnect():
-                        raise EnvServerGone(f"{exc}, and not back within {cfg.reconnect_timeout_s:.0f} s") from None
-        except EnvServerGone as exc:
-            log.error("%s: saving a checkpoint at step %d and exiting with status %d", exc, self.step, EXIT_ENV_LOST)
-            exit_code = EXIT_ENV_LOST
-        except KeyboardInterrupt:
-            log.info("stop requested at step %d: saving a checkpoint", self.step)
-        finally:
-            if self.core is not None and not cfg.evaluate:  # an evaluation changes no weights
-                save_checkpoint(ckpt, self.core, self.step)
-            metrics.close()
-            self._write_stats()
-            self.link.close()
-            self.env.close(linger=0 if exit_code == EXIT_ENV_LOST else None)  # nothing to flush to a dead server
-            self.ctx.term()
-        return exit_code
+
+    def _loop_with_rejoins(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
+        """The step loop; with on_env_loss=wait, a lost env server is rejoined and the loop goes on."""
+        cfg = self.cfg
+        while True:
+            try:
+                self._loop(metrics, n_envs, ckpt)
+                return
+            except EnvServerGone as exc:
+                if cfg.on_env_loss != "wait":
+                    raise
+                log.warning("%s: reconnecting for up to %.0f s (on_env_loss=wait)", exc, cfg.reconnect_timeout_s)
+                if not self._reconnect():
+                    raise EnvServerGone(f"{exc}, and not back within {cfg.reconnect_timeout_s:.0f} s") from None
+
+    def _shut_down(self, metrics: MetricsWriter, ckpt: Path, server_lost: bool) -> None:
+        """On every exit: the last checkpoint (not when evaluating), metrics and stats, sockets closed."""
+        if self.core is not None and not self.cfg.evaluate:  # an evaluation changes no weights
+            save_checkpoint(ckpt, self.core, self.step)
+        metrics.close()
+        self._write_stats()
+        self.link.close()
+        self.env.close(linger=0 if server_lost else None)  # nothing to flush to a dead server
+        self.ctx.term()
 
     def _loop(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
         """Steps until the last result or a STOP. The first result after (re)joining carries no
@@ -289,28 +308,15 @@ class AgentProcess:
             if msg.kind == protocol.STOP:
                 log.info("env server says stop: %s", msg.body.get("reason"))
                 return
-            if msg.kind != protocol.RESULT:
-                log.warning("dropped unexpected %s from the env server", msg.kind)
-                continue
-            try:
-                res = protocol.decode_result(msg.body, n_envs, self.obs_dim)
-            except protocol.ProtocolError as exc:
-                log.warning("dropped a result for step %d: %s", msg.step, exc)
+            res = self._result(msg, n_envs)
+            if res is None:
                 continue
             next_info = self._step_info(res.extras, n_envs)
             if obs is not None and res.reward is not None:  # RESULT t+1 carries r_t for the action sent at step t
-                if cfg.evaluate:
-                    self.core.observe(res.terminated | res.truncated | ~active)
-                    metrics.accumulate({"reward": res.reward[active].mean() if active.any() else 0.0,
-                                        "mu": self.core.mu})
-                else:
-                    metrics.accumulate(self._learn(obs, actions, active, res, msg.step, next_info, n_envs))
+                metrics.accumulate(self._observe_only(res, active) if cfg.evaluate
+                                   else self._learn(obs, actions, active, res, msg.step, next_info, n_envs))
                 self.step = msg.step
-                if self.step % cfg.log_every == 0:
-                    metrics.write({"step": self.step, "env_steps": self.step * n_envs,
-                                   "wall_s": round(time.monotonic() - self.t0, 3)})
-                if self.step % cfg.checkpoint_every == 0 and not cfg.evaluate:
-                    save_checkpoint(ckpt, self.core, self.step)
+                self._record(metrics, n_envs, ckpt)
             elif obs is None and msg.step > self.step:
                 log.info("first result at step %d: acting from there", msg.step)
             if res.last:  # last result of the run
@@ -318,6 +324,30 @@ class AgentProcess:
             obs, active = res.obs, res.active
             actions = self.core.act(obs, next_info, greedy=cfg.evaluate)
             self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
+
+    def _result(self, msg: protocol.Message, n_envs: int) -> protocol.Result | None:
+        """The RESULT in `msg`, or None (logged) for another message or a malformed result."""
+        if msg.kind != protocol.RESULT:
+            log.warning("dropped unexpected %s from the env server", msg.kind)
+            return None
+        try:
+            return protocol.decode_result(msg.body, n_envs, self.obs_dim)
+        except protocol.ProtocolError as exc:
+            log.warning("dropped a result for step %d: %s", msg.step, exc)
+            return None
+
+    def _observe_only(self, res: protocol.Result, active: np.ndarray) -> dict[str, float]:
+        """Evaluation: nothing is learned, the learner only sees where episodes end; the step's metrics."""
+        self.core.observe(res.terminated | res.truncated | ~active)
+        return {"reward": res.reward[active].mean() if active.any() else 0.0, "mu": self.core.mu}
+
+    def _record(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
+        """A metrics row every log_every steps, a checkpoint every checkpoint_every (not when evaluating)."""
+        if self.step % self.cfg.log_every == 0:
+            metrics.write({"step": self.step, "env_steps": self.step * n_envs,
+                           "wall_s": round(time.monotonic() - self.t0, 3)})
+        if self.step % self.cfg.checkpoint_every == 0 and not self.cfg.evaluate:
+            save_checkpoint(ckpt, self.core, self.step)
 
     def _learn(self, obs: np.ndarray, actions: np.ndarray, active: np.ndarray, res: protocol.Result, step: int,
                next_info: StepInfo | None, n_envs: int) -> dict[str, float]:
@@ -375,8 +405,8 @@ class AgentProcess:
     def _write_stats(self) -> None:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""
         lat = np.array(self.exchange_s) * 1000
-        stats = {"step": self.step, "agent_name": self.agent_name, "link": self.link.stats, "n_peers": len(self.link.peers),
-                 "memory": memory_mb(),
+        stats = {"step": self.step, "agent_name": self.agent_name, "link": self.link.stats,
+                 "n_peers": len(self.link.peers), "memory": memory_mb(),
                  "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                  "mean": float(lat.mean())} if lat.size else None}
         log.info("link stats: %s", stats)

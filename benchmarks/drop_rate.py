@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
         p.error("--steps takes one value, or one per env")
     if any(not 0 <= d <= 1 for d in a.drops):
         p.error("--drops must be in [0, 1]")
-    a.steps_of = dict(zip(a.envs, a.steps))
+    a.steps_of = dict(zip(a.envs, a.steps, strict=True))
     return a
 
 
@@ -69,7 +69,8 @@ def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
 
     def same(s: dict) -> bool:
         cfg = s.get("config", {})
-        return s.get("steps") == steps and cfg.get("link_drop") == p and cfg.get("link_deadline_s") == args.link_deadline
+        return (s.get("steps") == steps and cfg.get("link_drop") == p
+                and cfg.get("link_deadline_s") == args.link_deadline)
 
     return launch(cmd, run_dir, args.out / "logs" / f"{run_dir.name}.log", args.run_timeout, same, args.force)
 
@@ -102,7 +103,8 @@ def main() -> int:
             if key[0] == env and key in summaries:
                 s = summaries[key]
                 rows.append({"env": env, "p": key[1], "mode": key[2], "seed": key[3],
-                             "value": s["final"].get(ENVS[env][1]), "conflict_rate": s["final"].get("mean_conflict_rate"),
+                             "value": s["final"].get(ENVS[env][1]),
+                             "conflict_rate": s["final"].get("mean_conflict_rate"),
                              "dropped_chaos": dropped(args.out / "runs" / f"{env}-p{key[1]}-{key[2]}-s{key[3]}",
                                                       s["n_agents"]),
                              "wall_s": s.get("wall_s")})
@@ -136,7 +138,8 @@ def write_outputs(env: str, rows: list[dict], args: argparse.Namespace, elapsed:
         for mode in MODES:
             vals = np.array([r["value"] for r in rows if r["p"] == p and r["mode"] == mode and r["value"] is not None])
             cells.append(f"{vals.mean():.2f} ± {vals.std():.2f} (n={vals.size})" if vals.size else "-")
-        conf = [r["conflict_rate"] for r in rows if r["p"] == p and r["mode"] == "dri" and r["conflict_rate"] is not None]
+        conf = [r["conflict_rate"] for r in rows
+                if r["p"] == p and r["mode"] == "dri" and r["conflict_rate"] is not None]
         lines.append(f"| {p} | " + " | ".join(cells) + f" | {np.mean(conf):.3f} |" if conf else f"| {p} | "
                      + " | ".join(cells) + " | - |")
     lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ", f"Wall time of this invocation: {elapsed:.0f} s.", ""]

@@ -130,7 +130,7 @@ def plot_game(game: str, args: argparse.Namespace, done: set[tuple]) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(args.algos), figsize=(4.2 * len(args.algos), 3.4),
                              squeeze=False, sharey=True)
-    for ax, algo in zip(axes[0], args.algos):
+    for ax, algo in zip(axes[0], args.algos, strict=True):
         for mode in args.modes:
             curves = read_curves([args.out / "runs" / f"{game}-{algo}-{mode}-s{seed}" for seed in range(args.seeds)
                                   if (game, algo, mode, seed) in done], "team_reward")

@@ -123,7 +123,8 @@ def write_tables(task: str, rows: list[dict], args: argparse.Namespace, elapsed:
     metrics = TASKS[task][1]
     lines = [f"# MPE {task}: group reward and task metrics after training", "",
              f"{args.steps} steps x {args.envs} copies = {args.steps * args.envs:,} env steps per run; topology "
-             f"`{topology_of(args, task)}`; mean ± std over seeds of the episodes ending in the last 10 % of steps.", "",
+             f"`{topology_of(args, task)}`; mean ± std over seeds of the episodes ending in the last 10 % of steps.",
+             "",
              "| algo | mode | seeds | group reward, first 10 % | group reward | "
              + "".join(f"{m} | " for m in metrics) + "conflict rate | wall s / run |",
              "|---|---|---|---|---|" + "---|" * len(metrics) + "---|---|"]
@@ -189,7 +190,8 @@ def main() -> int:
     for task in args.tasks:
         write_tables(task, [r for r in rows if r["task"] == task], args, time.time() - t0)
         plot_task(task, args, set(summaries))
-    print("wrote " + ", ".join(f"{t}.md, {t}.csv, {t}.png" for t in args.tasks) + f" in {args.out} ({time.time() - t0:.0f}s)")
+    print("wrote " + ", ".join(f"{t}.md, {t}.csv, {t}.png" for t in args.tasks)
+          + f" in {args.out} ({time.time() - t0:.0f}s)")
     return report_failures(failed, len(grid))
 
 

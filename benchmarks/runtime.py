@@ -43,8 +43,8 @@ def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int, options: dic
         venv.step([rng.integers(0, size, k).astype(np.int32) for size in sizes])
     return steps * k / (time.perf_counter() - t0)
 
-COLUMNS = ["n", "K", "env_workers", "env_steps_per_s", "reference_env_steps_per_s", "ratio", "env_alone_env_steps_per_s",
-           "fraction_of_env_alone", "nbr_bytes_per_peer_env_step",
+COLUMNS = ["n", "K", "env_workers", "env_steps_per_s", "reference_env_steps_per_s", "ratio",
+           "env_alone_env_steps_per_s", "fraction_of_env_alone", "nbr_bytes_per_peer_env_step",
            "nbr_bytes_per_msg", "env_link_bytes_per_agent_step", "exchange_p50_ms", "exchange_p99_ms",
            "agent_rss_mb", "agent_pss_mb", "env_server_rss_mb", "total_pss_mb"]
 
@@ -64,12 +64,14 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
     ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k, env_options=options)
     sent = np.array([a["link"]["sent_bytes"] for a in agents], float)
     msgs = np.array([a["link"]["sent_msgs"] for a in agents], float)
-    env_link = np.array(server["env_link_bytes_sent_per_agent_step"]) + np.array(server["env_link_bytes_recv_per_agent_step"])
+    env_link = (np.array(server["env_link_bytes_sent_per_agent_step"])
+                + np.array(server["env_link_bytes_recv_per_agent_step"]))
     agent_rss = np.array([a["memory"]["rss_peak_mb"] for a in agents])
     agent_pss = np.array([a["memory"]["pss_mb"] for a in agents])
     rate = summary["env_steps_per_s"]
     return {
-        "n": n, "K": k, "env_workers": env_workers, "env_steps_per_s": round(rate), "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
+        "n": n, "K": k, "env_workers": env_workers, "env_steps_per_s": round(rate),
+        "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
         "ratio": round(rate / ref["env_steps_per_s"], 2),
         "env_alone_env_steps_per_s": round(env_alone := env_alone_rate(env, n, k, steps, seed, options)),
         "fraction_of_env_alone": round(rate / env_alone, 2),

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from common import band, env_steps_label, launch, read_curves, run_grid, write_csv
-
 from drima.metrics import last_row
 
 MAPS = ["3m", "2s3z", "5m_vs_6m"]
@@ -189,7 +188,7 @@ def plot_map(map_name: str, args: argparse.Namespace, done: set[tuple]) -> None:
     # win rate as in Fig. 5, and the episode team return, which still moves while nobody wins
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     panels = (("won", "median win rate"), ("episode_team_return", "median episode team return"))
-    for ax, (column, label) in zip(axes, panels):
+    for ax, (column, label) in zip(axes, panels, strict=True):
         for mode in args.modes:
             curves = read_curves([run_dir_of(args, (map_name, mode, seed)) for seed in range(args.seeds)
                                   if (map_name, mode, seed) in done], column)

@@ -31,8 +31,7 @@ def main() -> int:
     import jax
     import jax.numpy as jnp
     from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
-    from jaxmarl.environments.smax.heuristic_enemy import (create_heuristic_policy,
-                                                           get_heuristic_policy_initial_state)
+    from jaxmarl.environments.smax.heuristic_enemy import create_heuristic_policy, get_heuristic_policy_initial_state
 
     env = HeuristicEnemySMAX(scenario=map_name_to_scenario(args.map))
     n_allies = env.num_allies

@@ -106,13 +106,15 @@ def summarise(folder: Path) -> int:
     lines = ["# SMAX: one PPO shared by all units (diagnostic, benchmarks/smax_shared.py)", "",
              f"Win rate of the battles ending in each window (sampling policy); median [min, max] over "
              f"{len(runs)} seeds ({', '.join(runs)}).", "", "| env steps | win rate |", "|---|---|"]
-    lines += [f"| {s:,} | {np.median(w):.2f} [{w.min():.2f}, {w.max():.2f}] |" for s, w in zip(steps, won.T)]
+    lines += [f"| {s:,} | {np.median(w):.2f} [{w.min():.2f}, {w.max():.2f}] |"
+              for s, w in zip(steps, won.T, strict=True)]
     (folder / "results.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
+
     from common import env_steps_label
 
     fig, ax = plt.subplots(figsize=(5, 3.8))

@@ -26,10 +26,13 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from drima.launch.api import AgentResult, RunResult, run
-    from drima.launch.plan import LaunchConfig
-    from drima.env_server.check import check_env
-    from drima.launch.validate import ConfigError, validate
+    from drima.env_server.check import check_env as check_env
+    from drima.launch.api import AgentResult as AgentResult
+    from drima.launch.api import RunResult as RunResult
+    from drima.launch.api import run as run
+    from drima.launch.plan import LaunchConfig as LaunchConfig
+    from drima.launch.validate import ConfigError as ConfigError
+    from drima.launch.validate import validate as validate
 
 
 def __getattr__(name: str) -> Any:

@@ -14,11 +14,19 @@ import torch
 
 from drima.agent.core import AgentCore
 from drima.agent.learners import env_defaults, make_learner
-from drima.env_server.envs import (AgentEpisodes, HasActionMasks, HasEpisodeMetrics, HasGlobalState, default_action_type,
-                                   make_env, team_reward)
-from drima.types import StepInfo
+from drima.env_server.envs import (
+    AgentEpisodes,
+    HasActionMasks,
+    HasEpisodeMetrics,
+    HasGlobalState,
+    VectorEnv,
+    default_action_type,
+    make_env,
+    team_reward,
+)
 from drima.launch.plan import agent_seed
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
+from drima.types import StepInfo
 
 
 def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: int, seed: int,
@@ -32,51 +40,26 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
     if mode == "ctde":
         nbrs = {i: [] for i in range(n)}
     with_state = mode == "ctde" and isinstance(venv, HasGlobalState) and venv.state_dim > 0  # as the env server does
-
-    def step_infos() -> list[StepInfo | None]:  # battles: action masks, and the global state in ctde
-        avail = venv.avail_actions() if isinstance(venv, HasActionMasks) else [None] * n
-        state = venv.global_state() if with_state else None
-        return [None if a is None and state is None else StepInfo(a, state) for a in avail]
-
-    agents = []
-    for i in range(n):
-        spec = venv.agent_spec(i)
-        options = env_defaults(spec, algo) | (learner_overrides or {})
-        learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i),
-                               venv.state_dim if with_state else 0, env_spec=spec)
-        agents.append(AgentCore(learner, mode, mu_step_size))
+    agents = [_make_agent(venv, i, algo, mode, seed, learner_overrides, mu_step_size, with_state) for i in range(n)]
     obs = venv.reset()
-    infos = step_infos()
+    infos = _step_infos(venv, n, with_state)
     final_window = steps - max(1, steps // 10)
     team_rewards, episodes, final_episodes = [], [], []
     t0 = time.perf_counter()
     for t in range(steps):
         venv.count_joint_actions = t >= final_window
-        actions = [a.act(o, info) for a, o, info in zip(agents, obs, infos)]
+        actions = [a.act(o, info) for a, o, info in zip(agents, obs, infos, strict=True)]
         next_obs, rewards, dones = venv.step(actions)
-        infos = step_infos()
+        infos = _step_infos(venv, n, with_state)
         near = venv.in_range(radius) if dynamic else None
         team = team_reward(venv, rewards)
-        mus = np.array([a.mu for a in agents])
-        ends = venv.episode_ends() if isinstance(venv, AgentEpisodes) else None
-        for i, a in enumerate(agents):
-            js = nbrs[i]
-            mask = None if near is None else near[i, js]
-            nxt, terminated, truncated, took_part = next_obs[i], dones, None, None
-            if ends is not None:  # as the env server does: only agents that took part count as neighbours
-                mask = ends.acted[js] if mask is None else mask & ends.acted[js]
-                terminated, truncated, took_part = ends.terminated[i], ends.truncated[i], ends.acted[i]
-                if ends.final_obs[i] is not None:
-                    nxt = np.where(truncated[:, None], ends.final_obs[i], nxt)
-            a.learn(obs[i], actions[i], rewards[i], nxt, terminated, rewards[js], mus[js], in_range=mask,
-                    team_reward=team, next_info=infos[i], truncated=truncated, active=took_part)
+        _learn(agents, nbrs, venv, obs, actions, rewards, next_obs, dones, infos, near, team)
         obs = next_obs
+        ended = list(venv.pop_task_metrics()) if isinstance(venv, HasEpisodeMetrics) else []
+        episodes += ended
         if t >= final_window:
             team_rewards.append(float(team.mean()))
-        for ep in venv.pop_task_metrics() if isinstance(venv, HasEpisodeMetrics) else ():
-            episodes.append(ep)
-            if t >= final_window:
-                final_episodes.append(ep)
+            final_episodes += ended
         if log_every and (t + 1) % log_every == 0 and episodes:
             recent = {k: round(float(np.mean([e[k] for e in episodes[-10:]])), 3) for k in episodes[-1]}
             print(f"step {t + 1}: {recent} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -87,3 +70,40 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
     if final_episodes:
         out |= {k: float(np.mean([e[k] for e in final_episodes])) for k in final_episodes[0]}
     return out
+
+
+def _make_agent(venv: VectorEnv, i: int, algo: str, mode: str, seed: int, learner_overrides: dict | None,
+                mu_step_size: float, with_state: bool) -> AgentCore:
+    """Agent i as its agent process builds it, from the spec the env server would send."""
+    spec = venv.agent_spec(i)
+    options = env_defaults(spec, algo) | (learner_overrides or {})
+    learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i),
+                           venv.state_dim if with_state else 0, env_spec=spec)
+    return AgentCore(learner, mode, mu_step_size)
+
+
+def _step_infos(venv: VectorEnv, n: int, with_state: bool) -> list[StepInfo | None]:
+    """Per agent, what comes with its observation: battles' action masks, and the global state in ctde."""
+    avail = venv.avail_actions() if isinstance(venv, HasActionMasks) else [None] * n
+    state = venv.global_state() if with_state else None
+    return [None if a is None and state is None else StepInfo(a, state) for a in avail]
+
+
+def _learn(agents: list[AgentCore], nbrs: dict[int, list[int]], venv: VectorEnv, obs: list[np.ndarray],
+           actions: list[np.ndarray], rewards: np.ndarray, next_obs: list[np.ndarray], dones: np.ndarray,
+           infos: list[StepInfo | None], near: np.ndarray | None, team: np.ndarray) -> None:
+    """Every agent learns from the step just taken, with its neighbours' rewards and mus (as
+    they were before this step), as the agent processes do."""
+    mus = np.array([a.mu for a in agents])
+    ends = venv.episode_ends() if isinstance(venv, AgentEpisodes) else None
+    for i, a in enumerate(agents):
+        js = nbrs[i]
+        mask = None if near is None else near[i, js]
+        nxt, terminated, truncated, took_part = next_obs[i], dones, None, None
+        if ends is not None:  # as the env server does: only agents that took part count as neighbours
+            mask = ends.acted[js] if mask is None else mask & ends.acted[js]
+            terminated, truncated, took_part = ends.terminated[i], ends.truncated[i], ends.acted[i]
+            if ends.final_obs[i] is not None:
+                nxt = np.where(truncated[:, None], ends.final_obs[i], nxt)
+        a.learn(obs[i], actions[i], rewards[i], nxt, terminated, rewards[js], mus[js], in_range=mask,
+                team_reward=team, next_info=infos[i], truncated=truncated, active=took_part)

@@ -220,7 +220,7 @@ def _check_vector_obs(obs: list[np.ndarray], specs: list[dict], n_envs: int, whe
     problems = []
     if len(obs) != len(specs):
         return [f"{where}: {len(obs)} observations for {len(specs)} agents"]
-    for i, (o, s) in enumerate(zip(obs, specs)):
+    for i, (o, s) in enumerate(zip(obs, specs, strict=True)):
         name = s.get("agent_name", i)
         if np.shape(o) != (n_envs, s["obs_dim"]) or np.asarray(o).dtype != np.float32:
             problems.append(f"{where}: agent {name!r}'s observations are {np.asarray(o).dtype} "

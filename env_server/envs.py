@@ -145,7 +145,7 @@ class MatrixGameEnv:
         if total == 0:
             return {}
         labels = (self.game.label(np.unravel_index(i, self.game.n_actions)) for i in range(self.n_joint))
-        return {lab: float(c / total) for lab, c in zip(labels, self.joint_counts)}
+        return {lab: float(c / total) for lab, c in zip(labels, self.joint_counts, strict=True)}
 
 
 MPE_ENVS = ("hunting", "collection")

@@ -13,10 +13,10 @@ through the same parser, so a user file and a preset can never disagree on what 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -102,78 +102,111 @@ def parse_game(data: object, name: str = "custom", source: str = "") -> MatrixGa
 
     `name` is used when the data has no "name"; `source` (a file path) prefixes every error.
     """
+    try:
+        name = _game_name(data, name)
+        actions = _parse_actions(data["actions"])
+        payoffs = _parse_payoffs(data["payoffs"], actions)
+    except PayoffFileError as e:
+        if not source:
+            raise
+        raise PayoffFileError(f"{source}: {e}") from None
+    return MatrixGame(name=name, actions=actions, payoffs=payoffs)
 
-    def fail(message: str) -> PayoffFileError:
-        return PayoffFileError(f"{source}: {message}" if source else message)
 
+def _game_name(data: object, default: str) -> str:
+    """Check the top level of a game (an object with exactly the known keys); its name."""
     if not isinstance(data, dict):
-        raise fail(f"a game must be a JSON object with 'actions' and 'payoffs', got {type(data).__name__}")
+        raise PayoffFileError(f"a game must be a JSON object with 'actions' and 'payoffs', got {type(data).__name__}")
     extra = [k for k in data if k not in _TOP_KEYS]
     if extra:
-        raise fail(f"unknown top-level key(s) {', '.join(map(_short, extra))} (allowed: {', '.join(_TOP_KEYS)})")
+        raise PayoffFileError(f"unknown top-level key(s) {', '.join(map(_short, extra))} "
+                              f"(allowed: {', '.join(_TOP_KEYS)})")
     for key in ("actions", "payoffs"):
         if key not in data:
-            raise fail(f"missing top-level key '{key}'")
+            raise PayoffFileError(f"missing top-level key '{key}'")
+    if "name" not in data:
+        return default
+    if not isinstance(data["name"], str) or not data["name"].strip():
+        raise PayoffFileError(f"'name' must be a non-empty string, got {_short(data['name'])}")
+    return data["name"].strip()
 
-    if "name" in data:
-        if not isinstance(data["name"], str) or not data["name"].strip():
-            raise fail(f"'name' must be a non-empty string, got {_short(data['name'])}")
-        name = data["name"].strip()
 
-    raw_actions = data["actions"]
+def _parse_actions(raw_actions: object) -> tuple[tuple[str, ...], ...]:
+    """The "actions" entry: per player, its action names (stripped)."""
     if not isinstance(raw_actions, list) or not raw_actions:
-        raise fail(f"'actions' must be a non-empty list with one list of action names per player, got {_short(raw_actions)}")
-    actions: list[tuple[str, ...]] = []
-    for p, names in enumerate(raw_actions):
-        if not isinstance(names, list) or not names:
-            raise fail(f"player {p} must have a non-empty list of action names, got {_short(names)}")
-        seen: list[str] = []
-        for a in names:
-            if not isinstance(a, str) or not a.strip():
-                raise fail(f"action names must be non-empty strings, player {p} has {_short(a)}")
-            # Keys are split on commas and stripped, so such names could never be matched.
-            if "," in a:
-                raise fail(f"action name {a!r} of player {p} contains a comma")
-            if a.strip() in seen:
-                raise fail(f"duplicate action name {a.strip()!r} for player {p}")
-            seen.append(a.strip())
-        actions.append(tuple(seen))
+        raise PayoffFileError("'actions' must be a non-empty list with one list of action names per player, "
+                              f"got {_short(raw_actions)}")
+    return tuple(_player_actions(p, names) for p, names in enumerate(raw_actions))
+
+
+def _player_actions(p: int, names: object) -> tuple[str, ...]:
+    if not isinstance(names, list) or not names:
+        raise PayoffFileError(f"player {p} must have a non-empty list of action names, got {_short(names)}")
+    seen: list[str] = []
+    for a in names:
+        if not isinstance(a, str) or not a.strip():
+            raise PayoffFileError(f"action names must be non-empty strings, player {p} has {_short(a)}")
+        # Keys are split on commas and stripped, so such names could never be matched.
+        if "," in a:
+            raise PayoffFileError(f"action name {a!r} of player {p} contains a comma")
+        if a.strip() in seen:
+            raise PayoffFileError(f"duplicate action name {a.strip()!r} for player {p}")
+        seen.append(a.strip())
+    return tuple(seen)
+
+
+def _parse_payoffs(raw_payoffs: object, actions: tuple[tuple[str, ...], ...]) -> np.ndarray:
+    """The "payoffs" entry as a table [a_0, ..., a_{P-1}, player]: every joint action exactly once."""
+    if not isinstance(raw_payoffs, dict):
+        raise PayoffFileError("'payoffs' must be an object mapping joint actions like 'A,B' to reward lists, "
+                              f"got {_short(raw_payoffs)}")
     n_players = len(actions)
     index = [{a: k for k, a in enumerate(names)} for names in actions]
-
-    raw_payoffs = data["payoffs"]
-    if not isinstance(raw_payoffs, dict):
-        raise fail(f"'payoffs' must be an object mapping joint actions like 'A,B' to reward lists, got {_short(raw_payoffs)}")
     table = np.zeros(tuple(len(a) for a in actions) + (n_players,), dtype=np.float32)
     filled: dict[tuple[int, ...], str] = {}
     for key, value in raw_payoffs.items():
-        if not isinstance(key, str):
-            raise fail(f"payoff key {_short(key)} must be a string like 'A,B'")
-        parts = [part.strip() for part in key.split(",")]
-        if len(parts) != n_players:
-            raise fail(f"payoff key {key!r} names {len(parts)} action(s), expected {n_players} (one per player)")
-        joint = []
-        for p, part in enumerate(parts):
-            if part not in index[p]:
-                raise fail(f"unknown action {part!r} for player {p} in key {key!r} (player {p} has {', '.join(actions[p])})")
-            joint.append(index[p][part])
-        cell = tuple(joint)
+        cell = _joint_action(key, actions, index)
         if cell in filled:
-            raise fail(f"joint action {','.join(parts)!r} is given twice (keys {filled[cell]!r} and {key!r})")
+            raise PayoffFileError(f"joint action {_label(actions, cell)!r} is given twice "
+                                  f"(keys {filled[cell]!r} and {key!r})")
         filled[cell] = key
-        if not isinstance(value, list) or len(value) != n_players:
-            raise fail(f"payoff for {key!r} must be a list of {n_players} numbers (one per player), got {_short(value)}")
-        for r in value:
-            if not _is_finite_reward(r):
-                raise fail(f"payoff for {key!r} must hold finite numbers, got {_short(r)}")
+        _check_payoff(key, value, n_players)
         table[cell] = value
-
     missing = [c for c in product(*(range(len(a)) for a in actions)) if c not in filled]
     if missing:
-        shown = ", ".join(repr(",".join(actions[p][k] for p, k in enumerate(c))) for c in missing[:_MAX_LISTED])
+        shown = ", ".join(repr(_label(actions, c)) for c in missing[:_MAX_LISTED])
         more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        raise fail(f"missing payoffs for {len(missing)} joint action(s): {shown}{more}")
-    return MatrixGame(name=name, actions=tuple(actions), payoffs=table)
+        raise PayoffFileError(f"missing payoffs for {len(missing)} joint action(s): {shown}{more}")
+    return table
+
+
+def _joint_action(key: object, actions: tuple[tuple[str, ...], ...], index: list[dict[str, int]]) -> tuple[int, ...]:
+    """A payoff key such as "C, D" -> the action index of each player."""
+    if not isinstance(key, str):
+        raise PayoffFileError(f"payoff key {_short(key)} must be a string like 'A,B'")
+    parts = [part.strip() for part in key.split(",")]
+    if len(parts) != len(actions):
+        raise PayoffFileError(f"payoff key {key!r} names {len(parts)} action(s), "
+                              f"expected {len(actions)} (one per player)")
+    for p, part in enumerate(parts):
+        if part not in index[p]:
+            raise PayoffFileError(f"unknown action {part!r} for player {p} in key {key!r} "
+                                  f"(player {p} has {', '.join(actions[p])})")
+    return tuple(index[p][part] for p, part in enumerate(parts))
+
+
+def _check_payoff(key: str, value: object, n_players: int) -> None:
+    if not isinstance(value, list) or len(value) != n_players:
+        raise PayoffFileError(f"payoff for {key!r} must be a list of {n_players} numbers (one per player), "
+                              f"got {_short(value)}")
+    for r in value:
+        if not _is_finite_reward(r):
+            raise PayoffFileError(f"payoff for {key!r} must hold finite numbers, got {_short(r)}")
+
+
+def _label(actions: tuple[tuple[str, ...], ...], cell: tuple[int, ...]) -> str:
+    """Action names of a joint action, joined with commas: "C,D"."""
+    return ",".join(actions[p][k] for p, k in enumerate(cell))
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:

@@ -24,8 +24,8 @@ What a real PettingZoo env does, and what the runtime makes of it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

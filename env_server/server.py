@@ -38,8 +38,18 @@ from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, last_row, write_json_atomic
 from drima.procinfo import memory_mb
 
-from .envs import (AgentEpisodes, EpisodeEnds, HasActionMasks, HasEpisodeMetrics, HasGlobalState, HasIdleActions, HasPositions,
-                   VectorEnv, make_env, team_reward)
+from .envs import (
+    AgentEpisodes,
+    EpisodeEnds,
+    HasActionMasks,
+    HasEpisodeMetrics,
+    HasGlobalState,
+    HasIdleActions,
+    HasPositions,
+    VectorEnv,
+    make_env,
+    team_reward,
+)
 
 log = logging.getLogger("drima.env_server")
 
@@ -189,6 +199,23 @@ class EnvServer:
         if not self.sock.poll(timeout_ms):
             return None
         parts = self.sock.recv_multipart()
+        msg = self._parse_frame(parts)
+        if msg is None:
+            return None
+        self.bytes_recv[msg.sender] += len(parts[1])
+        if not self._greeted_us(msg):
+            return None
+        self._heard_from(msg.sender)
+        if msg.sender in self.removed:
+            if msg.kind == protocol.HELLO:
+                self._send(msg.sender, protocol.STOP, self.step,
+                           {"reason": "removed from the run (missing_action=remove)"})
+            return self._drop(f"{msg.kind} from removed agent {msg.sender}")
+        return msg
+
+    def _parse_frame(self, parts: list[bytes]) -> protocol.Message | None:
+        """The message in [identity, frame] if it decodes and comes from the agent whose socket
+        sent it; None (dropped) otherwise."""
         if len(parts) != 2:
             return self._drop(f"{len(parts)}-part message")
         ident, frame = parts
@@ -200,25 +227,23 @@ class EnvServer:
             return self._drop(f"{msg.kind} from unknown agent id {msg.sender} (agents are 0..{self.cfg.n_agents - 1})")
         if ident != str(msg.sender).encode():
             return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
-        self.bytes_recv[msg.sender] += len(frame)
+        return msg
+
+    def _greeted_us(self, msg: protocol.Message) -> bool:
+        """True when the sender said HELLO to this process (this message included)."""
         if msg.kind == protocol.HELLO:
             self.greeted.add(msg.sender)
-        elif msg.sender not in self.greeted:
-            # an agent of a server that died, still mid-step: neither answer nor count it, so it
-            # finds this server silent, reconnects and says HELLO
-            if msg.sender not in self.strangers:
-                log.warning("agent %d sends %s without a HELLO to this server (it ran with an earlier one): "
-                            "ignored until it says HELLO", msg.sender, msg.kind)
-            self.strangers.add(msg.sender)
-            self.dropped += 1
-            return None
-        self._heard_from(msg.sender)
-        if msg.sender in self.removed:
-            if msg.kind == protocol.HELLO:
-                self._send(msg.sender, protocol.STOP, self.step,
-                           {"reason": "removed from the run (missing_action=remove)"})
-            return self._drop(f"{msg.kind} from removed agent {msg.sender}")
-        return msg
+            return True
+        if msg.sender in self.greeted:
+            return True
+        # an agent of a server that died, still mid-step: neither answer nor count it, so it
+        # finds this server silent, reconnects and says HELLO
+        if msg.sender not in self.strangers:
+            log.warning("agent %d sends %s without a HELLO to this server (it ran with an earlier one): "
+                        "ignored until it says HELLO", msg.sender, msg.kind)
+        self.strangers.add(msg.sender)
+        self.dropped += 1
+        return False
 
     def _drop(self, why: str) -> None:
         self.dropped += 1
@@ -333,6 +358,16 @@ class EnvServer:
     def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
         """Actions for `step` from every agent waited for, until action_timeout_s. A missing
         action is replaced according to missing_action."""
+        actions = self._receive_actions(step)
+        self._check_abandoned(actions)
+        missing = [i for i in range(self.cfg.n_agents) if i not in actions]
+        self._count_missed(step, actions)
+        full = [actions[i] if i in actions else self._substitute(i, last_actions[i]) for i in range(self.cfg.n_agents)]
+        return full, len(missing)
+
+    def _receive_actions(self, step: int) -> dict[int, np.ndarray]:
+        """Valid actions for `step` by agent, until every agent waited for has sent one, or
+        action_timeout_s; control messages that come meanwhile are handled."""
         actions: dict[int, np.ndarray] = {}
         end = time.monotonic() + self.cfg.action_timeout_s
         while not self._step_complete(actions) and not self.stop_requested:
@@ -351,8 +386,10 @@ class EnvServer:
                 act = self._parse_action(msg)
                 if act is not None:
                     actions[msg.sender] = act
-        self._check_abandoned(actions)
-        missing = [i for i in range(self.cfg.n_agents) if i not in actions]
+        return actions
+
+    def _count_missed(self, step: int, actions: dict[int, np.ndarray]) -> None:
+        """Consecutive steps without an action, per live agent; at agent_liveness it is no longer waited for."""
         for i in range(self.cfg.n_agents):
             if i in actions:
                 if self.missed[i] >= self.cfg.agent_liveness:
@@ -363,8 +400,6 @@ class EnvServer:
                 if self.missed[i] == self.cfg.agent_liveness:
                     log.warning("agent %d alive but without an action for %d steps: not waiting for it "
                                 "(missing_action=%s)", i, self.missed[i], self.cfg.missing_action)
-        full = [actions[i] if i in actions else self._substitute(i, last_actions[i]) for i in range(self.cfg.n_agents)]
-        return full, len(missing)
 
     def _check_abandoned(self, actions: dict[int, np.ndarray]) -> None:
         """No agent acting or rejoining for startup_timeout_s: the run has nobody left; end it."""
@@ -423,7 +458,8 @@ class EnvServer:
         empty reward (the reward was for an action it did not take); a dead one, or one still in
         its handshake, gets nothing (results would pile up in its queue)."""
         ends = self.env.episode_ends() if isinstance(self.env, AgentEpisodes) else None
-        terminated = np.broadcast_to(done > 0, (self.cfg.n_agents, self.cfg.n_envs)) if ends is None else ends.terminated
+        terminated = np.broadcast_to(done > 0, (self.cfg.n_agents, self.cfg.n_envs)) if ends is None \
+            else ends.terminated
         extras: dict[str, bytes] = {}
         if rewards is not None and self.cfg.share_team_reward:
             extras["team"] = protocol.to_bytes(team_reward(self.env, rewards))

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,8 @@ class Battles:
         for k in np.flatnonzero(done):
             self._finished.append({"won": float(won[k]), "episode_team_return": float(self._ep_return[k]),
                                    "allies_alive": float(allies_alive[k].sum()),
-                                   "enemies_alive": float(enemies_alive[k].sum()), "episode_length": float(self._ep_len[k])})
+                                   "enemies_alive": float(enemies_alive[k].sum()),
+                                   "episode_length": float(self._ep_len[k])})
         self._ep_return[done] = 0.0
         self._ep_len[done] = 0
 
@@ -186,6 +188,49 @@ def _import_jax():
     return jax, HeuristicEnemySMAX, map_name_to_scenario
 
 
+def _jitted_battles(jax, env, n_envs: int) -> tuple[Callable, Callable, Callable]:
+    """jaxmarl's `env` over K copies as three jitted functions: reset_all(key), step_all(key,
+    states, actions), where a copy whose battle ended is reset by itself, and observe_all(states)."""
+    import jax.numpy as jnp
+
+    ally_names = env.agents
+
+    def health(s):  # per unit health fraction, (units,)
+        return s.unit_health / env.unit_type_health[s.unit_types]
+
+    def observe(state):
+        obs, avail = env.get_obs(state), env.get_avail_actions(state)
+        return (jnp.stack([obs[a] for a in ally_names]), jnp.stack([avail[a] for a in ally_names]),
+                env.get_world_state(state))
+
+    def reset_one(key):
+        _, state = env.reset(key)
+        # explicit dtypes: a weakly typed leaf out of reset would compile the step a second time
+        return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
+
+    def step_one(key, state, actions):
+        k_step, k_reset = jax.random.split(key)
+        _, after, _, dones, _ = env.step_env(k_step, state, {a: actions[i] for i, a in enumerate(ally_names)})
+        done = dones["__all__"]
+        fresh = reset_one(k_reset)
+        nxt = jax.tree.map(lambda f, x: jnp.where(done, f, x), fresh, after)
+        end = (health(state.state), health(after.state), after.state.unit_alive, after.state.unit_positions,
+               env.unit_type_sight_ranges[after.state.unit_types], done)
+        return nxt, end
+
+    def reset_all(key):
+        key, sub = jax.random.split(key)
+        states = jax.vmap(reset_one)(jax.random.split(sub, n_envs))
+        return key, states, jax.vmap(observe)(states)
+
+    def step_all(key, states, actions):
+        key, sub = jax.random.split(key)
+        states, end = jax.vmap(step_one)(jax.random.split(sub, n_envs), states, actions)
+        return key, states, jax.vmap(observe)(states), end
+
+    return jax.jit(reset_all), jax.jit(step_all), jax.jit(jax.vmap(observe))
+
+
 class SMAXVectorEnv(Battles):
     def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, options: dict | None = None):
         name = map_of(spec)
@@ -200,8 +245,6 @@ class SMAXVectorEnv(Battles):
             jax, smax_cls, scenario = _import_jax()
         except ImportError as exc:
             raise ValueError(f"--env {spec} needs the smax extra: pip install -e \".[smax]\" ({exc})") from None
-        import jax.numpy as jnp
-
         try:
             env = smax_cls(scenario=scenario(name), **options)
         except TypeError as exc:
@@ -210,43 +253,7 @@ class SMAXVectorEnv(Battles):
         self.won_bonus = float(env.won_battle_bonus)
         self.episode_limit = int(env.max_steps)
         self.unit_types = [env.unit_type_names[int(t)] for t in np.asarray(env.scenario)[:allies]]
-        ally_names = env.agents
-
-        def health(s):  # per unit health fraction, (units,)
-            return s.unit_health / env.unit_type_health[s.unit_types]
-
-        def observe(state):
-            obs, avail = env.get_obs(state), env.get_avail_actions(state)
-            return (jnp.stack([obs[a] for a in ally_names]), jnp.stack([avail[a] for a in ally_names]),
-                    env.get_world_state(state))
-
-        def reset_one(key):
-            _, state = env.reset(key)
-            # explicit dtypes: a weakly typed leaf out of reset would compile the step a second time
-            return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
-
-        def step_one(key, state, actions):
-            k_step, k_reset = jax.random.split(key)
-            _, after, _, dones, _ = env.step_env(k_step, state, {a: actions[i] for i, a in enumerate(ally_names)})
-            done = dones["__all__"]
-            fresh = reset_one(k_reset)
-            nxt = jax.tree.map(lambda f, x: jnp.where(done, f, x), fresh, after)
-            end = (health(state.state), health(after.state), after.state.unit_alive, after.state.unit_positions,
-                   env.unit_type_sight_ranges[after.state.unit_types], done)
-            return nxt, end
-
-        def reset_all(key):
-            key, sub = jax.random.split(key)
-            states = jax.vmap(reset_one)(jax.random.split(sub, n_envs))
-            return key, states, jax.vmap(observe)(states)
-
-        def step_all(key, states, actions):
-            key, sub = jax.random.split(key)
-            states, end = jax.vmap(step_one)(jax.random.split(sub, n_envs), states, actions)
-            return key, states, jax.vmap(observe)(states), end
-
-        self._reset_all, self._step_all = jax.jit(reset_all), jax.jit(step_all)
-        self._observe_all = jax.jit(jax.vmap(observe))
+        self._reset_all, self._step_all, self._observe_all = _jitted_battles(jax, env, n_envs)
         self._key = jax.random.PRNGKey(seed)
         # compile now, not at the first step the agents wait for: reset, then two steps (the first
         # step after a reset is where a second compilation would show up)

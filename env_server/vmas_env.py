@@ -228,7 +228,7 @@ class VMASVectorEnv:
             self.env.reset_at(int(k), return_observations=False)
         fresh = self.env.get_from_scenario(get_observations=True, get_rewards=False, get_infos=False,
                                            get_dones=False)[0]
-        for o, f in zip(obs, fresh):
+        for o, f in zip(obs, fresh, strict=True):
             o[rows] = _flat(f)[rows]
         return obs
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from drima.agent.process import EXIT_ENV_LOST
 from drima.metrics import write_json_atomic
 
-from .plan import LaunchConfig, plan_run
+from .plan import LaunchConfig, RunPlan, plan_run
 from .progress import Progress
-from .report import plot_run, write_summary
 from .rendezvous import exchange
+from .report import plot_run, write_summary
 from .supervisor import AgentWatch, describe_exit, spawn_env_server, stop_all, tail
 from .validate import validate
 
@@ -78,6 +78,91 @@ class RunResult:
     """with render: that episode's task metrics"""
 
 
+class _Processes:
+    """This node's processes during a run: the env server (node 0 only; restarted with
+    --restart-failed) and the agents (AgentWatch)."""
+
+    def __init__(self, cfg: LaunchConfig, plan: RunPlan):
+        self.cfg, self.plan = cfg, plan
+        self.server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
+        self.server_exits: list[int] = []  # of env servers that died and were restarted
+        self.watch = AgentWatch(cfg, plan.agents)
+
+    def supervise(self, stop: threading.Event, line: Progress, run_dir: Path) -> bool:
+        """Until the run ends; True if it was interrupted (stop, or a KeyboardInterrupt)."""
+        try:
+            while not stop.is_set():
+                if self.server is not None and self.server.proc.poll() is not None and not self._restart_server(stop):
+                    return False
+                if self.server is None and not self.watch.running():
+                    return False
+                self.watch.poll(run_dir)
+                line.update()
+                stop.wait(0.1)
+        except KeyboardInterrupt:  # Ctrl-C in an interactive Python: the same clean stop
+            pass
+        return True
+
+    def _restart_server(self, stop: threading.Event) -> bool:
+        """The env server ended: restart it if it crashed and --restart-failed allows; False when
+        the run is over."""
+        cfg, code = self.cfg, self.server.proc.returncode
+        if not _restartable_server_exit(cfg, code, len(self.server_exits)):
+            return False
+        self.server_exits.append(code)
+        log.warning("env server %s: restarting it in %.1f s (restart %d of %d); the agents rejoin it. "
+                    "Its log:\n%s", describe_exit(code), cfg.restart_delay_s, len(self.server_exits),
+                    cfg.max_restarts, tail(self.server.log_path, 20))
+        if not stop.wait(cfg.restart_delay_s):
+            self.server = spawn_env_server(dataclasses.replace(self.plan.env_server, resume=True))
+        return True
+
+    def outcome(self, interrupted: bool) -> tuple[str, str | None]:
+        """Stop what is left as the ending requires; (status, failure)."""
+        cfg, server, agents = self.cfg, self.server, list(self.watch.children.values())
+        if interrupted:
+            stop_all([c for c in (server, *agents) if c])
+            return "interrupted", None
+        if server is not None and server.proc.returncode != 0:
+            failure = f"env server {describe_exit(server.proc.returncode)}"
+            # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4
+            grace = cfg.heartbeat_interval_s * cfg.heartbeat_liveness + AGENT_EXIT_MARGIN_S
+            if cfg.on_env_loss == "wait":
+                grace += cfg.reconnect_timeout_s
+            log.error("%s; waiting up to %.1f s for the agents to save and exit. Its log:\n%s", failure, grace,
+                      tail(server.log_path, 20))
+            stop_all(agents, grace_s=grace, signal_first=False)
+            return "failed", failure
+        stop_all(agents, grace_s=10.0, signal_first=False)  # they end by themselves after the last result
+        bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
+        if server is None and any(c.proc.returncode == EXIT_ENV_LOST for c in agents):
+            return "failed", "env server lost (agents exited with status 4)"
+        if bad:
+            log.warning("agents %s did not finish cleanly; see their log.txt", bad)
+            return "completed with agent failures", None
+        return "completed", None
+
+    def stop_everything(self) -> None:
+        stop_all([c for c in (self.server, *self.watch.children.values()) if c])
+
+
+def _report(cfg: LaunchConfig, plan: RunPlan, procs: _Processes, status: str, failure: str | None,
+            wall_s: float) -> tuple[Path, dict, Path | None]:
+    """summary.json and the plot (node 0), or node_<r>.json (other nodes)."""
+    run_dir = Path(cfg.run_dir)
+    if procs.server is None:  # node r > 0: the env server's stats and the summary are node 0's
+        summary_path = run_dir / f"node_{cfg.node_rank}.json"
+        summary = {"node": cfg.node_rank, "status": status, "failure": failure,
+                   "agents": {str(i): a for i, a in procs.watch.report().items()},
+                   "kills": procs.watch.kills, "wall_s": round(wall_s, 2)}
+        write_json_atomic(summary_path, summary)
+        return summary_path, summary, None
+    processes = {"agents": procs.watch.report(), "kills": procs.watch.kills, "failure": failure,
+                 "env_server_exit_status": procs.server.proc.returncode, "env_server_restarts": procs.server_exits}
+    summary = write_summary(cfg, status, wall_s, plan.neighbours, processes)
+    return run_dir / "summary.json", summary, plot_run(cfg)
+
+
 def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: bool = False) -> RunResult:
     """Run one experiment (this node's share of it) and wait for its end.
 
@@ -97,71 +182,18 @@ def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: boo
     (run_dir / "launch.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     plan = plan_run(cfg, exchange=functools.partial(exchange, cfg, stop=stop) if cfg.nodes > 1 else None)
     t0 = time.monotonic()
-    server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
-    server_exits: list[int] = []  # of env servers that died and were restarted
-    watch = AgentWatch(cfg, plan.agents)
+    procs = _Processes(cfg, plan)
     line = Progress(cfg, quiet=not progress)
-    status, failure, interrupted = "completed", None, False
     try:
-        try:
-            while not (interrupted := stop.is_set()):
-                if server is not None and server.proc.poll() is not None:
-                    if not _restartable_server_exit(cfg, server.proc.returncode, len(server_exits)):
-                        break
-                    server_exits.append(server.proc.returncode)
-                    log.warning("env server %s: restarting it in %.1f s (restart %d of %d); the agents rejoin it. "
-                                "Its log:\n%s", describe_exit(server.proc.returncode), cfg.restart_delay_s,
-                                len(server_exits), cfg.max_restarts, tail(server.log_path, 20))
-                    if stop.wait(cfg.restart_delay_s):
-                        continue
-                    server = spawn_env_server(dataclasses.replace(plan.env_server, resume=True))
-                if server is None and not watch.running():
-                    break
-                watch.poll(run_dir)
-                line.update()
-                stop.wait(0.1)
-        except KeyboardInterrupt:  # Ctrl-C in an interactive Python: the same clean stop
-            interrupted = True
-        agents = list(watch.children.values())
-        if interrupted:
-            status = "interrupted"
-            stop_all([c for c in (server, *agents) if c])
-        elif server is not None and server.proc.returncode != 0:
-            status, failure = "failed", f"env server {describe_exit(server.proc.returncode)}"
-            # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4
-            grace = cfg.heartbeat_interval_s * cfg.heartbeat_liveness + AGENT_EXIT_MARGIN_S
-            if cfg.on_env_loss == "wait":
-                grace += cfg.reconnect_timeout_s
-            log.error("%s; waiting up to %.1f s for the agents to save and exit. Its log:\n%s", failure, grace,
-                      tail(server.log_path, 20))
-            stop_all(agents, grace_s=grace, signal_first=False)
-        else:
-            stop_all(agents, grace_s=10.0, signal_first=False)  # they end by themselves after the last result
-            bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
-            if server is None and any(c.proc.returncode == EXIT_ENV_LOST for c in agents):
-                status, failure = "failed", "env server lost (agents exited with status 4)"
-            elif bad:
-                status = "completed with agent failures"
-                log.warning("agents %s did not finish cleanly; see their log.txt", bad)
+        interrupted = procs.supervise(stop, line, run_dir)
+        status, failure = procs.outcome(interrupted)
     finally:
-        stop_all([c for c in (server, *watch.children.values()) if c])
+        procs.stop_everything()
         if plan.socket_dir:
             shutil.rmtree(plan.socket_dir, ignore_errors=True)
     line.update(force=True)
     line.done()
-    wall_s = time.monotonic() - t0
-    if server is None:  # node r > 0: the env server's stats and the summary are node 0's
-        summary_path, plot = run_dir / f"node_{cfg.node_rank}.json", None
-        summary = {"node": cfg.node_rank, "status": status, "failure": failure,
-                   "agents": {str(i): a for i, a in watch.report().items()},
-                   "kills": watch.kills, "wall_s": round(wall_s, 2)}
-        write_json_atomic(summary_path, summary)
-    else:
-        processes = {"agents": watch.report(), "kills": watch.kills, "failure": failure,
-                     "env_server_exit_status": server.proc.returncode, "env_server_restarts": server_exits}
-        summary_path = run_dir / "summary.json"
-        summary = write_summary(cfg, status, wall_s, plan.neighbours, processes)
-        plot = plot_run(cfg)
+    summary_path, summary, plot = _report(cfg, plan, procs, status, failure, time.monotonic() - t0)
     result = RunResult(status=status, exit_code=EXIT_CODES.get(status, 1), run_dir=run_dir, summary=summary,
                        summary_path=summary_path, plot_path=plot, agents=_agent_results(summary["agents"]),
                        failure=failure)

@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=d.env,
                    help="pd | maintain | meeting3 | payoff:FILE (JSON payoff table) | hunting | collection (MPE)"
                         " | smax:MAP (jaxmarl's SMAX, e.g. smax:3m; the smax extra) | sc2:MAP (StarCraft II via SMAC)"
-                        " | pettingzoo:MODULE[:FACTORY] (any PettingZoo ParallelEnv, e.g. pettingzoo:mpe2.simple_spread_v3;"
-                        " --env-options are its keyword arguments)"
+                        " | pettingzoo:MODULE[:FACTORY] (any PettingZoo ParallelEnv, e.g."
+                        " pettingzoo:mpe2.simple_spread_v3; --env-options are its keyword arguments)"
                         " | vmas:SCENARIO (VMAS, e.g. vmas:navigation; the vmas extra; docs/vmas.md)")
     p.add_argument("--algo", default=d.algo,
                    help=f"each agent's own learner: {' | '.join(ALGOS)} | MODULE:CLASS (a learner of your own, "
@@ -168,7 +168,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
     learner = _json_object(parser, "--learner", a.learner)
     env_options = _json_object(parser, "--env-options", a.env_options)
     hunting = {"n_prey": a.prey, "n_attackers": a.attackers, "n_interceptors": a.interceptors}
-    for flag, value in zip(("prey", "attackers", "interceptors"), hunting.values()):
+    for flag, value in zip(("prey", "attackers", "interceptors"), hunting.values(), strict=True):
         if value is not None and value < 1:
             parser.error(f"--{flag} must be >= 1")
     if any(v is not None for v in hunting.values()):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from drima.agent.process import AgentConfig
-from drima.env_server.server import EnvServerConfig
 from drima.env_server.envs import battle_kind, default_action_type
+from drima.env_server.server import EnvServerConfig
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
 
@@ -166,7 +166,7 @@ def _own_addresses(cfg: LaunchConfig, mine: list[int]) -> tuple[str | None, dict
         raise ValueError(f"unknown transport {cfg.transport!r}: use ipc or tcp")
     bind_host = cfg.bind_host or cfg.host
     names = (["env"] if cfg.node_rank == 0 else []) + [str(i) for i in mine]
-    ports = dict(zip(names, _free_tcp_ports(bind_host, len(names))))
+    ports = dict(zip(names, _free_tcp_ports(bind_host, len(names)), strict=True))
     binds = {k: f"tcp://{bind_host}:{p}" for k, p in ports.items()}
     advertised = {k: f"tcp://{cfg.host}:{p}" for k, p in ports.items()}
     return binds.get("env"), binds, advertised, None
@@ -194,7 +194,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              seed=cfg.seed + (EVALUATION_SEED_OFFSET if cfg.evaluate_from else 0),
                              run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
                              env_options=dict(cfg.env_options), action_type=action_type(cfg),
-                             range_radius=radius or 0.0, range_sight=radius is None, share_team_reward=cfg.mode == "ctde",
+                             range_radius=radius or 0.0, range_sight=radius is None,
+                             share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action, resume=cfg.resume, env_workers=cfg.env_workers,
                              final_fraction=final_fraction(cfg), logger=cfg.logger)

@@ -53,7 +53,7 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: in
     obs = env.reset()
     frames = [draw_world(env.worlds[0], size_px)]
     for _ in range(episodes * env.episode_length):
-        actions = [a.act(o) for a, o in zip(agents, obs)]
+        actions = [a.act(o) for a, o in zip(agents, obs, strict=True)]
         obs, _, done = env.step(actions)
         if not done.any():  # the world has already been reset at an episode's end
             frames.append(draw_world(env.worlds[0], size_px))

@@ -52,41 +52,54 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+CHOICES = (("mode", REWARD_MODES), ("transport", ("ipc", "tcp")), ("actions", ("auto", "discrete", "continuous")),
+           ("missing_action", MISSING_ACTIONS), ("on_env_loss", ("exit", "wait")))
+
+
 def _check_values(cfg: LaunchConfig) -> None:
     """Ranges and choices of single values; argparse already checked the choices for the CLI."""
     for name in ("n", "steps", "envs", "env_workers", "log_every", "checkpoint_every"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    for name, allowed in (("mode", REWARD_MODES), ("transport", ("ipc", "tcp")), ("actions", ("auto", "discrete",
-                          "continuous")), ("missing_action", MISSING_ACTIONS), ("on_env_loss", ("exit", "wait"))):
+    for name, allowed in CHOICES:
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose from {', '.join(allowed)}")
+    _check_faults(cfg)
+    _check_nodes(cfg)
+    if cfg.mu_step_size <= 0 or cfg.mu_step_size > 1:
+        raise ConfigError("--mu-step-size must be in (0, 1]")
+    for name in ("learner", "env_options"):
+        if not isinstance(getattr(cfg, name), dict):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a dict (a JSON object)")
+    if cfg.resume and cfg.evaluate_from:
+        raise ConfigError("--resume and --evaluate: one at a time")
+    check_loggers(cfg.logger)  # a ValueError: the package the logger needs is missing
+    if cfg.render and cfg.evaluate_from:
+        raise ConfigError(f"--render draws an MPE run's learned policies: `drima-render {cfg.evaluate_from}`")
+
+
+def _check_faults(cfg: LaunchConfig) -> None:
+    """Chaos, liveness, restarts and injected kills."""
     if not 0 <= cfg.link_drop <= 1:
         raise ConfigError("--link-drop must be in [0, 1]")
     if cfg.link_delay_ms < 0:
         raise ConfigError("--link-delay-ms must be >= 0")
     if cfg.heartbeat_interval_s <= 0 or cfg.heartbeat_liveness < 1 or cfg.reconnect_timeout_s <= 0:
         raise ConfigError("--heartbeat-interval and --reconnect-timeout must be > 0, --heartbeat-liveness >= 1")
+    if cfg.max_restarts < 0 or cfg.restart_delay_s < 0:
+        raise ConfigError("--max-restarts and --restart-delay must be >= 0")
+    for kill in cfg.kill_agents:
+        if not (isinstance(kill, (list, tuple)) and len(kill) == 2
+                and all(isinstance(x, int) and x >= 0 for x in kill)):
+            raise ConfigError(f"--kill-agent {kill!r}: expected [agent, step], both ints >= 0")
+
+
+def _check_nodes(cfg: LaunchConfig) -> None:
     if cfg.nodes < 1 or not 0 <= cfg.node_rank < cfg.nodes:
         raise ConfigError("--nodes must be >= 1 and --node-rank in 0..nodes-1")
     if cfg.nodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", cfg.rendezvous):
         raise ConfigError("--nodes > 1 needs --rendezvous HOST:PORT (node 0's address)")
-    if cfg.max_restarts < 0 or cfg.restart_delay_s < 0:
-        raise ConfigError("--max-restarts and --restart-delay must be >= 0")
-    if cfg.mu_step_size <= 0 or cfg.mu_step_size > 1:
-        raise ConfigError("--mu-step-size must be in (0, 1]")
-    for name in ("learner", "env_options"):
-        if not isinstance(getattr(cfg, name), dict):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a dict (a JSON object)")
-    for kill in cfg.kill_agents:
-        if not (isinstance(kill, (list, tuple)) and len(kill) == 2 and all(isinstance(x, int) and x >= 0 for x in kill)):
-            raise ConfigError(f"--kill-agent {kill!r}: expected [agent, step], both ints >= 0")
-    if cfg.resume and cfg.evaluate_from:
-        raise ConfigError("--resume and --evaluate: one at a time")
-    check_loggers(cfg.logger)  # a ValueError: the package the logger needs is missing
-    if cfg.render and cfg.evaluate_from:
-        raise ConfigError(f"--render draws an MPE run's learned policies: `drima-render {cfg.evaluate_from}`")
 
 
 def _check_agent_ids(cfg: LaunchConfig) -> None:

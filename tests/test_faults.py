@@ -53,7 +53,8 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
 def test_dri_still_beats_ind_when_links_drop_30_percent(tmp_path):
     from helpers import run_launch
 
-    chaos = ["--env", "pd", "--n", "2", "--steps", "600", "--seed", "3", "--link-drop", "0.3", "--link-deadline", "0.02"]
+    chaos = ["--env", "pd", "--n", "2", "--steps", "600", "--seed", "3",
+             "--link-drop", "0.3", "--link-deadline", "0.02"]
     assert run_launch(tmp_path / "dri", *chaos, "--mode", "dri").returncode == 0
     assert run_launch(tmp_path / "ind", *chaos, "--mode", "ind").returncode == 0
     dri, ind = load_summary(tmp_path / "dri"), load_summary(tmp_path / "ind")

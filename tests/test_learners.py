@@ -30,7 +30,7 @@ def test_act_update_and_checkpoint_round_trip(algo, tmp_path):
         core.learn(obs, actions, np.full(8, 5.0, np.float32), obs, np.zeros(8, np.float32),
                    np.full((1, 8), 1.0), np.array([0.0]))
     after = list(_main_net(core.learner).parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, after)), "no weight moved"
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True)), "no weight moved"
     assert core.mu == pytest.approx(5.0 * (1 - 0.95**3))  # mu moved toward the original reward only
 
     save_checkpoint(tmp_path / "ckpt.pt", core, step=3)
@@ -38,7 +38,7 @@ def test_act_update_and_checkpoint_round_trip(algo, tmp_path):
     restored = AgentCore(make_learner(algo, 2, SPACE, opts, seed=99), "dri", 0.05)
     assert load_checkpoint(tmp_path / "ckpt.pt", restored) == 3
     assert restored.mu == pytest.approx(core.mu)
-    for a, b in zip(_main_net(core.learner).parameters(), _main_net(restored.learner).parameters()):
+    for a, b in zip(_main_net(core.learner).parameters(), _main_net(restored.learner).parameters(), strict=True):
         assert torch.equal(a, b)
     # weights and the sampling RNG streams are restored: the same draws follow
     np.testing.assert_array_equal(np.stack([restored.act(obs) for _ in range(5)]), expected)
@@ -79,7 +79,8 @@ def test_a2c_learns_the_better_arm_of_a_bandit():
     obs = np.ones((16, 1), np.float32)
     for _ in range(300):
         a = learner.act(obs)
-        learner.update(transition(obs, a, np.where(a == 1, 1.0, -1.0).astype(np.float32), obs, np.zeros(16, np.float32)))
+        signal = np.where(a == 1, 1.0, -1.0).astype(np.float32)
+        learner.update(transition(obs, a, signal, obs, np.zeros(16, np.float32)))
     assert learner.policy(obs[:1])[0, 1] > 0.9
 
 
@@ -92,7 +93,8 @@ def test_ddpg_continuous_actions_are_bounded_and_learn_a_target_action():
     for _ in range(1000):
         a = learner.act(obs)
         assert a.shape == (16, 2) and a.dtype == np.float32 and np.abs(a).max() <= 1.0
-        learner.update(transition(obs, a, -((a - target) ** 2).sum(1).astype(np.float32), obs, np.zeros(16, np.float32)))
+        signal = -((a - target) ** 2).sum(1).astype(np.float32)
+        learner.update(transition(obs, a, signal, obs, np.zeros(16, np.float32)))
     np.testing.assert_allclose(learner.policy(obs[:1])[0], target, atol=0.1)
 
 
@@ -113,6 +115,7 @@ def test_a2c_with_rollouts_updates_every_n_steps_and_credits_delayed_reward():
         a0 = learner.act(first)
         infos.append(learner.update(transition(first, a0, no, second, no)))
         a1 = learner.act(second)
-        infos.append(learner.update(transition(second, a1, np.where(a0 == 1, 1.0, -1.0).astype(np.float32), first, yes)))
+        signal = np.where(a0 == 1, 1.0, -1.0).astype(np.float32)
+        infos.append(learner.update(transition(second, a1, signal, first, yes)))
     assert [bool(i) for i in infos[:8]] == [False, False, False, True] * 2  # one update per 4 steps
     assert learner.policy(first[:1])[0, 1] > 0.9

@@ -11,7 +11,6 @@ import pytest
 from drima.launch.plan import LaunchConfig, plan_run
 from drima.loggers import make_sinks, parse_loggers
 from drima.metrics import AXES, MetricsWriter
-
 from helpers import run_launch
 
 

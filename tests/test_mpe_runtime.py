@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from drima.env_server.envs import make_env
@@ -15,7 +14,7 @@ from helpers import drima_processes_for, load_summary, run_launch
 
 
 def _place(env, k, positions):
-    for agent, pos in zip(env.worlds[k].agents, positions):
+    for agent, pos in zip(env.worlds[k].agents, positions, strict=True):
         agent.state.p_pos = np.array(pos, float)
         agent.state.p_vel = np.zeros(2)
 

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 from mpe2._mpe_utils.core import World
-from PIL import Image
 from pettingzoo.test import parallel_api_test, parallel_seed_test
+from PIL import Image
 
-from drima.env_server.mpe import SCENARIOS
-from drima.env_server.mpe import collection, hunting
+from drima.env_server.mpe import SCENARIOS, collection, hunting
 from drima.env_server.mpe.render import draw_world, save_gif
 from drima.env_server.mpe.world import encode_slots, visible
 
@@ -282,7 +281,7 @@ def test_vectorised_collisions_equal_the_mpe2_loop():
         starts = [None if i % 2 else rng.normal(size=2) for i in range(n)]
         ours = w.apply_environment_force(list(starts))
         theirs = World.apply_environment_force(w, list(starts))
-        for mine, ref in zip(ours, theirs):
+        for mine, ref in zip(ours, theirs, strict=True):
             assert (mine is None) == (ref is None)
             if ref is not None:
                 np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-9)

@@ -8,7 +8,6 @@ only route between the nodes is the advertised tcp addresses."""
 
 import csv
 import json
-import os
 import shutil
 import socket
 import subprocess

@@ -4,8 +4,6 @@ written for the tests (tests/tiny_envs.py) and on real PettingZoo / mpe2 envs.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,6 @@ import pytest
 from drima.env_server.check import check_env
 from drima.env_server.envs import make_env
 from drima.env_server.pettingzoo_env import PettingZooVectorEnv
-
 from helpers import load_summary, run_launch
 
 TINY = Path(__file__).parent / "tiny_envs.py"
@@ -129,7 +126,8 @@ def test_check_env_reports_each_violation_in_one_line(factory, expected):
 
 
 @pytest.mark.parametrize("env, n, expected", [
-    ("pettingzoo:no_such_module_xyz", None, "--env pettingzoo:no_such_module_xyz: no module named 'no_such_module_xyz'"),
+    ("pettingzoo:no_such_module_xyz", None,
+     "--env pettingzoo:no_such_module_xyz: no module named 'no_such_module_xyz'"),
     (tiny("not_an_env"), None, "the factory returned dict, not a PettingZoo ParallelEnv"),
     ("pettingzoo:mpe2.simple_spread_v3", 4, "has 3 agents (agent_0, agent_1, agent_2), but --n is 4"),
     (tiny("MultiDiscreteActions"), None, "agent 'a' has a MultiDiscrete([2 2]) action space"),
@@ -243,7 +241,7 @@ def test_the_server_sends_termination_truncation_and_activity(tmp_path):
                 for i, s in enumerate(socks):
                     s.send(protocol.encode(protocol.ACTION, i, step, [protocol.to_bytes(np.zeros(1), "<i4")]))
         thread.join(timeout=30)
-        a, b, c = (list(x) for x in zip(*seen))
+        a, b, c = (list(x) for x in zip(*seen, strict=True))
         assert a[2].terminated[0] and not a[2].truncated[0] and not a[2].active[0]  # a terminated at step 2
         assert a[3].reward[0] == 0.0 and not a[3].active[0]  # out of the episode since
         assert c[5].truncated[0] and not c[5].terminated[0]  # c cut at step 5 ...
@@ -266,7 +264,7 @@ def test_env_workers_step_the_same_copies_as_one_process():
     two = PettingZooVectorEnv(spec, 3, 5, seed=3, options=options, workers=2)
     try:
         assert two.splits[0].tolist() == [0, 1, 2] and len(two.blocks) == 2
-        for a, b in zip(one.reset(), two.reset()):
+        for a, b in zip(one.reset(), two.reset(), strict=True):
             np.testing.assert_array_equal(a, b)
         rng = np.random.default_rng(0)
         for _ in range(6):  # across an episode end (max_cycles 4): truncation and reset in both
@@ -274,11 +272,11 @@ def test_env_workers_step_the_same_copies_as_one_process():
             (obs1, r1, d1), (obs2, r2, d2) = one.step(actions), two.step(actions)
             np.testing.assert_array_equal(r1, r2)
             np.testing.assert_array_equal(d1, d2)
-            for a, b in zip(obs1, obs2):
+            for a, b in zip(obs1, obs2, strict=True):
                 np.testing.assert_array_equal(a, b)
             e1, e2 = one.episode_ends(), two.episode_ends()
             np.testing.assert_array_equal(e1.truncated, e2.truncated)
-            for f1, f2 in zip(e1.final_obs, e2.final_obs):
+            for f1, f2 in zip(e1.final_obs, e2.final_obs, strict=True):
                 assert (f1 is None) == (f2 is None)
                 if f1 is not None:
                     np.testing.assert_array_equal(f1[e1.truncated[0]], f2[e2.truncated[0]])

@@ -32,7 +32,8 @@ def test_ppo_learns_a_masked_memory_task_that_needs_its_gru():
         answer = learner.act(blank, recall_step)
         assert (answer < 2).all(), "a masked action was taken"
         correct.append((answer == cue).mean())
-        learner.update(transition(blank, answer, np.where(answer == cue, 1.0, -1.0).astype(np.float32), shown, yes, next_info=cue_step))
+        reward = np.where(answer == cue, 1.0, -1.0).astype(np.float32)
+        learner.update(transition(blank, answer, reward, shown, yes, next_info=cue_step))
     assert np.mean(correct[:10]) < 0.7  # it starts at chance
     assert np.mean(correct[-20:]) > 0.95
     # evaluation: greedy actions, no updates; episode_ends restarts the GRU where episodes end
@@ -56,7 +57,7 @@ def test_ctde_critic_reads_the_global_state():
         a = learner.act(obs, info)
         out = learner.update(transition(obs, a, np.ones(K, np.float32), obs, np.zeros(K, np.float32), next_info=info))
     assert set(out) == {"actor_loss", "critic_loss", "entropy"}
-    assert any(not torch.equal(a, b) for a, b in zip(before, learner.critic.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.critic.parameters(), strict=True))
 
 
 def test_a_long_update_reports_progress_after_every_gradient_step():
@@ -97,7 +98,8 @@ def test_a_differential_signal_cut_at_episode_ends_pays_to_quit_early(continuing
         t_next = np.where(work == 1, t + 1, 0)
         done = (work == 0) | (t_next == 4)
         t = np.where(done, 0, t_next)
-        learner.update(transition(obs, work, work.astype(np.float32) - 2.0, np.eye(4, dtype=np.float32)[t], done.astype(np.float32)))
+        learner.update(transition(obs, work, work.astype(np.float32) - 2.0, np.eye(4, dtype=np.float32)[t],
+                                  done.astype(np.float32)))
     assert 0.3 < np.concatenate(first_actions[:5]).mean() < 0.7  # it starts at chance
     works_at_start = np.concatenate(first_actions[-50:]).mean()
     if continuing:
@@ -126,7 +128,7 @@ def test_with_active_masks_steps_without_a_choice_do_not_move_the_policy(active_
             learner.update(transition(obs, actions, signal, obs, np.zeros(K, np.float32), next_info=info))
         return [p.detach().clone() for p in learner.actor.parameters()]
 
-    same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor_after(-5.0), actor_after(5.0)))
+    same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(actor_after(-5.0), actor_after(5.0), strict=True))
     assert same == active_masks
 
 
@@ -152,6 +154,6 @@ def test_step_sizes_fall_linearly_to_zero_over_lr_anneal_steps_and_a_resumed_lea
     resumed.load_state_dict(learner.state_dict())
     before = one_rollout(resumed)  # 4 of 4 steps: step size 0, the policy no longer moves
     assert resumed.actor_opt.param_groups[0]["lr"] == 0.0
-    assert all(torch.equal(a, b) for a, b in zip(before, resumed.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, resumed.actor.parameters(), strict=True))
     with pytest.raises(ValueError, match="lr_anneal_steps"):
         make_learner("ppo", 3, {"type": "discrete", "n": 2}, {"lr_anneal_steps": -1}, 0)

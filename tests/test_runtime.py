@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from helpers import drima_processes_for, load_summary, run_launch as launch
+from helpers import drima_processes_for, load_summary
+from helpers import run_launch as launch
 
 pytestmark = pytest.mark.slow
 

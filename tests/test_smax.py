@@ -66,8 +66,10 @@ def _place(env, health, positions, cooldowns):
     import jax.numpy as jnp
 
     def edit(s):
-        return s.replace(unit_positions=jnp.asarray(positions, jnp.float32), unit_health=jnp.asarray(health, jnp.float32),
-                         unit_alive=jnp.asarray(np.asarray(health) > 0), unit_weapon_cooldowns=jnp.asarray(cooldowns, jnp.float32))
+        return s.replace(unit_positions=jnp.asarray(positions, jnp.float32),
+                         unit_health=jnp.asarray(health, jnp.float32),
+                         unit_alive=jnp.asarray(np.asarray(health) > 0),
+                         unit_weapon_cooldowns=jnp.asarray(cooldowns, jnp.float32))
     return env.set_battles(edit)
 
 
@@ -96,7 +98,8 @@ def test_a_battle_placed_by_hand(env):
     assert obs[0][0][65] == 1.0  # own health fraction
     assert not obs[2][1].any()  # a dead unit observes nothing
 
-    _, rewards, done = env.step([np.full(2, ATTACK_0, np.int32), np.full(2, STOP, np.int32), np.full(2, STOP, np.int32)])
+    _, rewards, done = env.step([np.full(2, ATTACK_0, np.int32), np.full(2, STOP, np.int32),
+                                 np.full(2, STOP, np.int32)])
     assert not done.any()
     g = 9 / 45 / 3  # one marine shot (9 of 45) at enemy 0, over 3 enemies
     np.testing.assert_allclose(rewards, [[g, g], [g - 0.5 * 9 / 45] * 2, [g, g]], rtol=1e-5)  # enemy 1 shot ally 1

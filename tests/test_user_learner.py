@@ -10,7 +10,6 @@ import pytest
 
 from drima.agent.learners import Learner, make_learner
 from drima.types import transition
-
 from helpers import load_summary, run_launch
 
 DOC = Path(__file__).parent.parent / "docs" / "learners.md"

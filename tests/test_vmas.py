@@ -12,7 +12,6 @@ import pytest
 
 from drima.env_server.check import check_env
 from drima.env_server.envs import default_action_type, default_agents, has_positions, make_env
-
 from helpers import load_summary, run_launch
 
 

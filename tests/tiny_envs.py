@@ -3,8 +3,6 @@ wrong). The multi-process tests name them as `pettingzoo:<this file>:<factory>`.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -24,16 +22,17 @@ class Heterogeneous(ParallelEnv):
         self.possible_agents = ["scout", "tank", "medic"]
         self.max_cycles = max_cycles
         self.t = 0
+        # one space object per agent, returned on every call (what PettingZoo asks of an env)
+        self._observation_spaces = {"scout": spaces.Box(-1, 1, (2, 3), np.float32),
+                                    "tank": spaces.Box(-5, 5, (4,), np.float32), "medic": spaces.Discrete(5)}
+        self._action_spaces = {"scout": spaces.Discrete(3, start=1), "tank": spaces.Box(0.0, 10.0, (2,), np.float32),
+                               "medic": spaces.Discrete(2)}
 
-    @functools.lru_cache(maxsize=None)
     def observation_space(self, agent):
-        return {"scout": spaces.Box(-1, 1, (2, 3), np.float32), "tank": spaces.Box(-5, 5, (4,), np.float32),
-                "medic": spaces.Discrete(5)}[agent]
+        return self._observation_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)
     def action_space(self, agent):
-        return {"scout": spaces.Discrete(3, start=1), "tank": spaces.Box(0.0, 10.0, (2,), np.float32),
-                "medic": spaces.Discrete(2)}[agent]
+        return self._action_spaces[agent]
 
     def _obs(self):
         return {"scout": np.full((2, 3), self.t / 10, np.float32), "tank": np.full(4, self.t, np.float32),

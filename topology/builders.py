@@ -10,7 +10,7 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import networkx as nx
@@ -29,7 +29,8 @@ TOPOLOGY_NAMES: tuple[str, ...] = (
 )
 
 _DYNAMIC_NAME = "range"
-_VALID_SPECS = "full, ring, line, star, grid, grid:RxC, random-regular[:D], erdos-renyi[:P], file:PATH, range:... (dynamic)"
+_VALID_SPECS = ("full, ring, line, star, grid, grid:RxC, random-regular[:D], erdos-renyi[:P], file:PATH, "
+                "range:... (dynamic)")
 
 # Two ASCII integers separated by a comma or by whitespace (re.ASCII keeps non-ASCII digits out).
 _EDGE_LINE = re.compile(r"([+-]?\d+)(?:\s*,\s*|\s+)([+-]?\d+)", re.ASCII)
@@ -67,7 +68,8 @@ def range_radius(spec: str) -> float | None:
     try:
         radius = float(param or "")
     except ValueError:
-        raise TopologyError(f"topology {spec!r}: give the communication range as a number, e.g. range:0.8, or range:sight") from None
+        raise TopologyError(f"topology {spec!r}: give the communication range as a number, e.g. range:0.8, "
+                            "or range:sight") from None
     if not radius > 0 or radius == float("inf"):
         raise TopologyError(f"topology {spec!r}: the range must be a positive finite number")
     return radius
@@ -156,14 +158,18 @@ def _erdos_renyi(n: int, param: str | None, seed: int) -> list[tuple[int, int]]:
     return list(nx.gnp_random_graph(n, p, seed=seed).edges)
 
 
+# Topologies without a parameter: name -> their edges over agents 0..n-1.
+_PLAIN_TOPOLOGIES: dict[str, Callable[[int], list[tuple[int, int]]]] = {
+    "full": lambda n: list(nx.complete_graph(n).edges),
+    "ring": _ring,
+    "line": lambda n: [(i, i + 1) for i in range(n - 1)],
+    "star": lambda n: [(0, i) for i in range(1, n)],
+}
+
+
 def build_topology(spec: str, n: int, seed: int = 0) -> nx.Graph:
     """Build the graph named by ``spec`` over agents 0..n-1; ``seed`` drives the random builders."""
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TopologyError(f"number of agents must be an integer, got {n!r}") from None
-    if n < 1:
-        raise TopologyError(f"number of agents must be >= 1, got {n}")
+    n = _agent_count(n)
     name, param = _split(spec)
 
     if name == _DYNAMIC_NAME:
@@ -175,30 +181,33 @@ def build_topology(spec: str, n: int, seed: int = 0) -> nx.Graph:
             raise TopologyError("topology 'file' needs a path, e.g. file:edges.txt")
         return load_edge_list(param, n)
 
-    if name == "full":
-        _no_param(name, param)
-        edges = list(nx.complete_graph(n).edges)
-    elif name == "ring":
-        _no_param(name, param)
-        edges = _ring(n)
-    elif name == "line":
-        _no_param(name, param)
-        edges = [(i, i + 1) for i in range(n - 1)]
-    elif name == "star":
-        _no_param(name, param)
-        edges = [(0, i) for i in range(1, n)]
-    elif name == "grid":
-        edges = _grid(n, param)
-    elif name == "random-regular":
-        edges = _random_regular(n, param, seed)
-    elif name == "erdos-renyi":
-        edges = _erdos_renyi(n, param, seed)
-    else:
-        raise TopologyError(f"unknown topology {spec!r}; valid: {_VALID_SPECS}")
-
-    graph = _graph(n, edges)
+    graph = _graph(n, _named_edges(spec, name, param, n, seed))
     _warn_isolated(graph)
     return graph
+
+
+def _agent_count(n: int) -> int:
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TopologyError(f"number of agents must be an integer, got {n!r}") from None
+    if n < 1:
+        raise TopologyError(f"number of agents must be >= 1, got {n}")
+    return n
+
+
+def _named_edges(spec: str, name: str, param: str | None, n: int, seed: int) -> list[tuple[int, int]]:
+    """Edges of a built-in static topology (all but file)."""
+    if name in _PLAIN_TOPOLOGIES:
+        _no_param(name, param)
+        return _PLAIN_TOPOLOGIES[name](n)
+    if name == "grid":
+        return _grid(n, param)
+    if name == "random-regular":
+        return _random_regular(n, param, seed)
+    if name == "erdos-renyi":
+        return _erdos_renyi(n, param, seed)
+    raise TopologyError(f"unknown topology {spec!r}; valid: {_VALID_SPECS}")
 
 
 def load_edge_list(path: str | Path, n: int) -> nx.Graph:

@@ -106,7 +106,7 @@ def register_learner(name: str, factory: LearnerFactory) -> None:
     LEARNERS[name] = factory
 
 
-for _name, _factory in zip(ALGOS, (_a2c, _dqn, _ddpg, _ppo)):
+for _name, _factory in zip(ALGOS, (_a2c, _dqn, _ddpg, _ppo), strict=True):
     register_learner(_name, _factory)
 
 

@@ -77,7 +77,8 @@ class A2C:
                              batch.done, batch.active))
         if len(self.rollout) < self.cfg.n_steps:
             return {}
-        obs_t, act_t, sig, next_t, term_t, done_t, active_t = (torch.as_tensor(np.stack(x)) for x in zip(*self.rollout))
+        obs_t, act_t, sig, next_t, term_t, done_t, active_t = (torch.as_tensor(np.stack(x))
+                                                               for x in zip(*self.rollout, strict=True))
         self.rollout.clear()
         active = active_t.float()  # (n, K): steps the agent took part in; the rest teach nothing
         if active.sum() == 0:

@@ -28,5 +28,5 @@ def mlp(in_dim: int, out_dim: int, hidden: int, out_gain: float = 1.0) -> nn.Seq
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
             t.lerp_(s, tau)

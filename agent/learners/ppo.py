@@ -100,6 +100,42 @@ def _f32(x: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float32)
 
 
+def gae(signal: torch.Tensor, values: torch.Tensor, v_next: torch.Tensor, terminated: torch.Tensor,
+        done: torch.Tensor, v_final: torch.Tensor, gamma: float, gae_lambda: float, episodic: bool) -> torch.Tensor:
+    """GAE(lambda) advantages over a rollout, all (T, K) but v_next (K,), the value after its last
+    step. Episodic: cut where an episode ended (done), bootstrapped only where it was not
+    terminated, a truncated episode going on from the value of its final observation (v_final);
+    otherwise returns run on through every episode end."""
+    n_steps = values.shape[0]
+    adv = torch.zeros_like(values)
+    running = torch.zeros_like(v_next)
+    for t in reversed(range(n_steps)):
+        following = v_next if t == n_steps - 1 else values[t + 1]
+        if episodic:
+            trunc = done[t] - terminated[t]
+            following = following * (1 - trunc) + v_final[t]
+            bootstrap, chain = 1.0 - terminated[t], 1.0 - done[t]
+        else:
+            bootstrap = chain = 1.0
+        delta = signal[t] + gamma * following * bootstrap - values[t]
+        running = delta + gamma * gae_lambda * chain * running
+        adv[t] = running
+    return adv
+
+
+def _standardise(adv: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(adv - mean) / std, both over the steps with weight 1."""
+    mean = (adv * weights).sum() / weights.sum().clamp(min=1)
+    std = (((adv - mean) ** 2 * weights).sum() / (weights.sum() - 1).clamp(min=1)).sqrt()
+    return (adv - mean) / (std + 1e-5)
+
+
+def _chunks(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(T, K, ...) -> (length, T/length * K, ...): the rollout cut into chunks of `length` steps."""
+    t, k, rest = x.shape[0], x.shape[1], x.shape[2:]
+    return x.reshape(t // length, length, k, *rest).transpose(0, 1).reshape(length, (t // length) * k, *rest)
+
+
 class RecurrentNet(nn.Module):
     """MAPPO's R-MAPPO network: LayerNorm(input) -> 2 x (Linear, ReLU, LayerNorm) -> GRU ->
     LayerNorm -> linear head."""
@@ -191,7 +227,8 @@ class PPO:
         crit_in = self._critic_input(obs, info)
         logits, h_a = self.actor(torch.as_tensor(obs)[None], self.h_actor, self.starts[None])
         logp_all = F.log_softmax(logits[0].masked_fill(~avail, -1e10), dim=-1)
-        actions = logp_all.argmax(-1) if greedy else torch.multinomial(logp_all.exp(), 1, generator=self.gen).squeeze(-1)
+        actions = logp_all.argmax(-1) if greedy \
+            else torch.multinomial(logp_all.exp(), 1, generator=self.gen).squeeze(-1)
         value, h_c = self.critic(crit_in[None], self.h_critic, self.starts[None])
         self.pending = {"obs": torch.as_tensor(obs), "crit_in": crit_in, "avail": avail, "starts": self.starts,
                         "h_actor": self.h_actor, "h_critic": self.h_critic, "actions": actions,
@@ -232,96 +269,91 @@ class PPO:
         self.rollout.clear()
         if roll["present"].sum() == 0:  # out of every episode for the whole rollout
             return {}
-
-        # ---- advantages: GAE over the rollout, bootstrapped from V(next observation) ----
-        with torch.no_grad():
-            v_next, _ = self.critic(self._critic_input(batch.next_obs, batch.next_info)[None], self.h_critic,
-                                    self.starts[None])
-            values = self._values(roll["value"])
-            v_next = self._values(v_next[0, :, 0])
-            adv = torch.zeros_like(values)
-            running = torch.zeros_like(v_next)
-            episodic = not self.cfg.continuing  # continuing: returns run on through every episode end
-            for t in reversed(range(self.cfg.n_steps)):
-                following = v_next if t == self.cfg.n_steps - 1 else values[t + 1]
-                if episodic:  # a truncated episode goes on from the value of its final observation
-                    trunc = roll["done"][t] - roll["terminated"][t]
-                    following = following * (1 - trunc) + roll["v_final"][t]
-                    bootstrap, chain = 1.0 - roll["terminated"][t], 1.0 - roll["done"][t]
-                else:
-                    bootstrap = chain = 1.0
-                delta = roll["signal"][t] + self.cfg.gamma * following * bootstrap - values[t]
-                running = delta + self.cfg.gamma * self.cfg.gae_lambda * chain * running
-                adv[t] = running
-            returns = adv + values
-            present = roll["present"]
-            if self.cfg.value_norm:
-                self.value_norm.update(returns if present.all() else returns[present.bool()])
-                returns = self.value_norm.normalize(returns)
-            # steps where the policy had a choice (a dead unit has one allowed action)
-            active = present * (roll["avail"].sum(-1) > 1).float() if self.cfg.active_masks else present
-            mean = (adv * active).sum() / active.sum().clamp(min=1)
-            std = (((adv - mean) ** 2 * active).sum() / (active.sum() - 1).clamp(min=1)).sqrt()
-            adv = (adv - mean) / (std + 1e-5)
-        roll["active"] = active
+        adv, returns, roll["active"] = self._advantages(roll, batch)
 
         # ---- recurrent chunks: (T, K, ...) -> (L, T/L * K, ...), GRU states from each chunk's start ----
         L = self.cfg.chunk_len
-
-        def chunks(x: torch.Tensor) -> torch.Tensor:
-            t, k = x.shape[:2]
-            return x.reshape(t // L, L, k, *x.shape[2:]).transpose(0, 1).reshape(L, (t // L) * k, *x.shape[2:])
-
-        seq = {key: chunks(roll[key]) for key in ("obs", "crit_in", "avail", "starts", "actions", "logp", "value",
-                                                    "active", "present")}
-        seq["adv"], seq["returns"] = chunks(adv), chunks(returns)
+        seq = {key: _chunks(roll[key], L) for key in ("obs", "crit_in", "avail", "starts", "actions", "logp", "value",
+                                                      "active", "present")}
+        seq["adv"], seq["returns"] = _chunks(adv, L), _chunks(returns, L)
         h0_actor, h0_critic = (roll[key][::L].reshape(-1, self.cfg.hidden) for key in ("h_actor", "h_critic"))
-        n_chunks = h0_actor.shape[0]
 
-        # ---- step sizes: linear annealing to 0 over lr_anneal_steps, counted before this rollout ----
-        if self.cfg.lr_anneal_steps:
-            frac = max(0.0, 1.0 - self.steps_learned / self.cfg.lr_anneal_steps)
-            for opt, lr in ((self.actor_opt, self.cfg.lr), (self.critic_opt, self.cfg.critic_lr)):
-                for group in opt.param_groups:
-                    group["lr"] = lr * frac
+        self._anneal_step_sizes()
         self.steps_learned += self.cfg.n_steps
+        return self._train(seq, h0_actor, h0_critic)
 
-        # ---- epochs of clipped PPO over minibatches of chunks ----
+    @torch.no_grad()
+    def _advantages(self, roll: dict[str, torch.Tensor],
+                    batch: Transition) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """GAE over the rollout, bootstrapped from V(next observation) -> (advantages standardised
+        over the active steps, critic targets, the active-step weights (T, K))."""
+        v_next, _ = self.critic(self._critic_input(batch.next_obs, batch.next_info)[None], self.h_critic,
+                                self.starts[None])
+        values = self._values(roll["value"])
+        v_next = self._values(v_next[0, :, 0])
+        adv = gae(roll["signal"], values, v_next, roll["terminated"], roll["done"], roll["v_final"], self.cfg.gamma,
+                  self.cfg.gae_lambda, episodic=not self.cfg.continuing)
+        returns = adv + values
+        present = roll["present"]
+        if self.cfg.value_norm:
+            self.value_norm.update(returns if present.all() else returns[present.bool()])
+            returns = self.value_norm.normalize(returns)
+        # steps where the policy had a choice (a dead unit has one allowed action)
+        active = present * (roll["avail"].sum(-1) > 1).float() if self.cfg.active_masks else present
+        return _standardise(adv, active), returns, active
+
+    def _anneal_step_sizes(self) -> None:
+        """Linear annealing to 0 over lr_anneal_steps, counted before this rollout."""
+        if not self.cfg.lr_anneal_steps:
+            return
+        frac = max(0.0, 1.0 - self.steps_learned / self.cfg.lr_anneal_steps)
+        for opt, lr in ((self.actor_opt, self.cfg.lr), (self.critic_opt, self.cfg.critic_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * frac
+
+    def _train(self, seq: dict[str, torch.Tensor], h0_actor: torch.Tensor, h0_critic: torch.Tensor) -> dict[str, float]:
+        """Epochs of clipped PPO over minibatches of chunks; the mean losses."""
         info = {"actor_loss": 0.0, "critic_loss": 0.0, "entropy": 0.0}
         n_updates = 0
         for _ in range(self.cfg.epochs):
-            order = torch.randperm(n_chunks, generator=self.gen)
+            order = torch.randperm(h0_actor.shape[0], generator=self.gen)
             for mb in order.chunk(self.cfg.minibatches):
-                logits, _ = self.actor(seq["obs"][:, mb], h0_actor[mb], seq["starts"][:, mb])
-                logp_all = F.log_softmax(logits.masked_fill(~seq["avail"][:, mb], -1e10), dim=-1)
-                logp = logp_all.gather(-1, seq["actions"][:, mb, None]).squeeze(-1)
-                act_w = seq["active"][:, mb]
-                act_w = act_w / act_w.sum().clamp(min=1)  # weights of a mean over the active steps
-                entropy = (-(logp_all.exp() * logp_all).sum(-1) * act_w).sum()
-                ratio = (logp - seq["logp"][:, mb]).exp()
-                a = seq["adv"][:, mb]
-                actor_loss = -(torch.min(ratio * a, ratio.clamp(1 - self.cfg.clip, 1 + self.cfg.clip) * a) * act_w).sum()
-
-                v, _ = self.critic(seq["crit_in"][:, mb], h0_critic[mb], seq["starts"][:, mb])
-                v, old_v, g = v[..., 0], seq["value"][:, mb], seq["returns"][:, mb]
-                v_clipped = old_v + (v - old_v).clamp(-self.cfg.clip, self.cfg.clip)
-                crit_w = seq["present"][:, mb]
-                critic_loss = (torch.max(F.huber_loss(v, g, reduction="none", delta=self.cfg.huber_delta),
-                                         F.huber_loss(v_clipped, g, reduction="none", delta=self.cfg.huber_delta))
-                               * crit_w).sum() / crit_w.sum().clamp(min=1)
-
-                self.actor_opt.zero_grad(set_to_none=True)
-                self.critic_opt.zero_grad(set_to_none=True)
-                (actor_loss - self.cfg.entropy_coef * entropy + self.cfg.value_coef * critic_loss).backward()
-                nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.max_grad_norm)
-                nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.max_grad_norm)
-                self.actor_opt.step()
-                self.critic_opt.step()
-                self.on_progress()
-                for key, val in (("actor_loss", actor_loss), ("critic_loss", critic_loss), ("entropy", entropy)):
+                losses = self._gradient_step({name: x[:, mb] for name, x in seq.items()}, h0_actor[mb], h0_critic[mb])
+                for key, val in losses.items():
                     info[key] += val.item()
                 n_updates += 1
         return {key: val / n_updates for key, val in info.items()}
+
+    def _gradient_step(self, mb: dict[str, torch.Tensor], h0_actor: torch.Tensor,
+                       h0_critic: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of both optimisers on a minibatch of chunks (L, B, ...); its losses."""
+        logits, _ = self.actor(mb["obs"], h0_actor, mb["starts"])
+        logp_all = F.log_softmax(logits.masked_fill(~mb["avail"], -1e10), dim=-1)
+        logp = logp_all.gather(-1, mb["actions"][..., None]).squeeze(-1)
+        act_w = mb["active"]
+        act_w = act_w / act_w.sum().clamp(min=1)  # weights of a mean over the active steps
+        entropy = (-(logp_all.exp() * logp_all).sum(-1) * act_w).sum()
+        ratio = (logp - mb["logp"]).exp()
+        a = mb["adv"]
+        actor_loss = -(torch.min(ratio * a, ratio.clamp(1 - self.cfg.clip, 1 + self.cfg.clip) * a) * act_w).sum()
+
+        v, _ = self.critic(mb["crit_in"], h0_critic, mb["starts"])
+        v, old_v, g = v[..., 0], mb["value"], mb["returns"]
+        v_clipped = old_v + (v - old_v).clamp(-self.cfg.clip, self.cfg.clip)
+        crit_w = mb["present"]
+        critic_loss = (torch.max(F.huber_loss(v, g, reduction="none", delta=self.cfg.huber_delta),
+                                 F.huber_loss(v_clipped, g, reduction="none", delta=self.cfg.huber_delta))
+                       * crit_w).sum() / crit_w.sum().clamp(min=1)
+
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        (actor_loss - self.cfg.entropy_coef * entropy + self.cfg.value_coef * critic_loss).backward()
+        nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.max_grad_norm)
+        nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.max_grad_norm)
+        self.actor_opt.step()
+        self.critic_opt.step()
+        self.on_progress()
+        return {"actor_loss": actor_loss, "critic_loss": critic_loss, "entropy": entropy}
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),

@@ -33,7 +33,7 @@ never start on a food, so several agents can rush the same nearest food and dead
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from gymnasium.utils import EzPickle
@@ -162,7 +162,8 @@ class CollectionScenario(BaseScenario):
             # off every food (no free occupancy) and off every other agent (no explosive start)
             for _ in range(100):
                 pos = sample_clear_position(
-                    np_random, world.bound, food_pos, agent.size + max((f.occupy_radius for f in world.landmarks), default=0.0)
+                    np_random, world.bound, food_pos,
+                    agent.size + max((f.occupy_radius for f in world.landmarks), default=0.0),
                 )
                 if all(np.linalg.norm(pos - other) >= 2 * agent.size for other in agent_pos):
                     break
@@ -180,7 +181,7 @@ class CollectionScenario(BaseScenario):
         held = occupancy(world)[world.agents.index(agent)]
         if held.any():
             rew += self.occupy_reward
-            if any(food.type == agent.type for food, h in zip(world.landmarks, held) if h):
+            if any(food.type == agent.type for food, h in zip(world.landmarks, held, strict=True) if h):
                 rew += self.type_match_bonus
         return rew
 

@@ -40,7 +40,7 @@ predators only within PREY_VIEW_RADIUS = 0.6, so interceptors can circle round o
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from gymnasium.utils import EzPickle

@@ -69,7 +69,7 @@ class MPEVectorEnv:
             raise ValueError(f"--env {name} with {options or 'its defaults'} has {self.n_agents} learning agents, "
                              f"but --n is {n_agents}")
         self.rngs = [np.random.default_rng([seed, k]) for k in range(n_envs)]
-        for w, rng in zip(self.worlds, self.rngs):  # entities have no state until their first reset
+        for w, rng in zip(self.worlds, self.rngs, strict=True):  # entities have no state until their first reset
             self.scenario.reset_world(w, rng)
         self.t = 0
         self.positions = np.zeros((n_envs, n_agents, 2))  # after the last step, before any reset
@@ -92,7 +92,7 @@ class MPEVectorEnv:
         return list(np.ascontiguousarray(self.scenario.batch_observations(self.worlds)))
 
     def reset(self) -> list[np.ndarray]:
-        for w, rng in zip(self.worlds, self.rngs):
+        for w, rng in zip(self.worlds, self.rngs, strict=True):
             self.scenario.reset_world(w, rng)
         self.t = 0
         self._episode_sums[:] = 0
@@ -139,4 +139,4 @@ class MPEVectorEnv:
         """Task metrics of the episodes that ended since the last call, averaged over the copies:
         events (EVENT_METRICS) summed over each episode, states averaged over its steps."""
         done, self._finished = self._finished, []
-        return [dict(zip(self.metric_names, map(float, ep))) for ep in done]
+        return [dict(zip(self.metric_names, map(float, ep), strict=True)) for ep in done]

@@ -13,7 +13,8 @@ env's seeded generator, so a seeded episode replays exactly.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from mpe2._mpe_utils.core import Agent, Entity, World
