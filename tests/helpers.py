@@ -50,3 +50,23 @@ def pid_of(run_dir, role: str) -> int:
 def load_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
+
+
+def hand_driven_agents(ctx, addr: str, n: int) -> tuple[list, list[dict]]:
+    """n DEALER sockets that join an env server as agents 0..n-1 (HELLO, SPEC, READY), for tests
+    that drive the protocol by hand; returns the sockets and the specs they were sent."""
+    import zmq
+
+    from drima import protocol
+
+    socks, specs = [], []
+    for i in range(n):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, str(i).encode())
+        s.setsockopt(zmq.RCVTIMEO, 10000)
+        s.connect(addr)
+        s.send(protocol.encode(protocol.HELLO, i, 0, {}))
+        specs.append(protocol.decode(s.recv()).body)
+        s.send(protocol.encode(protocol.READY, i, 0, {}))
+        socks.append(s)
+    return socks, specs

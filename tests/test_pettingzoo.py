@@ -12,7 +12,7 @@ import pytest
 from drima.env_server.check import check_env
 from drima.env_server.envs import make_env
 from drima.env_server.pettingzoo_env import PettingZooVectorEnv
-from helpers import load_summary, run_launch
+from helpers import hand_driven_agents, load_summary, run_launch
 
 TINY = Path(__file__).parent / "tiny_envs.py"
 
@@ -223,16 +223,8 @@ def test_the_server_sends_termination_truncation_and_activity(tmp_path):
     thread.start()
     ctx = zmq.Context()
     try:
-        socks = []
-        for i in range(3):
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.IDENTITY, str(i).encode())
-            s.setsockopt(zmq.RCVTIMEO, 10000)
-            s.connect(addr)
-            s.send(protocol.encode(protocol.HELLO, i, 0, {}))
-            assert protocol.decode(s.recv()).body["obs_dim"] == 2
-            s.send(protocol.encode(protocol.READY, i, 0, {}))
-            socks.append(s)
+        socks, specs = hand_driven_agents(ctx, addr, 3)
+        assert all(spec["obs_dim"] == 2 for spec in specs)
         seen = []
         for step in range(cfg.steps + 1):
             results = [protocol.decode_result(protocol.decode(s.recv()).body, 1, 2) for s in socks]

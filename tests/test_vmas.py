@@ -12,7 +12,7 @@ import pytest
 
 from drima.env_server.check import check_env
 from drima.env_server.envs import default_action_type, default_agents, has_positions, make_env
-from helpers import load_summary, run_launch
+from helpers import hand_driven_agents, load_summary, run_launch
 
 
 def still(env) -> list[np.ndarray]:
@@ -196,16 +196,8 @@ def test_the_server_sends_truncation_with_the_final_observation(tmp_path):
     thread.start()
     ctx = zmq.Context()
     try:
-        socks = []
-        for i in range(2):
-            s = ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.IDENTITY, str(i).encode())
-            s.setsockopt(zmq.RCVTIMEO, 10000)
-            s.connect(addr)
-            s.send(protocol.encode(protocol.HELLO, i, 0, {}))
-            assert protocol.decode(s.recv()).body["obs_dim"] == 6  # no lidar without collisions
-            s.send(protocol.encode(protocol.READY, i, 0, {}))
-            socks.append(s)
+        socks, specs = hand_driven_agents(ctx, addr, 2)
+        assert all(spec["obs_dim"] == 6 for spec in specs)  # no lidar without collisions
         seen = []
         for step in range(cfg.steps + 1):
             seen.append([protocol.decode_result(protocol.decode(s.recv()).body, 2, 6) for s in socks])
