@@ -118,6 +118,10 @@ def _check_continuation(cfg: LaunchConfig) -> None:
     missing = [i for i in range(cfg.n) if not (source / f"agent_{i}" / "checkpoint.pt").exists()]
     if missing and cfg.nodes == 1:  # with several nodes, the other nodes' agents are elsewhere
         raise ConfigError(f"{source}: no checkpoint.pt for agents {missing}")
+    from drima.agent.checkpoint import read_checkpoint  # imports torch
+
+    for i in set(range(cfg.n)) - set(missing):  # tensors and plain data only: a run folder may come from anyone
+        read_checkpoint(source / f"agent_{i}" / "checkpoint.pt")
     if cfg.resume:
         env_row = last_row(source / "env_server" / "metrics.csv")
         reached = int(env_row["step"]) if env_row else 0

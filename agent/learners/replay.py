@@ -4,9 +4,12 @@ terminal next_obs (no bootstrap), never a truncated one."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 class ReplayBuffer:
+    ARRAYS = ("obs", "next_obs", "actions", "signal", "done")
+
     def __init__(self, capacity: int, obs_dim: int, action_shape: tuple[int, ...], action_dtype: str, seed: int):
         self.capacity = capacity
         self.obs = np.zeros((capacity, obs_dim), np.float32)
@@ -31,10 +34,13 @@ class ReplayBuffer:
         return self.obs[idx], self.actions[idx], self.signal[idx], self.next_obs[idx], self.done[idx]
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("obs", "next_obs", "actions", "signal", "done", "size", "pos")} | {
-            "rng": self.rng.bit_generator.state}
+        """Arrays as tensors: checkpoints are loaded with torch.load(weights_only=True), which
+        refuses pickled numpy arrays (they are code to the unpickler)."""
+        arrays = {k: torch.from_numpy(getattr(self, k)) for k in self.ARRAYS}
+        return arrays | {"size": self.size, "pos": self.pos, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in ("obs", "next_obs", "actions", "signal", "done", "size", "pos"):
-            setattr(self, k, state[k])
+        for k in self.ARRAYS:
+            setattr(self, k, np.asarray(state[k]).copy())  # a tensor or, from older checkpoints, an array
+        self.size, self.pos = int(state["size"]), int(state["pos"])
         self.rng.bit_generator.state = state["rng"]
