@@ -48,7 +48,7 @@ class AgentConfig:
     peers: dict[str, str]
     """neighbour id -> that neighbour's PUB address (JSON keys are strings)"""
     algo: str = "a2c"
-    """a2c | dqn | ddpg | ppo"""
+    """a2c | dqn | ddpg | ppo | MODULE:CLASS (a learner of your own, docs/learners.md)"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde"""
     seed: int = 0

@@ -62,7 +62,8 @@ class EnvServerConfig:
     address: str
     """where the ROUTER socket binds, e.g. tcp://0.0.0.0:5555 or ipc:///tmp/run/env"""
     env: str
-    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP
+    | pettingzoo:MODULE[:FACTORY] | vmas:SCENARIO"""
     n_agents: int
     """how many agent processes take part"""
     steps: int

@@ -22,9 +22,10 @@ from drima.topology import build_topology, is_dynamic, neighbour_map, range_radi
 @dataclass
 class LaunchConfig:
     env: str = "pd"
-    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP"""
+    """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP
+    | pettingzoo:MODULE[:FACTORY] | vmas:SCENARIO"""
     algo: str = "a2c"
-    """a2c | dqn | ddpg | ppo: every agent runs its own learner of this kind"""
+    """a2c | dqn | ddpg | ppo | MODULE:CLASS: every agent runs its own learner of this kind"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde (learn from the team reward the env server sends)"""
     topology: str = "full"
