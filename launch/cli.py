@@ -27,7 +27,7 @@ from drima.types import ALGOS, REWARD_MODES
 from .api import RunResult, run
 from .plan import LaunchConfig
 from .rendezvous import RendezvousError
-from .validate import ConfigError, validate
+from .validate import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,16 +204,14 @@ def _json_object(parser: argparse.ArgumentParser, flag: str, text: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="drima-launch: %(levelname)s %(message)s")
     cfg, quiet = config_from_args(argv)
-    try:
-        cfg = validate(cfg)
-    except ConfigError as exc:
-        print(f"drima-launch: error: {exc}", file=sys.stderr)
-        return 2
     set_process_title("launch", cfg.run_dir)
     stop = threading.Event()  # Ctrl-C and SIGTERM stop the run cleanly: the CLI's only signal handlers
     handlers = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = run(cfg, stop=stop, progress=not quiet)
+        result = run(cfg, stop=stop, progress=not quiet)  # validates first: a bad config starts nothing
+    except ConfigError as exc:
+        print(f"drima-launch: error: {exc}", file=sys.stderr)
+        return 2
     except RendezvousError as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 130 if stop.is_set() else 2
