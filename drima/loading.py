@@ -58,10 +58,13 @@ def load_object(module: str, name: str, what: str) -> Any:
     return obj
 
 
+def absolute_module(module: str) -> str:
+    """A .py file's absolute path, so that processes started elsewhere find it; a dotted module
+    name as it is."""
+    return str(Path(module).expanduser().resolve()) if is_file_module(module) else module
+
+
 def absolute_reference(ref: str) -> str:
-    """`./file.py:NAME` -> `/abs/file.py:NAME`, so that processes started elsewhere find it;
-    dotted module names are left as they are."""
+    """`./file.py:NAME` -> `/abs/file.py:NAME`; dotted module names are left as they are."""
     module, sep, name = ref.rpartition(":")
-    if sep and is_file_module(module):
-        return f"{Path(module).expanduser().resolve()}:{name}"
-    return ref
+    return f"{absolute_module(module)}:{name}" if sep and module else ref

@@ -22,6 +22,7 @@ from drima.env_server.envs import (
     VectorEnv,
     default_action_type,
     make_env,
+    peer_masks,
     team_reward,
 )
 from drima.launch.plan import agent_seed
@@ -96,12 +97,12 @@ def _learn(agents: list[AgentCore], nbrs: dict[int, list[int]], venv: VectorEnv,
     they were before this step), as the agent processes do."""
     mus = np.array([a.mu for a in agents])
     ends = venv.episode_ends() if isinstance(venv, AgentEpisodes) else None
+    masks = peer_masks(near, ends)  # as the env server sends them
     for i, a in enumerate(agents):
         js = nbrs[i]
-        mask = None if near is None else near[i, js]
+        mask = None if masks is None else masks[i, js]
         nxt, terminated, truncated, took_part = next_obs[i], dones, None, None
-        if ends is not None:  # as the env server does: only agents that took part count as neighbours
-            mask = ends.acted[js] if mask is None else mask & ends.acted[js]
+        if ends is not None:
             terminated, truncated, took_part = ends.terminated[i], ends.truncated[i], ends.acted[i]
             if ends.final_obs[i] is not None:
                 nxt = np.where(truncated[:, None], ends.final_obs[i], nxt)

@@ -30,48 +30,38 @@ def check_env(env: str | Callable[..., Any], options: dict[str, Any] | None = No
     that returns a PettingZoo ParallelEnv (called with `options` as keyword arguments)."""
     spec = env if isinstance(env, str) else f"pettingzoo:{getattr(env, '__module__', '?')}:" \
                                              f"{getattr(env, '__qualname__', repr(env))}"
-    problems: list[str] = []
+    problems, n_agents = [], None
     if callable(env) or is_pettingzoo(spec):
-        problems += _check_parallel_api(env, options, steps, seed)
+        problems, n_agents = _check_parallel_api(env, options, steps, seed)
     if problems:  # the runtime's own checks would only repeat them
         return problems[:MAX_LINES]
-    return _check_vector_env(env, spec, options, steps, n_envs, seed)[:MAX_LINES]
+    return _check_vector_env(env, spec, options, steps, n_envs, seed, n_agents)[:MAX_LINES]
 
 
-def _build(env: str | Callable[..., Any], options: dict[str, Any] | None):
-    if isinstance(env, str):
-        return build_parallel_env(env, options)
-    from pettingzoo.utils.env import ParallelEnv
-
-    made = env(**(options or {}))
-    if not isinstance(made, ParallelEnv):
-        raise ValueError(f"{env!r} returned {type(made).__name__}, not a PettingZoo ParallelEnv")
-    return made
-
-
-def _check_parallel_api(env_ref, options, steps: int, seed: int) -> list[str]:
-    """The PettingZoo ParallelEnv API as the adapter uses it, on one copy with random actions."""
+def _check_parallel_api(env_ref, options, steps: int, seed: int) -> tuple[list[str], int]:
+    """The PettingZoo ParallelEnv API as the adapter uses it, on one copy with random actions:
+    what is wrong, and how many agents the env has."""
     try:
-        env = _build(env_ref, options)
+        env = build_parallel_env(env_ref, options)
     except ValueError as exc:
-        return [str(exc)]
+        return [str(exc)], 0
     agents = list(getattr(env, "possible_agents", []) or [])
     spaces, problems = _spaces(env, agents)
     if problems:
-        return problems
+        return problems, len(agents)
     rng = np.random.default_rng(seed)
     try:
         out = env.reset(seed=seed)
     except Exception as exc:
-        return [f"reset(seed={seed}) failed: {type(exc).__name__}: {exc}"]
+        return [f"reset(seed={seed}) failed: {type(exc).__name__}: {exc}"], len(agents)
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], dict)):
-        return ["reset() must return (observations, infos), two dicts keyed by agent name"]
+        return ["reset() must return (observations, infos), two dicts keyed by agent name"], len(agents)
     problems += _check_obs(out[0], list(env.agents), agents, spaces, "reset")
     for t in range(steps):
         if problems:
             break
         problems += _step(env, agents, spaces, rng, t)
-    return problems
+    return problems, len(agents)
 
 
 def _spaces(env, agents: list[str]) -> tuple[dict, list[str]]:
@@ -169,16 +159,17 @@ def _random_action(space, rng: np.random.Generator):
     return space.sample()
 
 
-def _check_vector_env(env_ref, spec: str, options, steps: int, n_envs: int, seed: int) -> list[str]:
-    """What the env server sends, through the adapter: shapes, dtypes, finiteness, episode ends."""
+def _check_vector_env(env_ref, spec: str, options, steps: int, n_envs: int, seed: int,
+                      n_agents: int | None) -> list[str]:
+    """What the env server sends, through the adapter: shapes, dtypes, finiteness, episode ends.
+    n_agents: known already for PettingZoo envs (from _check_parallel_api)."""
     try:
+        n = n_agents if n_agents is not None else default_agents(spec, options or {})
         if isinstance(env_ref, str):
-            n = default_agents(spec, options or {})
             venv = make_env(spec, n, n_envs, seed, "discrete", options)
         else:
             from .pettingzoo_env import PettingZooVectorEnv
 
-            n = len(_build(env_ref, options).possible_agents)
             venv = PettingZooVectorEnv(env_ref, n, n_envs, seed, options)
         specs = [venv.agent_spec(i) for i in range(n)]
         obs = venv.reset()

@@ -51,6 +51,44 @@ class EpisodeEnds:
     """(n_agents, K) bool: the agent was in the episode for the step just taken (its action played)"""
 
 
+def peer_masks(near: np.ndarray | None, ends: EpisodeEnds | None) -> np.ndarray | None:
+    """(n_agents, n_agents, K) bool: row [i, j] says in which copies agent j counts as agent i's
+    neighbour for the step just taken: within range (`near`, range topologies) and in the episode
+    (an agent out of it has no reward to share). None: every linked peer counts."""
+    if ends is None or ends.acted.all():
+        return near
+    took_part = np.broadcast_to(ends.acted[None], (ends.acted.shape[0], *ends.acted.shape))
+    return took_part if near is None else near & took_part
+
+
+class EpisodeTally:
+    """Per copy, the team return and length of the episode in progress; the episodes that ended,
+    as HasEpisodeMetrics reports them (the adapters for PettingZoo and VMAS share it)."""
+
+    names = ("episode_team_return", "episode_length")
+
+    def __init__(self, n_envs: int):
+        self.team_return = np.zeros(n_envs)
+        self.length = np.zeros(n_envs, np.int64)
+        self.finished: list[dict[str, float]] = []
+
+    def add(self, team_rewards: np.ndarray) -> None:
+        """One step of every copy: (K,) rewards summed over agents."""
+        self.team_return += team_rewards
+        self.length += 1
+
+    def end(self, copies: np.ndarray) -> None:
+        """These copies' episodes ended: record them, and start counting anew."""
+        for k in copies:
+            self.finished.append({"episode_team_return": float(self.team_return[k]),
+                                  "episode_length": float(self.length[k])})
+        self.team_return[copies], self.length[copies] = 0.0, 0
+
+    def pop(self) -> list[dict[str, float]]:
+        out, self.finished = self.finished, []
+        return out
+
+
 @runtime_checkable
 class AgentEpisodes(Protocol):
     def episode_ends(self) -> EpisodeEnds:

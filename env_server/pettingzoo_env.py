@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from drima.loading import load_object
+from drima.loading import absolute_module, import_module, load_object
 
-from .envs import EpisodeEnds
+from .envs import EpisodeEnds, EpisodeTally
 
 PREFIX = "pettingzoo:"
-METRIC_NAMES = ("episode_team_return", "episode_length")
 
 
 class EnvContractError(ValueError):
@@ -61,14 +60,8 @@ def parse(spec: str) -> tuple[str, str | None]:
 def absolute_spec(spec: str) -> str:
     """`pettingzoo:./envs.py[:F]` -> `pettingzoo:/abs/envs.py[:F]`, so that the env server finds
     the file wherever it runs; dotted modules are left as they are."""
-    from drima.loading import is_file_module
-
     module, factory = parse(spec)
-    if not is_file_module(module):
-        return spec
-    from pathlib import Path
-
-    return PREFIX + str(Path(module).expanduser().resolve()) + (f":{factory}" if factory else "")
+    return PREFIX + absolute_module(module) + (f":{factory}" if factory else "")
 
 
 def build_parallel_env(spec: str | Callable[..., Any], options: dict[str, Any] | None = None):
@@ -81,13 +74,11 @@ def build_parallel_env(spec: str | Callable[..., Any], options: dict[str, Any] |
     module, factory_name = parse(spec) if isinstance(spec, str) else ("", None)
     if not isinstance(spec, str):
         factory = spec
-    elif factory_name is None:
-        try:
-            factory = load_object(module, "parallel_env", what)
-        except ValueError as exc:
-            if "has no 'parallel_env'" not in str(exc):
-                raise
-            factory = load_object(module, "env", what)  # an AEC-only env module
+    elif factory_name is None:  # parallel_env, or env for an AEC-only module
+        found = import_module(module, what)
+        factory = getattr(found, "parallel_env", None) or getattr(found, "env", None)
+        if factory is None:
+            raise ValueError(f"{what}: {module} has neither parallel_env() nor env()")
     else:
         factory = load_object(module, factory_name, what)
     if not callable(factory):
@@ -214,8 +205,7 @@ class Block:
         self._obs = [np.zeros((k, c.dim), np.float32) for c in self.obs_codecs]
         self._masks = [np.ones((k, c.mask_dim), bool) if c.mask_dim else None for c in self.obs_codecs]
         self._active = np.zeros((n, k), bool)
-        self._return = np.zeros(k)
-        self._length = np.zeros(k, np.int64)
+        self._tally = EpisodeTally(k)
         self._seeded = False
 
     def _checked(self, name: str, make, space_of):
@@ -233,6 +223,7 @@ class Block:
             self._reset_copy(k)
         self._seeded = True
         n, k = self._active.shape
+        self._tally = EpisodeTally(k)  # new episodes everywhere
         none = np.zeros((n, k), bool)
         return self._out(np.zeros((n, k), np.float32), np.zeros(k, np.float32), none, none, [None] * n,
                          self._active.copy(), [])
@@ -245,7 +236,6 @@ class Block:
             i = self._agent_index(name, "reset")
             self._store(i, k, raw, name, "reset")
             self._active[i, k] = True
-        self._return[k], self._length[k] = 0.0, 0
 
     def _agent_index(self, name: str, where: str) -> int:
         if name not in self.index:
@@ -273,7 +263,6 @@ class Block:
         final: list[np.ndarray | None] = [None] * n
         acted = self._active.copy()
         done = np.zeros(k_all, np.float32)
-        finished = []
         for k, env in enumerate(self.envs):
             playing = [i for i in range(n) if acted[i, k]]
             joint = {self.names[i]: self.act_codecs[i].decode(actions[i][k]) for i in playing}
@@ -293,14 +282,12 @@ class Block:
                     if truncated[i, k]:  # the observation it was cut at, before a reset replaces it
                         final[i] = self._obs[i].copy() if final[i] is None else final[i]
                         final[i][k] = self._obs[i][k]
-            self._return[k] += rewards[:, k].sum()
-            self._length[k] += 1
             if not still:  # the episode is over for every agent: a new one in this copy
-                finished.append({"episode_team_return": float(self._return[k]),
-                                 "episode_length": float(self._length[k])})
                 self._reset_copy(k)
                 done[k] = 1.0
-        return self._out(rewards, done, terminated, truncated, final, acted, finished)
+        self._tally.add(rewards.sum(0))
+        self._tally.end(np.flatnonzero(done))
+        return self._out(rewards, done, terminated, truncated, final, acted, self._tally.pop())
 
     def _reward(self, raw: dict, name: str) -> float:
         value = raw.get(name, 0.0)
@@ -397,7 +384,7 @@ class PettingZooVectorEnv:
     is a process of its own and the blocks step at the same time (an env that is slow in Python
     can then use the cores that the agents leave idle while they wait for it)."""
 
-    metric_names = METRIC_NAMES
+    metric_names = EpisodeTally.names
 
     def __init__(self, spec: str | Callable[..., Any], n_agents: int, n_envs: int, seed: int = 0,
                  options: dict[str, Any] | None = None, workers: int = 1):

@@ -48,6 +48,7 @@ from .envs import (
     HasPositions,
     VectorEnv,
     make_env,
+    peer_masks,
     team_reward,
 )
 
@@ -488,15 +489,10 @@ class EnvServer:
         self.rejoin_ready.clear()
 
     def _peer_masks(self, ends: EpisodeEnds | None) -> np.ndarray | None:
-        """(n_agents, n_agents, K) bool: row [i, j] says in which copies agent j counts as agent i's
-        neighbour for the step just taken: within range (range topologies) and in the episode
-        (an agent out of it has no reward to share). None: every linked peer counts."""
+        """envs.peer_masks for the step just taken, with this run's range."""
         near = self.env.in_range(None if self.cfg.range_sight else self.cfg.range_radius) \
             if self.neighbourhoods else None
-        if ends is None or ends.acted.all():
-            return near
-        took_part = np.broadcast_to(ends.acted[None], (self.cfg.n_agents, *ends.acted.shape))
-        return took_part if near is None else near & took_part
+        return peer_masks(near, ends)
 
     # -- main loop -----------------------------------------------------------------------------------
     def run(self) -> int:

@@ -32,10 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .envs import VMAS_PREFIX, EpisodeEnds
+from .envs import VMAS_PREFIX, EpisodeEnds, EpisodeTally
 
 DEFAULT_MAX_STEPS = 100
-METRIC_NAMES = ("episode_team_return", "episode_length")
 INSTALL = 'pip install -e ".[vmas]"'
 # vmas.make_env's own arguments: the runtime sets them (from --envs, --seed, --actions)
 RESERVED = ("num_envs", "device", "continuous_actions", "seed", "wrapper", "dict_spaces", "multidiscrete_actions",
@@ -135,7 +134,7 @@ def _flat(obs) -> np.ndarray:
 class VMASVectorEnv:
     """K copies of one VMAS scenario, stepped as one batched torch computation."""
 
-    metric_names = METRIC_NAMES
+    metric_names = EpisodeTally.names
 
     def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
                  options: dict[str, Any] | None = None, torch_threads: int | None = 1):
@@ -170,9 +169,7 @@ class VMASVectorEnv:
         self._none = np.zeros((n_agents, k), bool)
         self._all = np.ones((n_agents, k), bool)
         self._ends = EpisodeEnds(self._none, self._none, [None] * n_agents, self._all, self._all)
-        self._return = np.zeros(k)
-        self._length = np.zeros(k, np.int64)
-        self._finished: list[dict[str, float]] = []
+        self._tally = EpisodeTally(k)
         self._positions = self._read_positions()
 
     # -- VectorEnv ------------------------------------------------------------------------------------
@@ -183,7 +180,7 @@ class VMASVectorEnv:
 
     def reset(self) -> list[np.ndarray]:
         obs = self.env.reset()
-        self._return[:], self._length[:] = 0.0, 0
+        self._tally = EpisodeTally(self.n_envs)
         self._ends = EpisodeEnds(self._none, self._none, [None] * self.n_agents, self._all, self._all)
         self._positions = self._read_positions()
         return [_flat(o) for o in obs]
@@ -198,14 +195,10 @@ class VMASVectorEnv:
         truncated = trunc_t.numpy().astype(bool) & ~terminated  # a terminal state at the time limit is terminal
         ended = terminated | truncated
         self._positions = self._read_positions()  # where this step's rewards were earned, before any reset
-        self._return += rewards.sum(0)
-        self._length += 1
+        self._tally.add(rewards.sum(0))
         final: list[np.ndarray | None] = [o.copy() for o in obs] if truncated.any() else [None] * self.n_agents
         if ended.any():
-            for k in np.flatnonzero(ended):
-                self._finished.append({"episode_team_return": float(self._return[k]),
-                                       "episode_length": float(self._length[k])})
-            self._return[ended], self._length[ended] = 0.0, 0
+            self._tally.end(np.flatnonzero(ended))
             obs = self._reset_copies(np.flatnonzero(ended), obs)
         n = self.n_agents
         self._ends = EpisodeEnds(np.broadcast_to(terminated, (n, self.n_envs)).copy(),
@@ -253,8 +246,7 @@ class VMASVectorEnv:
         return close
 
     def pop_task_metrics(self) -> list[dict[str, float]]:
-        out, self._finished = self._finished, []
-        return out
+        return self._tally.pop()
 
     def close(self) -> None:
         viewer = getattr(self.env, "viewer", None)
