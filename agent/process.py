@@ -122,6 +122,8 @@ class AgentProcess:
         self.agent_name: str | None = None  # the env's name for this agent (PettingZoo, MPE, battles)
         self.step = 0
         self.exchange_s: list[float] = []  # publish -> all live neighbours heard, per step
+        # steps (and copies) whose action the env server did not play: not learned from
+        self.not_executed = {"steps": 0, "copies": 0}
         self.last_heard = time.monotonic()  # last frame from the env server
         self.last_sent = 0.0  # last frame to the env server
         self.poll_ms = max(1, min(100, int(cfg.heartbeat_interval_s * 500)))  # >= 2 polls per interval
@@ -364,9 +366,12 @@ class AgentProcess:
                                                     on_wait=self._heartbeat)
         self.exchange_s.append(time.perf_counter() - t_pub)
         mask = None if near is None else near[peer_ids]
+        if not res.executed.all():  # a substitute was played for our late action: its reward is not ours to learn
+            self.not_executed["steps"] += 1
+            self.not_executed["copies"] += int((active & ~res.executed).sum())
         reshaped, info = self.core.learn(obs, actions, res.reward, res.next_obs(), res.terminated, nbr_r, nbr_mu,
                                          in_range=mask, team_reward=team, next_info=next_info,
-                                         truncated=res.truncated, active=active)
+                                         truncated=res.truncated, active=active & res.executed)
         self._heartbeat()  # after a (possibly long) learner update
         if not active.any():  # out of the episode in every copy: nothing to report but mu
             return {"mu": self.core.mu}
@@ -406,6 +411,7 @@ class AgentProcess:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""
         lat = np.array(self.exchange_s) * 1000
         stats = {"step": self.step, "agent_name": self.agent_name, "link": self.link.stats,
+                 "not_executed": self.not_executed,
                  "n_peers": len(self.link.peers), "memory": memory_mb(),
                  "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                  "mean": float(lat.mean())} if lat.size else None}

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 3  # 2: RESULT carries an extras map; 3: RESULT's done is "terminated", with truncation apart
+PROTOCOL_VERSION = 4  # 2: RESULT has extras; 3: its done is "terminated", truncation apart; 4: "executed"
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
 MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
 MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
@@ -38,6 +38,8 @@ RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, ext
 #      (obs is then the next episode's first);
 #   "active": uint8 x K, 0 where this agent is out of the episode (it ended before the others'):
 #      its action is not played and its reward is 0 until the copy resets (absent: all 1);
+#   "executed": uint8 x K, 0 where this agent's action of the previous step was not played (it came
+#      after action_timeout_s, or not at all: its seat played missing_action); absent: all played;
 #   "team": float32 x K, the team reward (ctde mode only);
 #   "in_range": uint8 x (n_agents * K), row j = does agent j count as a neighbour in each copy: within
 #      range (range topologies) and in the episode (envs where agents leave episodes early);
@@ -119,6 +121,12 @@ def _check_body(kind: str, body: Any) -> None:
         raise ProtocolError(f"{kind} body must be a map")
 
 
+def spec_body(agent_spec: dict, agent_id: int, n_agents: int, n_envs: int) -> dict:
+    """The body of a SPEC frame: the env's spec of one agent and where it sits in the run; what
+    the agent builds its learner from (the launcher checks learners with the same)."""
+    return agent_spec | {"n_envs": n_envs, "agent_id": agent_id, "n_agents": n_agents, "protocol": PROTOCOL_VERSION}
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """A RESULT frame's body, decoded and checked against the agent's sizes."""
@@ -136,6 +144,9 @@ class Result:
     """(K, obs_dim) float32 where truncated (other rows: obs), or None"""
     active: np.ndarray
     """(K,) bool: the agent is in the episode at obs"""
+    executed: np.ndarray
+    """(K,) bool: the agent's own action of the previous step was played (else a substitute was:
+    the reward does not follow from the agent's action, so there is nothing to learn from it)"""
     last: bool
     """the run's last result"""
     extras: dict[str, bytes]
@@ -183,7 +194,9 @@ def decode_result(body: list, n_envs: int, obs_dim: int) -> Result:
     final_obs = sized(extras["final_obs"], n_envs * obs_dim, "<f4", "final_obs").reshape(n_envs, obs_dim) \
         if "final_obs" in extras else None
     active = sized(extras["active"], n_envs, "u1", "active") > 0 if "active" in extras else np.ones(n_envs, bool)
-    return Result(obs, reward, terminated, truncated, final_obs, active, bool(last), extras)
+    executed = sized(extras["executed"], n_envs, "u1", "executed") > 0 if "executed" in extras \
+        else np.ones(n_envs, bool)
+    return Result(obs, reward, terminated, truncated, final_obs, active, executed, bool(last), extras)
 
 
 def floats(buf: bytes) -> np.ndarray:

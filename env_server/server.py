@@ -16,6 +16,9 @@ says HELLO mid-run (restarted, or reconnecting) gets its SPEC again and, after i
 current observation with an empty reward, so it acts from the next step without learning from
 steps it did not take.
 
+Each agent's seat (never heard, handshaking, playing, lagging, dead, rejoining, removed) is a
+state machine of its own, in env_server/seats.py.
+
 Restart (resume=True, what `drima-launch --restart-failed` does when this process dies): the
 server reads how far the run got from its own metrics.csv and from the step each agent says in
 its HELLO, and goes on from the furthest of them with fresh episodes (the episodes in flight
@@ -51,6 +54,7 @@ from .envs import (
     peer_masks,
     team_reward,
 )
+from .seats import Seats, SeatState
 
 log = logging.getLogger("drima.env_server")
 
@@ -158,13 +162,9 @@ class EnvServer:
         self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         self.sock.bind(cfg.address)
         self.stop_requested = False
-        self.running = False  # past start-up: a HELLO now means a rejoin
         self.step = 0
-        self.ready: set[int] = set()
+        self.seats = Seats(cfg.n_agents, cfg.agent_liveness, remove_dead=cfg.missing_action == "remove")
         self.hello_steps: dict[int, int] = {}  # the step each agent says it is at (resume)
-        self.greeted: set[int] = set()  # agents that said HELLO to this process: the only ones it talks to
-        self.strangers: set[int] = set()  # agents heard from before their HELLO (logged once)
-        self.missed = [0] * cfg.n_agents  # consecutive steps without an action, per agent
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
@@ -174,11 +174,6 @@ class EnvServer:
         self.last_heard = np.zeros(cfg.n_agents)
         self.last_sent = np.zeros(cfg.n_agents)
         self.next_tick = 0.0
-        self.dead: set[int] = set()  # silent for heartbeat_liveness intervals
-        self.removed: set[int] = set()  # dead with missing_action=remove: out for good
-        self.rejoining: set[int] = set()  # said HELLO mid-run; not waited for until it has its first result
-        self.rejoin_ready: set[int] = set()  # ... and said READY: gets the current obs at the next step
-        self.events: list[dict] = []  # deaths and rejoins, for stats.json
         self.rng = np.random.default_rng(cfg.seed)  # for missing_action=random
         self.alone_since: float | None = None  # since when no agent is in the run
         self.abandoned = False
@@ -205,10 +200,11 @@ class EnvServer:
         if msg is None:
             return None
         self.bytes_recv[msg.sender] += len(parts[1])
-        if not self._greeted_us(msg):
+        if msg.kind != protocol.HELLO and not self.seats.greeted(msg.sender):
+            self.dropped += 1
             return None
         self._heard_from(msg.sender)
-        if msg.sender in self.removed:
+        if self.seats.state(msg.sender) is SeatState.REMOVED:
             if msg.kind == protocol.HELLO:
                 self._send(msg.sender, protocol.STOP, self.step,
                            {"reason": "removed from the run (missing_action=remove)"})
@@ -231,42 +227,19 @@ class EnvServer:
             return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
         return msg
 
-    def _greeted_us(self, msg: protocol.Message) -> bool:
-        """True when the sender said HELLO to this process (this message included)."""
-        if msg.kind == protocol.HELLO:
-            self.greeted.add(msg.sender)
-            return True
-        if msg.sender in self.greeted:
-            return True
-        # an agent of a server that died, still mid-step: neither answer nor count it, so it
-        # finds this server silent, reconnects and says HELLO
-        if msg.sender not in self.strangers:
-            log.warning("agent %d sends %s without a HELLO to this server (it ran with an earlier one): "
-                        "ignored until it says HELLO", msg.sender, msg.kind)
-        self.strangers.add(msg.sender)
-        self.dropped += 1
-        return False
-
     def _drop(self, why: str) -> None:
         self.dropped += 1
         log.warning("dropped %s", why)
         return None
 
     def _spec(self, agent: int) -> dict:
-        spec = self.env.agent_spec(agent) | {"n_envs": self.cfg.n_envs, "agent_id": agent,
-                                             "n_agents": self.cfg.n_agents, "protocol": protocol.PROTOCOL_VERSION}
+        spec = protocol.spec_body(self.env.agent_spec(agent), agent, self.cfg.n_agents, self.cfg.n_envs)
         return spec | ({"state_dim": int(self.env.state_dim)} if self.send_state else {})
 
     # -- liveness ----------------------------------------------------------------------------------
     def _heard_from(self, agent: int) -> None:
         now = time.monotonic()
-        if agent in self.dead:  # back from the dead (it was frozen, or restarted): it rejoins like a new agent
-            log.info("agent %d is back after %.2f s of silence (step %d)", agent, now - self.last_heard[agent],
-                     self.step)
-            self.dead.discard(agent)
-            if agent not in self.rejoining:
-                self.rejoining.add(agent)
-                self.rejoin_ready.add(agent)  # a HELLO (restart) takes this back until its READY
+        self.seats.heard(agent, now - self.last_heard[agent], self.step)  # a dead one is back
         self.last_heard[agent] = now
 
     def _tick(self) -> None:
@@ -283,25 +256,15 @@ class EnvServer:
             self.last_heard[self.last_heard > 0] = now
         self.next_tick = now + interval / 5
         # frames already queued are signs of life not yet counted: judge silence on an empty queue
-        judge = self.running and not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        judge = self.seats.running and not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
         for i in range(self.cfg.n_agents):
-            if i in self.removed or self.last_heard[i] == 0:  # never heard: nobody to heartbeat yet
+            if self.seats.state(i) is SeatState.REMOVED or self.last_heard[i] == 0:  # never heard: nobody yet
                 continue
             if now - self.last_sent[i] >= interval:
                 self._send(i, protocol.HEARTBEAT, self.step, {})
             silent = now - self.last_heard[i]
-            starting = i in self.rejoining and i not in self.rejoin_ready  # building its learner: not waited for
-            if judge and not starting and i not in self.dead and silent > interval * self.cfg.heartbeat_liveness:
-                self._declare_dead(i, silent)
-
-    def _declare_dead(self, agent: int, silent_s: float) -> None:
-        remove = self.cfg.missing_action == "remove"
-        log.warning("agent %d silent for %.2f s (%d missed heartbeats) at step %d: %s", agent, silent_s,
-                    int(silent_s / self.cfg.heartbeat_interval_s), self.step,
-                    "removing it from the run" if remove else
-                    f"not waiting for it; its seat plays missing_action={self.cfg.missing_action}")
-        self.events.append({"event": "dead", "agent": agent, "step": self.step, "silent_s": round(silent_s, 3)})
-        (self.removed if remove else self.dead).add(agent)
+            if judge and self.seats.judged(i) and silent > interval * self.cfg.heartbeat_liveness:
+                self.seats.silent(i, silent, int(silent / interval), self.step, self.cfg.missing_action)
 
     # -- phases ------------------------------------------------------------------------------------
     def _handle_control(self, msg: protocol.Message) -> None:
@@ -310,30 +273,23 @@ class EnvServer:
             return  # its sign of life is already counted
         if msg.kind == protocol.HELLO:
             self.hello_steps[i] = msg.step
-            if self.running:  # a restarted or reconnecting agent: not waited for until it is ready
-                log.info("agent %d says hello at step %d: sending its spec for a rejoin", i, self.step)
-                self.rejoining.add(i)
-                self.rejoin_ready.discard(i)  # no result before its READY
-            self._send(i, protocol.SPEC, self.step, self._spec(i))
-        elif msg.kind == protocol.READY and not self.running:
-            self.ready.add(i)
-        elif msg.kind == protocol.READY:
-            log.info("agent %d is ready: it rejoins at step %d", i, self.step + 1)
-            self.rejoining.add(i)
-            self.rejoin_ready.add(i)
+            if self.seats.hello(i, self.step):  # mid-run: not waited for until it is ready
+                self._send(i, protocol.SPEC, self.step, self._spec(i))
+        elif msg.kind == protocol.READY and self.seats.ready(i, self.step):
+            pass
         else:
             self._drop(f"{msg.kind} from agent {i} outside its phase")
 
     def wait_for_agents(self) -> bool:
         end = time.monotonic() + self.cfg.startup_timeout_s
-        while len(self.ready) < self.cfg.n_agents:
+        while not self.seats.all_ready():
             if self.stop_requested or time.monotonic() > end:
-                missing = sorted(set(range(self.cfg.n_agents)) - self.ready)
-                if self.cfg.resume and self.ready and not self.stop_requested:
+                ready = self.seats.in_state(SeatState.READY)
+                missing = sorted(set(range(self.cfg.n_agents)) - set(ready))
+                if self.cfg.resume and ready and not self.stop_requested:
                     # a restart goes on with the agents that came back; the others may rejoin later
                     log.warning("agents %s not back after %.0f s: going on without them", missing,
                                 self.cfg.startup_timeout_s)
-                    self.dead.update(missing)
                     return True
                 log.error("agents %s not ready after %.0f s", missing, self.cfg.startup_timeout_s)
                 return False
@@ -343,29 +299,24 @@ class EnvServer:
                 self._handle_control(msg)
         return True
 
-    def _waited_for(self) -> set[int]:
-        """Agents whose action this step is waited for: not dead, removed or rejoining, and not
-        silent for agent_liveness steps."""
-        return {i for i, m in enumerate(self.missed) if m < self.cfg.agent_liveness} \
-            - self.dead - self.removed - self.rejoining
-
     def _step_complete(self, actions: dict[int, np.ndarray]) -> bool:
-        waited = self._waited_for()
+        waited = self.seats.waited_for()
         if waited:
             return waited <= actions.keys()
         # nobody to wait for (all dead or rejoining): do not race through the run on substitutes;
         # step once someone acts or is ready to rejoin, or after action_timeout_s
-        return bool(actions) or bool(self.rejoin_ready)
+        return bool(actions) or bool(self.seats.in_state(SeatState.REJOINING))
 
-    def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    def _collect_actions(self, step: int, last_actions: list[np.ndarray]) -> tuple[list[np.ndarray], set[int]]:
         """Actions for `step` from every agent waited for, until action_timeout_s. A missing
-        action is replaced according to missing_action."""
+        action is replaced according to missing_action. Returns the actions played and the
+        agents whose own action was played."""
         actions = self._receive_actions(step)
         self._check_abandoned(actions)
-        missing = [i for i in range(self.cfg.n_agents) if i not in actions]
-        self._count_missed(step, actions)
+        if not self.stop_requested:
+            self.seats.step_done(step, set(actions), self.cfg.missing_action)
         full = [actions[i] if i in actions else self._substitute(i, last_actions[i]) for i in range(self.cfg.n_agents)]
-        return full, len(missing)
+        return full, set(actions)
 
     def _receive_actions(self, step: int) -> dict[int, np.ndarray]:
         """Valid actions for `step` by agent, until every agent waited for has sent one, or
@@ -390,23 +341,10 @@ class EnvServer:
                     actions[msg.sender] = act
         return actions
 
-    def _count_missed(self, step: int, actions: dict[int, np.ndarray]) -> None:
-        """Consecutive steps without an action, per live agent; at agent_liveness it is no longer waited for."""
-        for i in range(self.cfg.n_agents):
-            if i in actions:
-                if self.missed[i] >= self.cfg.agent_liveness:
-                    log.info("agent %d acts again at step %d", i, step)
-                self.missed[i] = 0
-            elif not self.stop_requested and i not in self.dead | self.removed | self.rejoining:
-                self.missed[i] += 1
-                if self.missed[i] == self.cfg.agent_liveness:
-                    log.warning("agent %d alive but without an action for %d steps: not waiting for it "
-                                "(missing_action=%s)", i, self.missed[i], self.cfg.missing_action)
-
     def _check_abandoned(self, actions: dict[int, np.ndarray]) -> None:
         """No agent acting or rejoining for startup_timeout_s: the run has nobody left; end it."""
         now = time.monotonic()
-        if actions or self.rejoining or self._waited_for():
+        if actions or self.seats.rejoining() or self.seats.waited_for():
             self.alone_since = None
         elif self.alone_since is None:
             self.alone_since = now
@@ -455,10 +393,11 @@ class EnvServer:
         return np.zeros(self.cfg.n_envs, np.int32)
 
     def _send_results(self, step: int, obs: list[np.ndarray], rewards: np.ndarray | None, done: np.ndarray,
-                      last: bool) -> None:
+                      last: bool, played: set[int] | None = None) -> None:
         """RESULT `step` to every agent in the run. An agent rejoining gets the observation with an
         empty reward (the reward was for an action it did not take); a dead one, or one still in
-        its handshake, gets nothing (results would pile up in its queue)."""
+        its handshake, gets nothing (results would pile up in its queue). An agent whose own
+        action was not played (`played`: those whose was) is told so: it must not learn from it."""
         ends = self.env.episode_ends() if isinstance(self.env, AgentEpisodes) else None
         terminated = np.broadcast_to(done > 0, (self.cfg.n_agents, self.cfg.n_envs)) if ends is None \
             else ends.terminated
@@ -469,10 +408,11 @@ class EnvServer:
             extras["state"] = protocol.to_bytes(self.env.global_state())
         peers = self._peer_masks(ends) if rewards is not None else None
         avail = self.env.avail_actions() if isinstance(self.env, HasActionMasks) else None
+        not_played = np.zeros(self.cfg.n_envs, np.uint8).tobytes()
         for i in range(self.cfg.n_agents):
-            if i in self.removed or i in self.dead or (i in self.rejoining and i not in self.rejoin_ready):
+            if not self.seats.gets_results(i):
                 continue
-            fresh = rewards is None or i in self.rejoin_ready
+            fresh = rewards is None or self.seats.fresh(i)
             if peers is not None:  # only agent i's own row: who counts as i's neighbour
                 extras["in_range"] = np.ascontiguousarray(peers[i], np.uint8).tobytes()
             if avail is not None and avail[i] is not None:
@@ -481,12 +421,10 @@ class EnvServer:
                                         truncated=None if ends is None or fresh else ends.truncated[i],
                                         final_obs=None if ends is None else ends.final_obs[i],
                                         active=None if ends is None else ends.active[i])
+            if not fresh and played is not None and i not in played:
+                body[4]["executed"] = not_played
             self._send(i, protocol.RESULT, step, body)
-        for i in self.rejoin_ready:
-            self.events.append({"event": "rejoined", "agent": i, "step": step})
-            self.missed[i] = 0
-        self.rejoining -= self.rejoin_ready
-        self.rejoin_ready.clear()
+        self.seats.results_sent(step)
 
     def _peer_masks(self, ends: EpisodeEnds | None) -> np.ndarray | None:
         """envs.peer_masks for the step just taken, with this run's range."""
@@ -509,27 +447,27 @@ class EnvServer:
         if cfg.resume:
             log.info("resuming the run at step %d (last metrics row: step %d; agents at %s)", start,
                      self.resumed_row_step, dict(sorted(self.hello_steps.items())))
-            self.events.append({"event": "env_server_resumed", "step": start})
+            self.seats.events.append({"event": "env_server_resumed", "step": start})
         obs = self.env.reset()
         last_actions = [self._idle_action(i) for i in range(cfg.n_agents)]
         final_from = cfg.steps - max(1, round(cfg.steps * cfg.final_fraction))
         final_team, final_episodes = [], []
         t0 = t_log = time.monotonic()
-        self.running = True
+        self.seats.start()
         self.last_heard[:] = t0  # every agent was just heard (READY); silence counts from here
         self._send_results(start, obs, None, np.zeros(cfg.n_envs, np.float32), last=cfg.steps == start)
         step = start
         for step in range(start, cfg.steps):
             self.step = step
-            actions, n_missing = self._collect_actions(step, last_actions)
+            actions, played = self._collect_actions(step, last_actions)
             if self.stop_requested or self.abandoned:
                 break
             self.env.count_joint_actions = step >= final_from
             obs, rewards, done = self.env.step(actions)
             last_actions = actions
-            self._send_results(step + 1, obs, rewards, done, last=step + 1 == cfg.steps)
+            self._send_results(step + 1, obs, rewards, done, last=step + 1 == cfg.steps, played=played)
             team = float(rewards.sum(0).mean())
-            metrics.accumulate({"team_reward": team, "missing_actions": n_missing})
+            metrics.accumulate({"team_reward": team, "missing_actions": cfg.n_agents - len(played)})
             if step >= final_from:
                 final_team.append(team)
             for episode in self.env.pop_task_metrics() if self.task_metric_names else ():
@@ -559,7 +497,7 @@ class EnvServer:
                  "env_link_bytes_sent_per_agent_step": (self.bytes_sent / max(stepped, 1)).round(1).tolist(),
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(stepped, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested, "abandoned": self.abandoned,
-                 "agent_events": self.events, "replaced_actions": getattr(self.env, "replaced_actions", 0),
+                 "agent_events": self.seats.events, "replaced_actions": getattr(self.env, "replaced_actions", 0),
                  "memory": memory_mb()}
         write_json_atomic(self.dir / "stats.json", stats)
         getattr(self.env, "close", lambda: None)()  # SC2: end the game processes

@@ -83,6 +83,9 @@ class LaunchConfig:
     """env link heartbeat interval, both ways (env server <-> agents)"""
     heartbeat_liveness: int = 4
     """silent heartbeat intervals after which the other end of the env link is declared dead"""
+    action_timeout_s: float = 10.0
+    """how long the env server waits for a live agent's action before its seat plays missing_action
+    for that step (the agent is told, and learns nothing from that step)"""
     missing_action: str = "last"
     """what a dead or late agent's seat plays: last | noop | random | remove (see EnvServerConfig)"""
     on_env_loss: str = "exit"
@@ -198,7 +201,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              range_radius=radius or 0.0, range_sight=radius is None,
                              share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
-                             missing_action=cfg.missing_action, resume=cfg.resume, env_workers=cfg.env_workers,
+                             missing_action=cfg.missing_action, action_timeout_s=cfg.action_timeout_s,
+                             resume=cfg.resume, env_workers=cfg.env_workers,
                              final_fraction=final_fraction(cfg), logger=cfg.logger)
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it

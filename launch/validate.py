@@ -11,6 +11,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+from drima import protocol
 from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, default_agents, has_positions, is_mpe
 from drima.env_server.pettingzoo_env import is_pettingzoo
 from drima.env_server.server import MISSING_ACTIONS
@@ -85,6 +86,8 @@ def _check_faults(cfg: LaunchConfig) -> None:
         raise ConfigError("--link-drop must be in [0, 1]")
     if cfg.link_delay_ms < 0:
         raise ConfigError("--link-delay-ms must be >= 0")
+    if not cfg.action_timeout_s > 0:
+        raise ConfigError("--action-timeout must be > 0")
     if cfg.heartbeat_interval_s <= 0 or cfg.heartbeat_liveness < 1 or cfg.reconnect_timeout_s <= 0:
         raise ConfigError("--heartbeat-interval and --reconnect-timeout must be > 0, --heartbeat-liveness >= 1")
     if cfg.max_restarts < 0 or cfg.restart_delay_s < 0:
@@ -197,7 +200,8 @@ def check_learner(cfg: LaunchConfig, specs: list[dict]) -> None:
     types and every option are checked by the code that will run them."""
     from drima.agent.learners import env_defaults, make_learner  # imports torch
 
-    for i, spec in enumerate(specs):
+    for i, env_spec in enumerate(specs):
+        spec = protocol.spec_body(env_spec, i, cfg.n, cfg.envs)  # what agent i's learner is built from
         who = f"agent {i} ({spec['agent_name']}): " if len(specs) > 1 and "agent_name" in spec else ""
         try:
             make_learner(cfg.algo, spec["obs_dim"], spec["action"], env_defaults(spec, cfg.algo) | cfg.learner, 0,

@@ -22,6 +22,14 @@ def dealer(ctx, addr, ident: bytes):
     return s
 
 
+def recv_non_heartbeat(sock) -> protocol.Message:
+    """The next message that is not a HEARTBEAT (the server sends one whenever it sent an agent
+    nothing for heartbeat_interval_s, e.g. while it waits action_timeout_s for a bad action)."""
+    while (msg := protocol.decode(sock.recv())).kind == protocol.HEARTBEAT:
+        pass
+    return msg
+
+
 def test_protocol_and_bad_input(tmp_path):
     addr = f"ipc://{tmp_path}/env"
     cfg = EnvServerConfig(address=addr, env="pd", n_agents=2, steps=6, n_envs=K, run_dir=str(tmp_path / "srv"),
@@ -40,16 +48,21 @@ def test_protocol_and_bad_input(tmp_path):
         agents = [dealer(ctx, addr, str(i).encode()) for i in range(2)]
         for i, s in enumerate(agents):
             s.send(protocol.encode(protocol.HELLO, i, 0, {}))
-            spec = protocol.decode(s.recv())
+            spec = recv_non_heartbeat(s)
             assert spec.kind == protocol.SPEC
             assert spec.body["n_envs"] == K and spec.body["action"] == {"type": "discrete", "n": 2}
             s.send(protocol.encode(protocol.READY, i, 0, {}))
         rewards = {0: [], 1: []}
+        not_executed = {0: [], 1: []}  # the steps whose RESULT says the agent's action was not played
         for step in range(cfg.steps + 1):
             for i, s in enumerate(agents):
-                msg = protocol.decode(s.recv())
+                msg = recv_non_heartbeat(s)
                 assert msg.kind == protocol.RESULT and msg.step == step
                 assert msg.body[3] is (step == cfg.steps)
+                res = protocol.decode_result(msg.body, K, spec.body["obs_dim"])
+                assert res.executed.all() or not res.executed.any()  # all copies or none
+                if not res.executed.all():
+                    not_executed[i].append(step - 1)
                 if step > 0:
                     rewards[i].append(protocol.floats(msg.body[1]))
                 if step == cfg.steps:
@@ -63,6 +76,8 @@ def test_protocol_and_bad_input(tmp_path):
                     s.send(protocol.encode(protocol.ACTION, i, step, [protocol.to_bytes(act, "<i4")]))
         thread.join(timeout=30)
         assert result.get("code") == 0
+        # agent 1's actions of steps 2 and 3 were dropped: its seat played its last action, and it was told
+        assert not_executed == {0: [], 1: [2, 3]}
         # (C, D) pays (0, 18) in every copy; each agent received exactly its own K rewards
         np.testing.assert_array_equal(np.concatenate(rewards[0]), np.zeros(K * cfg.steps))
         np.testing.assert_array_equal(np.concatenate(rewards[1]), np.full(K * cfg.steps, 18.0))

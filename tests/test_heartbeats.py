@@ -18,6 +18,7 @@ from drima import protocol
 from drima.agent.process import AgentConfig
 from drima.config import save_config
 from drima.env_server.envs import make_env
+from drima.env_server.seats import SeatState
 from drima.env_server.server import EnvServer, EnvServerConfig
 
 K = 3
@@ -118,7 +119,7 @@ def test_env_server_refuses_a_removed_agent_and_rejoins_a_dead_one(tmp_path, cap
             a0, a1 = join_agents(ctx, cfg.address)
             a1.close()  # agent 1 dies before its first action
             step = 0
-            while not server.dead | server.removed:  # agent 0 plays on while the server notices
+            while not server.seats.in_state(SeatState.DEAD, SeatState.REMOVED):  # agent 0 plays on meanwhile
                 assert recv_alive(a0, 0).step == step
                 a0.send(protocol.encode(protocol.ACTION, 0, step, [protocol.to_bytes(np.full(K, C), "<i4")]))
                 step += 1

@@ -50,6 +50,13 @@ def test_a_bad_learner_is_a_one_line_error(tmp_path, algo, options, expected):
         make_learner(algo.format(path=path), 3, {"type": "discrete", "n": 2}, options, seed=0)
 
 
+def test_a_learner_that_raises_anything_while_built_is_a_one_line_error():
+    """A user's learner may raise any exception in its constructor (here KeyError: a missing option)."""
+    tiny = Path(__file__).parent / "tiny_learners.py"
+    with pytest.raises(ValueError, match=re.escape("building the learner failed: KeyError: 'slow_agent'")):
+        make_learner(f"{tiny}:SlowEveryNth", 3, {"type": "discrete", "n": 2}, {}, seed=0, env_spec={"agent_id": 0})
+
+
 def test_the_launcher_refuses_a_bad_learner_before_any_process_starts(tmp_path):
     path = docs_learner(tmp_path)
     proc = run_launch(tmp_path / "run", "--algo", f"{path}:Reinforce", "--learner", '{"lrr": 1}', timeout=120)

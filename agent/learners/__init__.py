@@ -156,6 +156,10 @@ def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[st
         if algo in LEARNERS:
             raise ValueError(str(exc)) from None
         raise ValueError(f"--algo {algo}: building the learner failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # a learner of the user's own may raise anything: still one line, no traceback
+        if algo in LEARNERS:
+            raise
+        raise ValueError(f"--algo {algo}: building the learner failed: {type(exc).__name__}: {exc}") from None
     missing = [m for m in ("act", "update", "state_dict", "load_state_dict") if not callable(getattr(learner, m, None))]
     if missing:
         raise ValueError(f"--algo {algo}: the learner has no {', '.join(missing)} (see the Learner protocol, "

@@ -1,0 +1,43 @@
+"""Learners written for tests, loaded the way a user's are (`--algo PATH:CLASS`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from drima.types import LearnerSpec, StepInfo, Transition
+
+
+class SlowEveryNth:
+    """Uniform random actions; agent `slow_agent` sleeps `sleep_s` in every `every`-th update (a
+    learner whose update sometimes takes longer than the env server waits for an action). Every
+    update appends one line to `log_dir/agent_<id>.txt`: the number of copies it was given to learn
+    from (batch.active)."""
+
+    def __init__(self, spec: LearnerSpec, options: dict, seed: int):
+        self.n = spec.action["n"]
+        self.rng = np.random.default_rng(seed)
+        self.agent = spec.env["agent_id"]
+        self.slow = self.agent == options["slow_agent"]
+        self.every, self.sleep_s = options["every"], options["sleep_s"]
+        self.log = Path(options["log_dir"]) / f"agent_{self.agent}.txt"
+        self.updates = 0
+
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
+        return self.rng.integers(0, self.n, len(obs)).astype(np.int32)
+
+    def update(self, batch: Transition) -> dict[str, float]:
+        self.updates += 1
+        with open(self.log, "a") as f:
+            f.write(f"{int(batch.active.sum())}\n")
+        if self.slow and self.updates % self.every == 0:
+            time.sleep(self.sleep_s)
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = state["updates"]
