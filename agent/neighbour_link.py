@@ -6,7 +6,10 @@ Receiving is defensive: a malformed frame, a message from an agent that is not a
 or one for a step already learned from (late) is logged, counted and dropped.
 
 Liveness, Paranoid-Pirate style: a peer that misses `liveness` consecutive steps is marked
-silent and no longer waited for; any message from it marks it alive again.
+silent and no longer waited for. Only scalars that arrive in time to be used (for a step not yet
+closed) count as signs of life and make a silent peer live again: a peer whose scalars always
+come after the deadline would otherwise cost every neighbour the whole deadline at every step
+while none of its data is used. Late scalars and hellos are counted, not believed.
 
 Chaos injection, for fault tests and benchmarks: `drop` loses that fraction of the incoming
 scalar messages (independently per link, seeded), `delay_ms` holds every outgoing scalar
@@ -109,9 +112,6 @@ class NeighbourLink:
             self.stats["dropped_unknown_peer"] += 1
             log.warning("dropped %s from unknown peer %d (neighbours: %s)", msg.kind, msg.sender, sorted(self.peers))
             return
-        if self.missed[msg.sender] >= self.liveness:
-            log.info("neighbour %d is back (message for step %d)", msg.sender, msg.step)
-        self.missed[msg.sender] = 0
         if msg.kind == protocol.LINK_HELLO:
             self.heard.add(msg.sender)
             return
@@ -130,6 +130,9 @@ class NeighbourLink:
             log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
             return
         self.heard.add(msg.sender)
+        if self.missed[msg.sender] >= self.liveness:
+            log.info("neighbour %d is back (scalars for step %d in time)", msg.sender, msg.step)
+        self.missed[msg.sender] = 0  # in time: a sign of life for the step exchange
         if msg.step not in self._pending and len(self._pending) >= MAX_PENDING_STEPS:
             # only a broken or hostile peer gets this far ahead: evict the farthest step, keep memory bounded
             self.stats["dropped_flood"] += 1

@@ -100,6 +100,27 @@ def test_silent_neighbour_stops_being_waited_for_and_comes_back(wired):
     assert link.live_peers() == [1, 2]
 
 
+def test_a_neighbour_that_is_always_late_is_declared_silent(wired):
+    """Peer 1's scalars for step t always come after step t was closed. Late scalars are no sign
+    of life: after `liveness` steps it is silent, not waited for, and its late frames are counted."""
+    link, peers = wired
+    for step in range(6):
+        peers[2].send(scalars(2, step, [0, 0, 0, 0], 0.0))
+        ids, _, _ = link.collect(step, K, deadline_s=0.1)
+        assert ids == [2]
+        peers[1].send(scalars(1, step, [1, 1, 1, 1], 0.0))  # after the step was closed
+        peers[1].send(protocol.encode(protocol.LINK_HELLO, 1, 0, {}))  # a hello is no sign of life either
+        time.sleep(0.02)
+        link.drain()
+    assert link.live_peers() == [2]
+    assert link.missed[1] == 6 and link.stats["dropped_late"] == 6
+    # once its scalars come in time again, it is waited for again
+    peers[1].send(scalars(1, 6, [1, 1, 1, 1], 0.0))
+    peers[2].send(scalars(2, 6, [0, 0, 0, 0], 0.0))
+    ids, _, _ = link.collect(6, K, deadline_s=2.0)
+    assert ids == [1, 2] and link.live_peers() == [1, 2]
+
+
 def test_chaos_drop_loses_the_given_fraction_seeded():
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
