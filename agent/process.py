@@ -1,4 +1,5 @@
-"""One agent = one OS process: its learner, its mu, its env link and its neighbour links.
+"""One agent = one OS process: its learner, its mu, its env link (env_link.py) and its neighbour
+links (neighbour_link.py).
 
 Per step t (after the env server sends RESULT t+1 = obs_{t+1} and this agent's reward r_t):
   1. publish (t, r_t, mu_t) to the neighbours;
@@ -28,6 +29,7 @@ from drima.types import StepInfo
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .core import AgentCore
+from .env_link import EnvLink, EnvServerGone
 from .learners import ReportsProgress, env_defaults, make_learner
 from .neighbour_link import NeighbourLink
 
@@ -103,120 +105,34 @@ EXIT_REFUSED = 3  # the env server refused this agent (e.g. it was removed from 
 EXIT_ENV_LOST = 4  # the env server was lost: checkpoint saved, see the log for why
 
 
-class EnvServerGone(RuntimeError):
-    pass
-
-
 class AgentProcess:
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
         self.dir = Path(cfg.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
-        self.env = self._connect_env()
+        self.stop_requested = False
+        self.env = EnvLink(self.ctx, cfg.agent_id, cfg.env_address, cfg.heartbeat_interval_s, cfg.heartbeat_liveness,
+                           stop_requested=lambda: self.stop_requested)
         peers = {int(k): v for k, v in cfg.peers.items()}
         self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
                                  drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed)
-        self.stop_requested = False
         self.core: AgentCore | None = None
         self.agent_name: str | None = None  # the env's name for this agent (PettingZoo, MPE, battles)
         self.step = 0
         self.exchange_s: list[float] = []  # publish -> all live neighbours heard, per step
         # steps (and copies) whose action the env server did not play: not learned from
         self.not_executed = {"steps": 0, "copies": 0}
-        self.last_heard = time.monotonic()  # last frame from the env server
-        self.last_sent = 0.0  # last frame to the env server
-        self.poll_ms = max(1, min(100, int(cfg.heartbeat_interval_s * 500)))  # >= 2 polls per interval
-
-    # -- env link ------------------------------------------------------------------------------
-    def _connect_env(self) -> zmq.Socket:
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, str(self.cfg.agent_id).encode())
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
-        sock.connect(self.cfg.env_address)
-        return sock
-
-    def _send_env(self, kind: str, step: int, body) -> None:
-        try:  # never block on a dead server: the queue only fills (1000 frames) when it is gone
-            self.env.send(protocol.encode(kind, self.cfg.agent_id, step, body), zmq.NOBLOCK)
-            self.last_sent = time.monotonic()
-        except zmq.Again:
-            log.debug("env link queue full: %s not sent", kind)
 
     def _heartbeat(self) -> None:
-        """Tell the env server we are alive, if nothing else was sent for one interval (cheap to call often)."""
-        if time.monotonic() - self.last_sent >= self.cfg.heartbeat_interval_s:
-            self._send_env(protocol.HEARTBEAT, self.step, {})
-
-    def _recv_env(self, timeout_s: float | None = None, while_waiting=None) -> protocol.Message:
-        """Next valid message from the env server; heartbeats and malformed frames are consumed here.
-        With timeout_s (start-up), gives up after that long; without, once the server has been
-        silent for heartbeat_liveness intervals. Silence is only judged after an empty poll, so
-        frames that queued while this agent was busy count."""
-        start = time.monotonic()
-        interval = self.cfg.heartbeat_interval_s
-        while not self.stop_requested:
-            if self.env.poll(self.poll_ms):
-                frame = self.env.recv()
-                self.last_heard = time.monotonic()
-                try:
-                    msg = protocol.decode(frame)
-                except protocol.ProtocolError as exc:
-                    log.warning("dropped malformed frame from the env server: %s", exc)
-                    continue
-                if msg.kind != protocol.HEARTBEAT:
-                    return msg
-                continue
-            self._heartbeat()
-            if while_waiting:
-                while_waiting()
-            now = time.monotonic()
-            if timeout_s is not None:
-                if now - start > timeout_s:
-                    raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
-            elif now - self.last_heard > interval * self.cfg.heartbeat_liveness:
-                silent = now - self.last_heard
-                missed = int(silent / interval)
-                raise EnvServerGone(f"env server silent for {silent:.2f} s ({missed} missed heartbeats)")
-        raise KeyboardInterrupt
-
-    def _hello(self) -> protocol.Message:
-        """HELLO -> SPEC (or STOP), waiting up to startup_timeout_s."""
-        self._send_env(protocol.HELLO, self.step, {})
-        return self._recv_env(self.cfg.startup_timeout_s)
-
-    def _reconnect(self) -> bool:
-        """on_env_loss=wait: a fresh socket (the old one may hold a dead connection), HELLO until a
-        SPEC comes back, then READY. The server then sends the current observation."""
-        end = time.monotonic() + self.cfg.reconnect_timeout_s
-        lost_since = self.last_heard
-        while time.monotonic() < end and not self.stop_requested:
-            self.env.close(linger=0)
-            self.env = self._connect_env()
-            # a fresh socket and HELLO every liveness window: a server that was paused may still
-            # hold our old connection and refuse the new one (same identity) until it notices
-            retry_s = self.cfg.heartbeat_interval_s * self.cfg.heartbeat_liveness
-            try:
-                self._send_env(protocol.HELLO, self.step, {})
-                msg = self._recv_env(min(retry_s, max(0.1, end - time.monotonic())))
-            except EnvServerGone:
-                continue
-            if msg.kind == protocol.SPEC:
-                self._send_env(protocol.READY, self.step, {})
-                log.info("reconnected to the env server after %.2f s of silence: rejoining",
-                         self.last_heard - lost_since)
-                return True
-            if msg.kind == protocol.STOP:
-                log.error("env server refused the rejoin: %s", msg.body.get("reason"))
-                return False
-        return False
+        """A heartbeat to the env server if nothing else went out lately (learners and waits call this)."""
+        self.env.heartbeat(self.step)
 
     # -- main ----------------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
         torch.set_num_threads(1)
-        spec = self._hello()
+        spec = self.env.hello(self.step, cfg.startup_timeout_s)
         if spec.kind == protocol.STOP:
             log.error("env server refused this agent: %s", spec.body.get("reason"))
             return EXIT_REFUSED
@@ -226,7 +142,7 @@ class AgentProcess:
         ckpt = self.dir / "checkpoint.pt"
         self._load_weights(ckpt)
         self._handshake()
-        self._send_env(protocol.READY, self.step, {})
+        self.env.send(protocol.READY, self.step, {})
         metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume,
                                 sinks=make_sinks(cfg.logger, self.dir))
         self.t0 = time.monotonic()
@@ -287,7 +203,7 @@ class AgentProcess:
                 if cfg.on_env_loss != "wait":
                     raise
                 log.warning("%s: reconnecting for up to %.0f s (on_env_loss=wait)", exc, cfg.reconnect_timeout_s)
-                if not self._reconnect():
+                if not self.env.reconnect(self.step, cfg.reconnect_timeout_s):
                     raise EnvServerGone(f"{exc}, and not back within {cfg.reconnect_timeout_s:.0f} s") from None
 
     def _shut_down(self, metrics: MetricsWriter, ckpt: Path, server_lost: bool) -> None:
@@ -297,7 +213,7 @@ class AgentProcess:
         metrics.close()
         self._write_stats()
         self.link.close()
-        self.env.close(linger=0 if server_lost else None)  # nothing to flush to a dead server
+        self.env.close(server_lost)
         self.ctx.term()
 
     def _loop(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
@@ -306,7 +222,7 @@ class AgentProcess:
         cfg = self.cfg
         obs = actions = active = None
         while True:
-            msg = self._recv_env(while_waiting=self.link.publish_hello if obs is None else None)
+            msg = self.env.recv(self.step, while_waiting=self.link.publish_hello if obs is None else None)
             if msg.kind == protocol.STOP:
                 log.info("env server says stop: %s", msg.body.get("reason"))
                 return
@@ -325,7 +241,7 @@ class AgentProcess:
                 return
             obs, active = res.obs, res.active
             actions = self.core.act(obs, next_info, greedy=cfg.evaluate)
-            self._send_env(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
+            self.env.send(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
 
     def _result(self, msg: protocol.Message, n_envs: int) -> protocol.Result | None:
         """The RESULT in `msg`, or None (logged) for another message or a malformed result."""

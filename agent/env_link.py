@@ -1,0 +1,137 @@
+"""The agent's end of the env link: one DEALER socket to the env server, whose identity is the
+agent's id, with Paranoid-Pirate liveness and reconnection. The agent process owns what the
+messages mean; this class owns the socket, heartbeats and silence.
+
+Liveness: a HEARTBEAT goes out whenever nothing else was sent for one interval (call
+`heartbeat()` often: it is cheap); the server is lost once it has been silent for `liveness`
+intervals. Silence is judged only after an empty poll, so frames that queued while the agent
+was busy (a long learner update) count as signs of life.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from drima import protocol
+
+log = logging.getLogger("drima.agent")
+
+
+class EnvServerGone(RuntimeError):
+    """The env server did not answer in time, or went silent."""
+
+
+class EnvLink:
+    def __init__(self, ctx: zmq.Context, agent_id: int, address: str, heartbeat_interval_s: float,
+                 heartbeat_liveness: int, stop_requested: Callable[[], bool]):
+        self.ctx = ctx
+        self.agent_id = agent_id
+        self.address = address
+        self.interval = heartbeat_interval_s
+        self.liveness = heartbeat_liveness
+        self.stop_requested = stop_requested
+        self.poll_ms = max(1, min(100, int(heartbeat_interval_s * 500)))  # >= 2 polls per interval
+        self.last_heard = time.monotonic()  # last frame from the env server
+        self.last_sent = 0.0  # last frame to the env server
+        self.sock = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, str(self.agent_id).encode())
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        sock.connect(self.address)
+        return sock
+
+    def close(self, server_lost: bool = False) -> None:
+        self.sock.close(linger=0 if server_lost else None)  # nothing to flush to a dead server
+
+    # -- sending -------------------------------------------------------------------------------
+    def send(self, kind: str, step: int, body: Any) -> None:
+        try:  # never block on a dead server: the queue only fills (1000 frames) when it is gone
+            self.sock.send(protocol.encode(kind, self.agent_id, step, body), zmq.NOBLOCK)
+            self.last_sent = time.monotonic()
+        except zmq.Again:
+            log.debug("env link queue full: %s not sent", kind)
+
+    def heartbeat(self, step: int) -> None:
+        """Tell the env server we are alive, if nothing else was sent for one interval."""
+        if time.monotonic() - self.last_sent >= self.interval:
+            self.send(protocol.HEARTBEAT, step, {})
+
+    # -- receiving -----------------------------------------------------------------------------
+    def recv(self, step: int, timeout_s: float | None = None,
+             while_waiting: Callable[[], None] | None = None) -> protocol.Message:
+        """The next valid message from the env server; heartbeats and malformed frames are consumed
+        here. With timeout_s (start-up), gives up after that long; without, once the server has
+        been silent for `liveness` intervals. Raises EnvServerGone, or KeyboardInterrupt once a stop
+        is requested (SIGTERM, SIGINT)."""
+        start = time.monotonic()
+        while not self.stop_requested():
+            if self.sock.poll(self.poll_ms):
+                msg = self._read()
+                if msg is not None:
+                    return msg
+                continue
+            self.heartbeat(step)
+            if while_waiting:
+                while_waiting()
+            self._judge_silence(start, timeout_s)
+        raise KeyboardInterrupt
+
+    def _read(self) -> protocol.Message | None:
+        frame = self.sock.recv()
+        self.last_heard = time.monotonic()
+        try:
+            msg = protocol.decode(frame)
+        except protocol.ProtocolError as exc:
+            log.warning("dropped malformed frame from the env server: %s", exc)
+            return None
+        return None if msg.kind == protocol.HEARTBEAT else msg
+
+    def _judge_silence(self, start: float, timeout_s: float | None) -> None:
+        now = time.monotonic()
+        if timeout_s is not None:
+            if now - start > timeout_s:
+                raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
+        elif now - self.last_heard > self.interval * self.liveness:
+            silent = now - self.last_heard
+            raise EnvServerGone(f"env server silent for {silent:.2f} s ({int(silent / self.interval)} missed "
+                                f"heartbeats)")
+
+    # -- handshakes ----------------------------------------------------------------------------
+    def hello(self, step: int, timeout_s: float) -> protocol.Message:
+        """HELLO -> SPEC (or STOP), waiting up to timeout_s."""
+        self.send(protocol.HELLO, step, {})
+        return self.recv(step, timeout_s)
+
+    def reconnect(self, step: int, timeout_s: float) -> bool:
+        """A fresh socket (the old one may hold a dead connection), HELLO until a SPEC comes back,
+        then READY; the server then sends the current observation. False when refused or not
+        back within timeout_s."""
+        end = time.monotonic() + timeout_s
+        lost_since = self.last_heard
+        # a fresh socket and HELLO every liveness window: a server that was paused may still hold
+        # our old connection and refuse the new one (same identity) until it notices
+        retry_s = self.interval * self.liveness
+        while time.monotonic() < end and not self.stop_requested():
+            self.sock.close(linger=0)
+            self.sock = self._connect()
+            try:
+                msg = self.hello(step, min(retry_s, max(0.1, end - time.monotonic())))
+            except EnvServerGone:
+                continue
+            if msg.kind == protocol.SPEC:
+                self.send(protocol.READY, step, {})
+                log.info("reconnected to the env server after %.2f s of silence: rejoining",
+                         self.last_heard - lost_since)
+                return True
+            if msg.kind == protocol.STOP:
+                log.error("env server refused the rejoin: %s", msg.body.get("reason"))
+                return False
+        return False
