@@ -50,10 +50,15 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_checkpoint(path: str | Path, core: AgentCore) -> int:
-    """Restore learner, mu and RNG into `core`; returns the step the checkpoint was taken at."""
-    state = read_checkpoint(path)
+def restore_checkpoint(state: dict, core: AgentCore) -> None:
+    """Put a checkpoint's learner, mu and RNG state (read_checkpoint) into `core`."""
     core.learner.load_state_dict(state["learner"])
     core.mu = float(state["mu"])
     torch.set_rng_state(state["torch_rng"])
+
+
+def load_checkpoint(path: str | Path, core: AgentCore) -> int:
+    """Restore learner, mu and RNG into `core`; returns the step the checkpoint was taken at."""
+    state = read_checkpoint(path)
+    restore_checkpoint(state, core)
     return int(state["step"])

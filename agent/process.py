@@ -27,7 +27,7 @@ from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
 from drima.types import StepInfo
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
 from .core import AgentCore
 from .env_link import EnvLink, EnvServerGone
 from .learners import ReportsProgress, env_defaults, make_learner
@@ -132,6 +132,10 @@ class AgentProcess:
     def run(self) -> int:
         cfg = self.cfg
         torch.set_num_threads(1)
+        ckpt = self.dir / "checkpoint.pt"
+        saved = self._saved_state(ckpt)
+        # a restarted env server goes on from the furthest step the agents say in their HELLO
+        self.step = int(saved["step"]) if saved and cfg.resume else 0
         spec = self.env.hello(self.step, cfg.startup_timeout_s)
         if spec.kind == protocol.STOP:
             log.error("env server refused this agent: %s", spec.body.get("reason"))
@@ -139,8 +143,7 @@ class AgentProcess:
         if spec.kind != protocol.SPEC:
             raise RuntimeError(f"expected an env spec, got {spec.kind}")
         n_envs = self._build(spec.body)
-        ckpt = self.dir / "checkpoint.pt"
-        self._load_weights(ckpt)
+        self._load_weights(saved)
         self._handshake()
         self.env.send(protocol.READY, self.step, {})
         metrics = MetricsWriter(self.dir / "metrics.csv", METRIC_FIELDS, append=cfg.resume,
@@ -179,18 +182,28 @@ class AgentProcess:
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         return n_envs
 
-    def _load_weights(self, ckpt: Path) -> None:
-        """Resume from this agent's checkpoint, or start from another run's weights (init_from)."""
+    def _saved_state(self, ckpt: Path) -> dict | None:
+        """The checkpoint to start from: this agent's own (resume), another run's weights
+        (init_from), or None (read before the HELLO, which says the step it holds)."""
         cfg = self.cfg
         if cfg.resume and ckpt.exists():
-            self.step = load_checkpoint(ckpt, self.core)
-            log.info("resumed from %s at step %d (mu=%.4f)", ckpt, self.step, self.core.mu)
-        elif cfg.resume:
+            return read_checkpoint(ckpt)
+        if cfg.resume:
             log.warning("resume requested but %s does not exist: starting from scratch", ckpt)
         elif cfg.init_from:
-            trained = load_checkpoint(cfg.init_from, self.core)
-            log.info("weights from %s (trained for %d steps)%s", cfg.init_from, trained,
-                     ": evaluating, greedy actions, no learning" if cfg.evaluate else "")
+            return read_checkpoint(cfg.init_from)
+        return None
+
+    def _load_weights(self, saved: dict | None) -> None:
+        """Learner, mu and RNG from the checkpoint read at start; a resumed agent goes on from its step."""
+        if saved is None:
+            return
+        restore_checkpoint(saved, self.core)
+        if self.cfg.resume:
+            log.info("resumed from %s at step %d (mu=%.4f)", self.dir / "checkpoint.pt", self.step, self.core.mu)
+        else:
+            log.info("weights from %s (trained for %d steps)%s", self.cfg.init_from, int(saved["step"]),
+                     ": evaluating, greedy actions, no learning" if self.cfg.evaluate else "")
 
     def _loop_with_rejoins(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
         """The step loop; with on_env_loss=wait, a lost env server is rejoined and the loop goes on."""

@@ -193,10 +193,10 @@ def start_agent(tmp_path, **overrides):
     cfg = AgentConfig(agent_id=0, env_address=f"ipc://{tmp_path}/env", link_bind=f"ipc://{tmp_path}/link0",
                       peers={}, run_dir=str(tmp_path / "agent_0"), heartbeat_interval_s=INTERVAL,
                       heartbeat_liveness=LIVENESS, checkpoint_every=1, **overrides)
-    (tmp_path / "agent_0").mkdir()
+    (tmp_path / "agent_0").mkdir(exist_ok=True)
     path = tmp_path / "agent_0" / "config.json"
     save_config(cfg, path)
-    log = open(tmp_path / "agent_0" / "log.txt", "wb")
+    log = open(tmp_path / "agent_0" / "log.txt", "ab")
     return cfg, subprocess.Popen([sys.executable, "-m", "drima.agent", "--config", str(path)], stdout=log,
                                  stderr=subprocess.STDOUT)
 
@@ -259,6 +259,31 @@ def test_agent_exits_4_with_a_checkpoint_when_the_env_server_goes_silent(tmp_pat
         ckpt = torch.load(tmp_path / "agent_0" / "checkpoint.pt", weights_only=False)
         assert ckpt["step"] == 4
     finally:
+        ctx.destroy(0)
+
+
+def test_a_restarted_agent_says_hello_with_its_checkpoint_step(tmp_path):
+    """The env server restarted after a crash goes on from the furthest step any agent reached,
+    which the agents say in their HELLO. An agent restarted from its checkpoint (--restart-failed,
+    on_env_loss=exit) must say its checkpoint's step, not 0: else the server may resume behind it
+    and the agent learns (and logs) the same steps twice."""
+    ctx = zmq.Context()
+    fake = FakeEnvServer(ctx, f"ipc://{tmp_path}/env")
+    try:
+        cfg, agent = start_agent(tmp_path)
+        fake.handshake()
+        play(fake, 0, 8)
+        fake.result(8, protocol.to_bytes(np.full(K, 2.0)), last=True)
+        assert agent.wait(timeout=30) == 0
+        assert torch.load(tmp_path / "agent_0" / "checkpoint.pt", weights_only=True)["step"] == 8
+        cfg, agent = start_agent(tmp_path, resume=True)
+        hello = fake.recv_kind(protocol.HELLO)
+        assert hello.step == 8
+        agent.terminate()
+        agent.wait(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
         ctx.destroy(0)
 
 
