@@ -30,7 +30,7 @@ from drima.types import StepInfo
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
 from .core import AgentCore
 from .env_link import EnvLink, EnvServerGone
-from .learners import ReportsProgress, env_defaults, make_learner
+from .learners import ActsAhead, ReportsProgress, env_defaults, make_learner
 from .neighbour_link import NeighbourLink
 
 log = logging.getLogger("drima.agent")
@@ -93,6 +93,10 @@ class AgentConfig:
     """act greedily (no exploration) and learn nothing; no neighbour scalars are traded"""
     logger: str = "csv"
     """where metrics rows go besides metrics.csv (always written): csv | tensorboard (drima/loggers.py)"""
+    act_ahead: bool = False
+    """send the action for step t+1 before learning from step t, so that the env server steps while
+    this agent learns (the action comes from the policy before that update); only learners that
+    declare ActsAhead (a2c, dqn, ddpg; not the recurrent ppo)"""
 
     def __post_init__(self):
         if self.on_env_loss not in ("exit", "wait"):
@@ -179,6 +183,8 @@ class AgentProcess:
         if self.agent_name:
             log.info("agent %d is %r in %s", cfg.agent_id, spec["agent_name"], spec.get("env"))
         self.core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
+        # act on t+1 before learning from t, where the learner allows it and the config asks for it
+        self.acts_ahead = cfg.act_ahead and isinstance(learner, ActsAhead) and learner.acts_ahead
         self._heartbeat()  # a rejoining agent is watched by the server from its HELLO on
         return n_envs
 
@@ -231,11 +237,13 @@ class AgentProcess:
 
     def _loop(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
         """Steps until the last result or a STOP. The first result after (re)joining carries no
-        reward: the agent only acts on it."""
+        reward: the agent only acts on it. Acting ahead, the agent sends its action for t+1 first
+        and learns from step t while the env server steps (its action is one update late)."""
         cfg = self.cfg
-        obs = actions = active = None
+        ahead = self.acts_ahead and not cfg.evaluate
+        taken = None  # (obs, actions, active) of the action sent last
         while True:
-            msg = self.env.recv(self.step, while_waiting=self.link.publish_hello if obs is None else None)
+            msg = self.env.recv(self.step, while_waiting=self.link.publish_hello if taken is None else None)
             if msg.kind == protocol.STOP:
                 log.info("env server says stop: %s", msg.body.get("reason"))
                 return
@@ -243,18 +251,27 @@ class AgentProcess:
             if res is None:
                 continue
             next_info = self._step_info(res.extras, n_envs)
-            if obs is not None and res.reward is not None:  # RESULT t+1 carries r_t for the action sent at step t
+            prev, learn = taken, taken is not None and res.reward is not None  # RESULT t+1 carries r_t
+            if taken is None and msg.step > self.step:
+                log.info("first result at step %d: acting from there", msg.step)
+            if ahead and not res.last:
+                taken = self._act(res, next_info, msg.step)
+            if learn:
+                obs, actions, active = prev
                 metrics.accumulate(self._observe_only(res, active) if cfg.evaluate
                                    else self._learn(obs, actions, active, res, msg.step, next_info, n_envs))
                 self.step = msg.step
                 self._record(metrics, n_envs, ckpt)
-            elif obs is None and msg.step > self.step:
-                log.info("first result at step %d: acting from there", msg.step)
             if res.last:  # last result of the run
                 return
-            obs, active = res.obs, res.active
-            actions = self.core.act(obs, next_info, greedy=cfg.evaluate)
-            self.env.send(protocol.ACTION, msg.step, [protocol.to_bytes(actions, self.action_dtype)])
+            if not ahead:
+                taken = self._act(res, next_info, msg.step)
+
+    def _act(self, res: protocol.Result, info: StepInfo | None, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Act on the result's observation and send the action for `step`; what was taken."""
+        actions = self.core.act(res.obs, info, greedy=self.cfg.evaluate)
+        self.env.send(protocol.ACTION, step, [protocol.to_bytes(actions, self.action_dtype)])
+        return res.obs, actions, res.active
 
     def _result(self, msg: protocol.Message, n_envs: int) -> protocol.Result | None:
         """The RESULT in `msg`, or None (logged) for another message or a malformed result."""

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between env-link heartbeats (server <-> agents) when nothing else is sent")
     p.add_argument("--heartbeat-liveness", type=int, default=d.heartbeat_liveness,
                    help="missed heartbeats after which the other end of the env link is declared dead")
+    p.add_argument("--act-ahead", action="store_true",
+                   help="agents send their next action before learning from the last step (a2c, dqn, ddpg): "
+                        "the env server steps while they learn")
     p.add_argument("--action-timeout", type=float, default=d.action_timeout_s,
                    help="seconds the env server waits for a live agent's action before playing --missing-action")
     p.add_argument("--missing-action", default=d.missing_action, choices=MISSING_ACTIONS,
@@ -185,7 +188,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
                        link_deadline_s=a.link_deadline, link_drop=a.link_drop, link_delay_ms=a.link_delay_ms,
                        learner=learner, env_options=env_options, actions=a.actions, render=a.render,
                        heartbeat_interval_s=a.heartbeat_interval, heartbeat_liveness=a.heartbeat_liveness,
-                       missing_action=a.missing_action, action_timeout_s=a.action_timeout,
+                       missing_action=a.missing_action, action_timeout_s=a.action_timeout, act_ahead=a.act_ahead,
                        on_env_loss=a.on_env_loss,
                        reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
                        max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent,

@@ -83,6 +83,9 @@ class LaunchConfig:
     """env link heartbeat interval, both ways (env server <-> agents)"""
     heartbeat_liveness: int = 4
     """silent heartbeat intervals after which the other end of the env link is declared dead"""
+    act_ahead: bool = False
+    """agents send their action for step t+1 before they learn from step t, so the env server steps
+    while they learn (a2c, dqn, ddpg; each action comes one update late)"""
     action_timeout_s: float = 10.0
     """how long the env server waits for a live agent's action before its seat plays missing_action
     for that step (the agent is told, and learns nothing from that step)"""
@@ -217,7 +220,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                     heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                     on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s,
                     startup_timeout_s=startup_s, resume=cfg.resume, evaluate=bool(cfg.evaluate_from),
-                    logger=cfg.logger, init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt")
+                    logger=cfg.logger, act_ahead=cfg.act_ahead,
+                    init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt")
                     if cfg.evaluate_from else "")
         for i in mine
     ]

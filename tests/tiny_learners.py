@@ -41,3 +41,34 @@ class SlowEveryNth:
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = state["updates"]
+
+
+class CallOrder:
+    """Uniform random actions; writes `a` for every act() and `u` for every update() to
+    `log_dir/agent_<id>.txt`, to show the order the agent process calls them in. With
+    {"acts_ahead": true} it declares the ActsAhead capability."""
+
+    def __init__(self, spec: LearnerSpec, options: dict, seed: int):
+        self.n = spec.action["n"]
+        self.rng = np.random.default_rng(seed)
+        self.log = Path(options["log_dir"]) / f"agent_{spec.env['agent_id']}.txt"
+        if "acts_ahead" in options:
+            self.acts_ahead = bool(options["acts_ahead"])
+
+    def _write(self, what: str) -> None:
+        with open(self.log, "a") as f:
+            f.write(what)
+
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
+        self._write("a")
+        return self.rng.integers(0, self.n, len(obs)).astype(np.int32)
+
+    def update(self, batch: Transition) -> dict[str, float]:
+        self._write("u")
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

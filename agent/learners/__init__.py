@@ -4,8 +4,8 @@ A learner is anything that follows the :class:`Learner` protocol. Learners are m
 factories `(spec: LearnerSpec, options: dict, seed: int) -> Learner`, found by name: the
 built-in ones (a2c, dqn, ddpg, ppo) are registered below, and `--algo MODULE:NAME` loads any
 other, a class whose constructor takes those three arguments (docs/learners.md writes one).
-Optional capabilities are declared in the protocols :class:`TracksEpisodes` and
-:class:`ReportsProgress`; the agent process checks them with isinstance.
+Optional capabilities are declared in the protocols :class:`TracksEpisodes`,
+:class:`ReportsProgress` and :class:`ActsAhead`; the agent process checks them with isinstance.
 """
 
 from __future__ import annotations
@@ -59,6 +59,15 @@ class ReportsProgress(Protocol):
     update does not look like a dead agent."""
 
     on_progress: Callable[[], None]
+
+
+@runtime_checkable
+class ActsAhead(Protocol):
+    """A learner whose act() keeps nothing that the next update() needs (no recurrent state, no
+    pending record of the step): the agent may act on the next observation before it learns from
+    the step that led to it, if `acts_ahead` is True."""
+
+    acts_ahead: bool
 
 
 LearnerFactory = Callable[[LearnerSpec, dict, int], Learner]

@@ -47,6 +47,8 @@ class A2CConfig:
 
 
 class A2C:
+    acts_ahead = True  # act() keeps no state for update(): the agent may act before it learns (ActsAhead)
+
     def __init__(self, obs_dim: int, n_actions: int, cfg: A2CConfig, seed: int):
         torch.manual_seed(seed)
         self.cfg = cfg

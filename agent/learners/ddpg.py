@@ -52,6 +52,8 @@ class DDPGConfig:
 
 
 class DDPG:
+    acts_ahead = True  # act() keeps no state for update(): the agent may act before it learns (ActsAhead)
+
     def __init__(self, obs_dim: int, action_space: dict, cfg: DDPGConfig, seed: int):
         torch.manual_seed(seed)
         self.cfg = cfg

@@ -47,6 +47,8 @@ class DQNConfig:
 
 
 class DQN:
+    acts_ahead = True  # act() keeps no state for update(): the agent may act before it learns (ActsAhead)
+
     def __init__(self, obs_dim: int, n_actions: int, cfg: DQNConfig, seed: int):
         torch.manual_seed(seed)
         self.cfg = cfg
