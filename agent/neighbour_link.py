@@ -2,6 +2,12 @@
 PUB socket and subscribes to the PUB sockets of its graph neighbours. The env server is never
 on this path: it does not know these addresses.
 
+Every frame travels under a topic (ZeroMQ filters topics at the publisher): `*.` for all of
+the agent's subscribers, `<id>.` for one of them. Where the neighbourhood changes every step
+(range topologies, agents that leave episodes early) an agent sends its scalars only to the
+peers that count it as a neighbour at that step, so the bytes an agent receives grow with its
+neighbours in range, not with the number of agents.
+
 Receiving is defensive: a malformed frame, a message from an agent that is not a neighbour,
 or one for a step already learned from (late) is logged, counted and dropped.
 
@@ -32,6 +38,11 @@ from drima import protocol
 log = logging.getLogger("drima.agent.link")
 
 MAX_PENDING_STEPS = 64  # open steps with early neighbour messages; a live peer is at most a step or two ahead
+TO_ALL = b"*."  # the topic every subscriber takes; b"<id>." is agent <id>'s own
+
+
+def topic_for(agent_id: int) -> bytes:
+    return f"{agent_id}.".encode()  # the dot: "1." is no prefix of "12."
 
 
 class NeighbourLink:
@@ -41,7 +52,7 @@ class NeighbourLink:
         self.drop = drop
         self.delay_s = delay_ms / 1000.0
         self._chaos_rng = random.Random(seed)
-        self._delayed: deque[tuple[float, bytes]] = deque()  # (due time, frame), in due order
+        self._delayed: deque[tuple[float, bytes, bytes]] = deque()  # (due time, topic, frame), in due order
         self.peers = dict(peers)
         self.liveness = liveness
         self.pub = ctx.socket(zmq.PUB)
@@ -50,7 +61,8 @@ class NeighbourLink:
         self.pub.bind(bind_address)
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.SUBSCRIBE, TO_ALL)
+        self.sub.setsockopt(zmq.SUBSCRIBE, topic_for(agent_id))
         self.sub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_LINK_FRAME_BYTES)  # a rogue publisher cannot balloon us
         for addr in self.peers.values():
             self.sub.connect(addr)
@@ -59,54 +71,66 @@ class NeighbourLink:
         self._pending: dict[int, dict[int, tuple[np.ndarray, float]]] = {}
         self._learned_up_to = -1  # steps <= this are closed: later messages for them are late
         self._not_wanted: deque[tuple[int, set[int]]] = deque(maxlen=16)  # (step, peers out of range)
-        self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0,
+        self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0, "recv_scalars": 0,
                       "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0, "dropped_chaos": 0,
                       "dropped_flood": 0, "ignored_out_of_range": 0}
 
     # -- sending ---------------------------------------------------------------------------
-    def publish(self, step: int, rewards: np.ndarray, mu: float) -> None:
+    def publish(self, step: int, rewards: np.ndarray, mu: float, to: set[int] | None = None) -> None:
+        """(step, rewards, mu) to every subscriber, or only to the peers in `to`."""
         frame = protocol.encode(protocol.SCALARS, self.agent_id, step, [protocol.to_bytes(rewards), float(mu)])
-        if self.delay_s > 0:
-            self._delayed.append((time.monotonic() + self.delay_s, frame))
-            self.flush_delayed()
-        else:
-            self._send(frame)
+        for topic in [TO_ALL] if to is None else [topic_for(p) for p in sorted(to & self.peers.keys())]:
+            if self.delay_s > 0:
+                self._delayed.append((time.monotonic() + self.delay_s, topic, frame))
+            else:
+                self._send(topic, frame)
+        self.flush_delayed()
 
     def flush_delayed(self) -> None:
         """Send the delayed frames that are due."""
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
-            self._send(self._delayed.popleft()[1])
+            _, topic, frame = self._delayed.popleft()
+            self._send(topic, frame)
 
     def publish_hello(self) -> None:
-        self._send(protocol.encode(protocol.LINK_HELLO, self.agent_id, 0, {}))
+        self._send(TO_ALL, protocol.encode(protocol.LINK_HELLO, self.agent_id, 0, {}))
 
-    def _send(self, frame: bytes) -> None:
+    def _send(self, topic: bytes, frame: bytes) -> None:
         try:
-            self.pub.send(frame, zmq.NOBLOCK)
+            self.pub.send_multipart([topic, frame], zmq.NOBLOCK)
         except zmq.Again:  # PUB drops rather than blocks; count nothing as sent
             return
         self.stats["sent_msgs"] += 1
-        self.stats["sent_bytes"] += len(frame)
+        self.stats["sent_bytes"] += len(topic) + len(frame)
 
     # -- receiving -------------------------------------------------------------------------
     def drain(self) -> None:
         """Read every frame already queued, without blocking."""
         while True:
             try:
-                frame = self.sub.recv(zmq.NOBLOCK)
+                parts = self.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._handle(frame)
+            self._handle(parts)
 
-    def _handle(self, frame: bytes) -> None:
+    def _decode(self, parts: list[bytes]) -> protocol.Message | None:
+        """The message in [topic, frame], counted; None (logged) for a malformed one."""
+        size = sum(map(len, parts))
         self.stats["recv_msgs"] += 1
-        self.stats["recv_bytes"] += len(frame)
+        self.stats["recv_bytes"] += size
         try:
-            msg = protocol.decode(frame)
+            if len(parts) != 2:
+                raise protocol.ProtocolError(f"{len(parts)}-part message, expected [topic, frame]")
+            return protocol.decode(parts[1])
         except protocol.ProtocolError as exc:
             self.stats["dropped_malformed"] += 1
-            log.warning("dropped malformed neighbour frame (%d bytes): %s", len(frame), exc)
+            log.warning("dropped malformed neighbour frame (%d bytes): %s", size, exc)
+            return None
+
+    def _handle(self, parts: list[bytes]) -> None:
+        msg = self._decode(parts)
+        if msg is None:
             return
         if msg.sender not in self.peers:
             self.stats["dropped_unknown_peer"] += 1
@@ -119,6 +143,7 @@ class NeighbourLink:
             self.stats["dropped_malformed"] += 1
             log.warning("dropped unexpected %s from neighbour %d", msg.kind, msg.sender)
             return
+        self.stats["recv_scalars"] += 1
         if self.drop > 0 and self._chaos_rng.random() < self.drop:
             self.stats["dropped_chaos"] += 1
             return

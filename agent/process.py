@@ -303,11 +303,12 @@ class AgentProcess:
         copies where this agent took part (`active`); returns the step's metrics."""
         extras = res.extras
         team = protocol.floats(extras["team"]) if "team" in extras else None
-        near = self._in_range(extras, n_envs)
+        near = self._peer_mask(extras, "in_range", n_envs)  # whom this agent counts as a neighbour now
+        heard_by = self._peer_mask(extras, "heard_by", n_envs)  # who counts it (where that differs)
         t = step - 1
         t_pub = time.perf_counter()
-        self.link.publish(t, res.reward, self.core.mu)
-        wanted = None if near is None else set(np.flatnonzero(near.any(axis=1)).tolist())
+        self.link.publish(t, res.reward, self.core.mu, to=_ids(near if heard_by is None else heard_by))
+        wanted = _ids(near)
         peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, self.cfg.link_deadline_s, wanted,
                                                     on_wait=self._heartbeat)
         self.exchange_s.append(time.perf_counter() - t_pub)
@@ -325,14 +326,15 @@ class AgentProcess:
                 "conflict_rate": reshaped.conflict[active].mean(),
                 "n_peers": len(peer_ids) if mask is None else mask[:, active].sum(0).mean()} | info
 
-    def _in_range(self, extras: dict, n_envs: int) -> np.ndarray | None:
-        """(n_agents, K) bool from the env server's in-range row, or None for static topologies."""
-        if "in_range" not in extras:
+    def _peer_mask(self, extras: dict, name: str, n_envs: int) -> np.ndarray | None:
+        """(n_agents, K) bool from the env server's in_range or heard_by row; None where it sent none
+        (static topologies)."""
+        if name not in extras:
             return None
-        raw = np.frombuffer(extras["in_range"], np.uint8)
+        raw = np.frombuffer(extras[name], np.uint8)
         if raw.size != self.n_agents * n_envs:
-            log.warning("ignored an in-range mask of %d bytes (expected %d x %d): static neighbours this step",
-                        raw.size, self.n_agents, n_envs)
+            log.warning("ignored a %s mask of %d bytes (expected %d x %d): static neighbours this step",
+                        name, raw.size, self.n_agents, n_envs)
             return None
         return raw.reshape(self.n_agents, n_envs).astype(bool)
 
@@ -380,6 +382,11 @@ class AgentProcess:
         missing = peers - self.link.heard
         if missing:
             log.warning("neighbours %s not heard at start-up: starting without them", sorted(missing))
+
+
+def _ids(mask: np.ndarray | None) -> set[int] | None:
+    """The agents a (n_agents, K) mask names in any copy; None for no mask (every linked peer)."""
+    return None if mask is None else set(np.flatnonzero(mask.any(axis=1)).tolist())
 
 
 def main_with_config(cfg: AgentConfig) -> int:

@@ -43,6 +43,9 @@ RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, ext
 #   "team": float32 x K, the team reward (ctde mode only);
 #   "in_range": uint8 x (n_agents * K), row j = does agent j count as a neighbour in each copy: within
 #      range (range topologies) and in the episode (envs where agents leave episodes early);
+#   "heard_by": uint8 x (n_agents * K), row j = does agent j count this agent as a neighbour, where that
+#      is not "in_range" (range:sight: each unit's own radius); absent: the same as "in_range". The agent
+#      sends its scalars only to those peers;
 #   "avail": uint8 x (K * n_actions), the actions this agent may take at this observation (SMAX, SC2);
 #   "state": float32 x (K * state_dim), the global state at this observation (ctde with SMAX, SC2).
 STOP = "stop"  # body: {"reason": str}

@@ -415,6 +415,10 @@ class EnvServer:
             fresh = rewards is None or self.seats.fresh(i)
             if peers is not None:  # only agent i's own row: who counts as i's neighbour
                 extras["in_range"] = np.ascontiguousarray(peers[i], np.uint8).tobytes()
+                # ... and who counts i (where that differs: sight ranges): i sends its scalars only to them
+                extras.pop("heard_by", None)
+                if not np.array_equal(peers[:, i], peers[i]):
+                    extras["heard_by"] = np.ascontiguousarray(peers[:, i], np.uint8).tobytes()
             if avail is not None and avail[i] is not None:
                 extras["avail"] = np.ascontiguousarray(avail[i], np.uint8).tobytes()
             body = protocol.result_body(obs[i], None if fresh else rewards[i], terminated[i], last, extras,

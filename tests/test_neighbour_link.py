@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 from drima import protocol
-from drima.agent.neighbour_link import NeighbourLink
+from drima.agent.neighbour_link import TO_ALL, NeighbourLink, topic_for
 
 K = 4
 
@@ -28,7 +28,7 @@ def wired():
     deadline = time.monotonic() + 5
     while link.heard != {1, 2} and time.monotonic() < deadline:
         for pid, pub in peers.items():
-            pub.send(protocol.encode(protocol.LINK_HELLO, pid, 0, {}))
+            send(pub, protocol.encode(protocol.LINK_HELLO, pid, 0, {}))
         time.sleep(0.01)
         link.drain()
     assert link.heard == {1, 2}
@@ -39,14 +39,19 @@ def wired():
     ctx.term()
 
 
+def send(pub, frame: bytes) -> None:
+    """As a neighbour's PUB socket sends a frame to all its subscribers: under the topic TO_ALL."""
+    pub.send_multipart([TO_ALL, frame])
+
+
 def scalars(pid, step, rewards, mu):
     return protocol.encode(protocol.SCALARS, pid, step, [protocol.to_bytes(np.asarray(rewards)), mu])
 
 
 def test_collects_both_neighbours(wired):
     link, peers = wired
-    peers[1].send(scalars(1, 0, [1, 2, 3, 4], 0.5))
-    peers[2].send(scalars(2, 0, [5, 6, 7, 8], 1.5))
+    send(peers[1], scalars(1, 0, [1, 2, 3, 4], 0.5))
+    send(peers[2], scalars(2, 0, [5, 6, 7, 8], 1.5))
     ids, rewards, mus = link.collect(0, K, deadline_s=2.0)
     assert ids == [1, 2]
     np.testing.assert_array_equal(rewards, [[1, 2, 3, 4], [5, 6, 7, 8]])
@@ -56,11 +61,11 @@ def test_collects_both_neighbours(wired):
 def test_bad_frames_are_dropped_and_logged(wired, caplog):
     link, peers = wired
     caplog.set_level(logging.WARNING, logger="drima.agent.link")
-    peers[1].send(b"\x00garbage")  # malformed
-    peers[1].send(msgpack.packb([7, "dri", 1, 0, [b"", 0.0]]))  # wrong protocol version
-    peers[1].send(scalars(9, 0, [0, 0, 0, 0], 0.0))  # an agent that is not a neighbour
-    peers[1].send(scalars(1, 0, [9, 9], 0.0))  # wrong width for K=4
-    peers[2].send(scalars(2, 0, [1, 1, 1, 1], 0.0))
+    send(peers[1], b"\x00garbage")  # malformed
+    send(peers[1], msgpack.packb([7, "dri", 1, 0, [b"", 0.0]]))  # wrong protocol version
+    send(peers[1], scalars(9, 0, [0, 0, 0, 0], 0.0))  # an agent that is not a neighbour
+    send(peers[1], scalars(1, 0, [9, 9], 0.0))  # wrong width for K=4
+    send(peers[2], scalars(2, 0, [1, 1, 1, 1], 0.0))
     ids, rewards, _ = link.collect(0, K, deadline_s=0.3)
     assert ids == [2]
     assert link.stats["dropped_malformed"] == 2
@@ -71,12 +76,12 @@ def test_bad_frames_are_dropped_and_logged(wired, caplog):
 
 def test_late_message_is_never_applied_to_a_later_step(wired):
     link, peers = wired
-    peers[2].send(scalars(2, 0, [1, 1, 1, 1], 0.0))
+    send(peers[2], scalars(2, 0, [1, 1, 1, 1], 0.0))
     ids, _, _ = link.collect(0, K, deadline_s=0.2)  # peer 1 misses step 0
     assert ids == [2]
-    peers[1].send(scalars(1, 0, [7, 7, 7, 7], 0.0))  # ... and its step-0 message comes late
-    peers[1].send(scalars(1, 1, [3, 3, 3, 3], 0.0))
-    peers[2].send(scalars(2, 1, [2, 2, 2, 2], 0.0))
+    send(peers[1], scalars(1, 0, [7, 7, 7, 7], 0.0))  # ... and its step-0 message comes late
+    send(peers[1], scalars(1, 1, [3, 3, 3, 3], 0.0))
+    send(peers[2], scalars(2, 1, [2, 2, 2, 2], 0.0))
     ids, rewards, _ = link.collect(1, K, deadline_s=2.0)
     assert ids == [1, 2]
     np.testing.assert_array_equal(rewards[0], [3, 3, 3, 3])
@@ -86,15 +91,15 @@ def test_late_message_is_never_applied_to_a_later_step(wired):
 def test_silent_neighbour_stops_being_waited_for_and_comes_back(wired):
     link, peers = wired
     for step in range(2):  # liveness = 2: peer 1 silent for two steps
-        peers[2].send(scalars(2, step, [0, 0, 0, 0], 0.0))
+        send(peers[2], scalars(2, step, [0, 0, 0, 0], 0.0))
         link.collect(step, K, deadline_s=0.2)
     assert link.live_peers() == [2]
-    peers[2].send(scalars(2, 2, [0, 0, 0, 0], 0.0))
+    send(peers[2], scalars(2, 2, [0, 0, 0, 0], 0.0))
     t0 = time.monotonic()
     ids, _, _ = link.collect(2, K, deadline_s=5.0)
     assert ids == [2] and time.monotonic() - t0 < 1.0  # did not wait the 5 s deadline for peer 1
-    peers[1].send(scalars(1, 3, [1, 1, 1, 1], 0.0))
-    peers[2].send(scalars(2, 3, [0, 0, 0, 0], 0.0))
+    send(peers[1], scalars(1, 3, [1, 1, 1, 1], 0.0))
+    send(peers[2], scalars(2, 3, [0, 0, 0, 0], 0.0))
     ids, _, _ = link.collect(3, K, deadline_s=2.0)
     assert ids == [1, 2]
     assert link.live_peers() == [1, 2]
@@ -105,18 +110,18 @@ def test_a_neighbour_that_is_always_late_is_declared_silent(wired):
     of life: after `liveness` steps it is silent, not waited for, and its late frames are counted."""
     link, peers = wired
     for step in range(6):
-        peers[2].send(scalars(2, step, [0, 0, 0, 0], 0.0))
+        send(peers[2], scalars(2, step, [0, 0, 0, 0], 0.0))
         ids, _, _ = link.collect(step, K, deadline_s=0.1)
         assert ids == [2]
-        peers[1].send(scalars(1, step, [1, 1, 1, 1], 0.0))  # after the step was closed
-        peers[1].send(protocol.encode(protocol.LINK_HELLO, 1, 0, {}))  # a hello is no sign of life either
+        send(peers[1], scalars(1, step, [1, 1, 1, 1], 0.0))  # after the step was closed
+        send(peers[1], protocol.encode(protocol.LINK_HELLO, 1, 0, {}))  # a hello is no sign of life either
         time.sleep(0.02)
         link.drain()
     assert link.live_peers() == [2]
     assert link.missed[1] == 6 and link.stats["dropped_late"] == 6
     # once its scalars come in time again, it is waited for again
-    peers[1].send(scalars(1, 6, [1, 1, 1, 1], 0.0))
-    peers[2].send(scalars(2, 6, [0, 0, 0, 0], 0.0))
+    send(peers[1], scalars(1, 6, [1, 1, 1, 1], 0.0))
+    send(peers[2], scalars(2, 6, [0, 0, 0, 0], 0.0))
     ids, _, _ = link.collect(6, K, deadline_s=2.0)
     assert ids == [1, 2] and link.live_peers() == [1, 2]
 
@@ -127,12 +132,12 @@ def test_chaos_drop_loses_the_given_fraction_seeded():
     pub.bind("inproc://chaos-peer")
     link = NeighbourLink(ctx, 0, "inproc://chaos-agent", {1: "inproc://chaos-peer"}, liveness=10**6, drop=0.3, seed=7)
     while not link.heard:
-        pub.send(protocol.encode(protocol.LINK_HELLO, 1, 0, {}))
+        send(pub, protocol.encode(protocol.LINK_HELLO, 1, 0, {}))
         time.sleep(0.01)
         link.drain()
     got = 0
     for step in range(400):
-        pub.send(scalars(1, step, [1, 1, 1, 1], 0.0))
+        send(pub, scalars(1, step, [1, 1, 1, 1], 0.0))
         ids, _, _ = link.collect(step, K, deadline_s=0.05)
         got += len(ids)
     assert link.stats["dropped_chaos"] == 400 - got
@@ -172,14 +177,43 @@ def test_a_flood_of_future_steps_keeps_memory_bounded(wired):
 
     link, peers = wired
     for step in range(1000, 11000):
-        peers[1].send(scalars(1, step, [0, 0, 0, 0], 0.0))
+        send(peers[1], scalars(1, step, [0, 0, 0, 0], 0.0))
         if step % 100 == 0:  # below the sockets' high-water marks, so that none is lost in transit
             time.sleep(0.005)
             link.drain()
-    peers[2].send(scalars(2, 0, [5, 6, 7, 8], 1.5))
+    send(peers[2], scalars(2, 0, [5, 6, 7, 8], 1.5))
     time.sleep(0.2)
     link.drain()
     assert len(link._pending) <= MAX_PENDING_STEPS
     assert link.stats["dropped_flood"] >= 10000 - MAX_PENDING_STEPS
     ids, rewards, _ = link.collect(0, K, deadline_s=0.5)
     assert ids == [2]
+
+
+def test_scalars_sent_to_some_peers_reach_only_those():
+    """Range topologies: an agent publishes its scalars only to the peers that count it as a
+    neighbour at this step; ZeroMQ filters the topic at the publisher, so the others receive
+    nothing at all (their bytes grow with their neighbours in range, not with n)."""
+    ctx = zmq.Context()
+    addrs = {i: f"inproc://targeted-{i}" for i in range(4)}
+    links = {i: NeighbourLink(ctx, i, addrs[i], {j: a for j, a in addrs.items() if j != i}) for i in range(4)}
+    deadline = time.monotonic() + 5
+    while any(len(link.heard) < 3 for link in links.values()) and time.monotonic() < deadline:
+        for link in links.values():
+            link.publish_hello()
+        time.sleep(0.01)
+        for link in links.values():
+            link.drain()
+    before = {i: link.stats["recv_msgs"] for i, link in links.items()}
+    links[0].publish(0, np.ones(K), 0.5, to={1, 3})
+    time.sleep(0.2)
+    for link in links.values():
+        link.drain()
+    assert {i: link.stats["recv_msgs"] - before[i] for i, link in links.items()} == {0: 0, 1: 1, 2: 0, 3: 1}
+    assert links[0].stats["sent_msgs"] >= 2
+    ids, rewards, _ = links[3].collect(0, K, deadline_s=0.5, wanted={0})
+    assert ids == [0] and rewards.tolist() == [[1.0] * K]
+    assert topic_for(1) != topic_for(12)[:2]  # "1." is no prefix of "12."
+    for link in links.values():
+        link.close()
+    ctx.term()
