@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import zmq
 
-from drima import protocol
+from drima import protocol, security
 from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
@@ -91,6 +91,14 @@ class AgentConfig:
     """act greedily (no exploration) and learn nothing; no neighbour scalars are traded"""
     logger: str = "csv"
     """where metrics rows go besides metrics.csv (always written): csv | tensorboard (drima/loggers.py)"""
+    curve_key_file: str = ""
+    """with tcp: this agent's own CurveZMQ key pair (a 0600 file, drima/security.py), proved on its
+    env link and neighbour SUBs and served on its PUB; "" = plain text (ipc, --insecure)"""
+    env_server_key: str = ""
+    """with curve_key_file: the env server's public key (a server without it is not connected to)"""
+    peer_keys: dict[str, str] = field(default_factory=dict)
+    """with curve_key_file: neighbour id -> its public key; only these may subscribe to this agent's
+    PUB, and a neighbour's PUB must prove its key"""
 
     def __post_init__(self):
         if self.on_env_loss not in ("exit", "wait"):
@@ -113,10 +121,12 @@ class AgentProcess:
         self.dir = Path(cfg.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
+        self.keys = security.load_keypair(cfg.curve_key_file)  # None: plain text
         self.env = self._connect_env()
         peers = {int(k): v for k, v in cfg.peers.items()}
         self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
-                                 drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed)
+                                 drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed,
+                                 keys=self.keys, peer_keys={int(k): v for k, v in cfg.peer_keys.items()})
         self.stop_requested = False
         self.core: AgentCore | None = None
         self.agent_name: str | None = None  # the env's name for this agent (PettingZoo, MPE, battles)
@@ -132,7 +142,7 @@ class AgentProcess:
         sock.setsockopt(zmq.IDENTITY, str(self.cfg.agent_id).encode())
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
-        sock.connect(self.cfg.env_address)
+        security.connect(sock, self.keys, self.cfg.env_server_key, self.cfg.env_address)
         return sock
 
     def _send_env(self, kind: str, step: int, body) -> None:
@@ -296,7 +306,7 @@ class AgentProcess:
         self._write_stats()
         self.link.close()
         self.env.close(linger=0 if server_lost else None)  # nothing to flush to a dead server
-        self.ctx.term()
+        security.term(self.ctx)
 
     def _loop(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
         """Steps until the last result or a STOP. The first result after (re)joining carries no

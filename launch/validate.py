@@ -16,6 +16,7 @@ from drima.env_server.pettingzoo_env import is_pettingzoo
 from drima.env_server.server import MISSING_ACTIONS
 from drima.loggers import check_loggers
 from drima.metrics import last_row
+from drima.security import run_secret_available
 from drima.topology import build_topology, is_dynamic, is_sight_range, range_radius
 from drima.types import REWARD_MODES
 
@@ -100,6 +101,10 @@ def _check_nodes(cfg: LaunchConfig) -> None:
         raise ConfigError("--nodes must be >= 1 and --node-rank in 0..nodes-1")
     if cfg.nodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", cfg.rendezvous):
         raise ConfigError("--nodes > 1 needs --rendezvous HOST:PORT (node 0's address)")
+    if cfg.nodes > 1 and not cfg.insecure:  # CurveZMQ across hosts: the rendezvous needs the run secret
+        problem = run_secret_available(cfg.run_secret_file)
+        if problem:
+            raise ConfigError(problem)
 
 
 def _check_agent_ids(cfg: LaunchConfig) -> None:
