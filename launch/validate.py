@@ -37,6 +37,7 @@ def validate(cfg: LaunchConfig) -> LaunchConfig:
         cfg = dataclasses.replace(cfg, n=default_n(cfg) if cfg.n is None else cfg.n,
                                   transport="tcp" if cfg.nodes > 1 else cfg.transport)  # ipc does not cross hosts
         _check_agent_ids(cfg)
+        _check_run_secret(cfg)
         _check_continuation(cfg)
         _check_topology(cfg)
         check_learner(cfg, check_env(cfg))
@@ -101,10 +102,6 @@ def _check_nodes(cfg: LaunchConfig) -> None:
         raise ConfigError("--nodes must be >= 1 and --node-rank in 0..nodes-1")
     if cfg.nodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", cfg.rendezvous):
         raise ConfigError("--nodes > 1 needs --rendezvous HOST:PORT (node 0's address)")
-    if cfg.nodes > 1 and not cfg.insecure:  # CurveZMQ across hosts: the rendezvous needs the run secret
-        problem = run_secret_available(cfg.run_secret_file)
-        if problem:
-            raise ConfigError(problem)
 
 
 def _check_agent_ids(cfg: LaunchConfig) -> None:
@@ -113,6 +110,14 @@ def _check_agent_ids(cfg: LaunchConfig) -> None:
     for agent, _ in cfg.kill_agents:
         if agent >= cfg.n:
             raise ConfigError(f"--kill-agent {agent}@...: there are only agents 0..{cfg.n - 1}")
+
+
+def _check_run_secret(cfg: LaunchConfig) -> None:
+    """CurveZMQ across hosts: the rendezvous keys come from the run secret every node is given."""
+    if cfg.nodes > 1 and not cfg.insecure:
+        problem = run_secret_available(cfg.run_secret_file)
+        if problem:
+            raise ConfigError(problem)
 
 
 def _check_continuation(cfg: LaunchConfig) -> None:
