@@ -5,7 +5,9 @@ side, interleaved (on, off, on, off, ...) so that a machine whose load drifts hu
     python benchmarks/curve_cost.py --ks 1 --repeats 5 --steps 2000
 
 Prints one row per K: env steps/s (summary.json) of each run, their medians and the ratio
-curve / plain. Results: benchmarks/results/curve_cost.{md,csv}.
+curve / plain. Results: benchmarks/results/curve_cost.{md,csv}. Before that, the cost per message
+alone: round trips of a 256-byte frame between a DEALER and a ROUTER over tcp loopback in one
+process, with and without CURVE (less at the mercy of a busy machine than whole runs).
 """
 
 from __future__ import annotations
@@ -18,9 +20,38 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import zmq
+
+from drima import security
+
+
+def round_trip_us(curve: bool, trips: int, size: int = 256) -> float:
+    """Median microseconds of one DEALER -> ROUTER -> DEALER round trip over tcp loopback."""
+    ctx = zmq.Context()
+    server, client = security.new_keypair(), security.new_keypair()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    if curve:
+        security.serve(router, server, {"0": client.public}, "bench")
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer.setsockopt(zmq.IDENTITY, b"0")
+    security.connect(dealer, client if curve else None, server.public, f"tcp://127.0.0.1:{port}")
+    frame, times = b"x" * size, []
+    for i in range(trips + 100):  # the first 100 warm up (and wait out the handshake)
+        t0 = time.perf_counter()
+        dealer.send(frame)
+        ident, got = router.recv_multipart()
+        router.send_multipart([ident, got])
+        dealer.recv()
+        if i >= 100:
+            times.append(time.perf_counter() - t0)
+    router.close(0)
+    dealer.close(0)
+    security.term(ctx)
+    return float(np.median(times) * 1e6)
 
 
 def one_run(curve: bool, n: int, k: int, steps: int, seed: int) -> float:
@@ -41,7 +72,14 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs of each kind per K, interleaved")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/curve_cost")
+    p.add_argument("--trips", type=int, default=5000, help="round trips per message-cost measurement")
     a = p.parse_args()
+    trip = {True: [], False: []}
+    for _ in range(3):
+        for curve in (True, False):
+            trip[curve].append(round_trip_us(curve, a.trips))
+    trip_on, trip_off = float(np.median(trip[True])), float(np.median(trip[False]))
+    print(f"round trip of a 256-byte frame: {trip_on:.1f} us with CURVE, {trip_off:.1f} us without", flush=True)
     rows = []
     for k in (int(x) for x in a.ks.split(",")):
         rates: dict[bool, list[float]] = {True: [], False: []}
@@ -66,6 +104,8 @@ def main() -> int:
     lines = [f"pd, a2c-dri, ring of {a.n}, tcp on one host; medians of {a.repeats} interleaved runs each; "
              f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
              f"command: python benchmarks/curve_cost.py {' '.join(sys.argv[1:])}".rstrip(), "",
+             f"One DEALER-ROUTER round trip of a 256-byte frame over tcp loopback (median of 3 x {a.trips}): "
+             f"{trip_on:.1f} us with CURVE, {trip_off:.1f} us without.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -209,7 +209,7 @@ class EnvServer:
         """One valid message from a known agent, or None on timeout or a dropped frame."""
         if not self.sock.poll(timeout_ms):
             return None
-        parts, user = security.recv_multipart(self.sock)
+        parts, user = security.recv_multipart(self.sock, bool(self.cfg.agent_keys))
         msg = self._parse_frame(parts, user)
         if msg is None:
             return None
