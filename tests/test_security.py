@@ -19,7 +19,7 @@ from drima import protocol, security
 from drima.agent.neighbour_link import NeighbourLink
 from drima.env_server.server import EnvServer, EnvServerConfig
 from drima.launch.plan import LaunchConfig, plan_run
-from drima.launch.rendezvous import exchange, join_problem, shared_config
+from drima.launch.rendezvous import exchange, join_problem, shared_config, table_problem
 
 K = 2
 SECRET = "a run secret of the test, 32 bytes"
@@ -194,6 +194,16 @@ def test_join_problems():
     three = dataclasses.replace(cfg, nodes=3)  # agents 2 and 3 are node 2's
     assert "a node announces only its own agents" in join_problem(three, 1, good)
     assert "no CurveZMQ public key" in join_problem(cfg, 1, good | {"keys": {"agents": {"2": "x", "3": "y"}}})
+
+
+def test_a_bad_table_is_a_rendezvous_error_not_a_crash():
+    cfg = two_node_config(Path("/tmp"), 1, 1)
+    agents = {str(i): f"tcp://h:{i}" for i in range(4)}
+    keys = {"env": security.new_keypair().public, "agents": {str(i): security.new_keypair().public for i in range(4)}}
+    assert table_problem(cfg, {"env": "tcp://h:9", "agents": agents, "keys": keys}) is None
+    assert table_problem(cfg, ["not", "a", "table"]) == "no env server address or agent addresses"
+    assert "agents 0..n-1" in table_problem(cfg, {"env": "tcp://h:9", "agents": {"0": "tcp://h:0"}, "keys": keys})
+    assert "public key" in table_problem(cfg, {"env": "tcp://h:9", "agents": agents, "keys": {"env": "short"}})
 
 
 def test_rendezvous_drops_strangers_and_bad_joins_and_goes_on(tmp_path, monkeypatch, caplog):
