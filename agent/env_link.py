@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from drima import protocol
+from drima import protocol, security
 
 log = logging.getLogger("drima.agent")
 
@@ -28,8 +28,10 @@ class EnvServerGone(RuntimeError):
 
 class EnvLink:
     def __init__(self, ctx: zmq.Context, agent_id: int, address: str, heartbeat_interval_s: float,
-                 heartbeat_liveness: int, stop_requested: Callable[[], bool]):
+                 heartbeat_liveness: int, stop_requested: Callable[[], bool], keys: security.KeyPair | None = None,
+                 server_key: str = ""):
         self.ctx = ctx
+        self.keys, self.server_key = keys, server_key  # CurveZMQ: prove our key, accept only this server
         self.agent_id = agent_id
         self.address = address
         self.interval = heartbeat_interval_s
@@ -45,7 +47,7 @@ class EnvLink:
         sock.setsockopt(zmq.IDENTITY, str(self.agent_id).encode())
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
-        sock.connect(self.address)
+        security.connect(sock, self.keys, self.server_key, self.address)
         return sock
 
     def close(self, server_lost: bool = False) -> None:

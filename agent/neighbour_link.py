@@ -11,6 +11,10 @@ neighbours in range, not with the number of agents.
 Receiving is defensive: a malformed frame, a message from an agent that is not a neighbour,
 or one for a step already learned from (late) is logged, counted and dropped.
 
+With CurveZMQ (tcp, drima/security.py): the PUB lets only the neighbours' keys subscribe, and
+each SUB connection accepts only a publisher that proves that neighbour's key, so whoever
+takes over a dead neighbour's port cannot feed its neighbours.
+
 Liveness, Paranoid-Pirate style: a peer that misses `liveness` consecutive steps is marked
 silent and no longer waited for. Only scalars that arrive in time to be used (for a step not yet
 closed) count as signs of life and make a silent peer live again: a peer whose scalars always
@@ -33,7 +37,7 @@ from collections.abc import Callable
 import numpy as np
 import zmq
 
-from drima import protocol
+from drima import protocol, security
 
 log = logging.getLogger("drima.agent.link")
 
@@ -47,7 +51,10 @@ def topic_for(agent_id: int) -> bytes:
 
 class NeighbourLink:
     def __init__(self, ctx: zmq.Context, agent_id: int, bind_address: str, peers: dict[int, str],
-                 liveness: int = 3, drop: float = 0.0, delay_ms: float = 0.0, seed: int = 0):
+                 liveness: int = 3, drop: float = 0.0, delay_ms: float = 0.0, seed: int = 0,
+                 keys: security.KeyPair | None = None, peer_keys: dict[int, str] | None = None):
+        """`keys`: this agent's CurveZMQ key pair, and `peer_keys` each neighbour's public key
+        (CURVE on); None: plain text."""
         self.agent_id = agent_id
         self.drop = drop
         self.delay_s = delay_ms / 1000.0
@@ -58,14 +65,17 @@ class NeighbourLink:
         self.pub = ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.LINGER, 500)
         self.pub.setsockopt(zmq.SNDHWM, 1000)
+        peer_keys = peer_keys or {}
+        if keys is not None:
+            security.serve(self.pub, keys, {str(p): peer_keys[p] for p in self.peers}, f"agent {agent_id}'s PUB")
         self.pub.bind(bind_address)
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, TO_ALL)
         self.sub.setsockopt(zmq.SUBSCRIBE, topic_for(agent_id))
         self.sub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_LINK_FRAME_BYTES)  # a rogue publisher cannot balloon us
-        for addr in self.peers.values():
-            self.sub.connect(addr)
+        for p, addr in self.peers.items():
+            security.connect(self.sub, keys, peer_keys.get(p, ""), addr)
         self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message
         self.heard: set[int] = set()  # peers heard from during the handshake
         self._pending: dict[int, dict[int, tuple[np.ndarray, float]]] = {}

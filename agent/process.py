@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import zmq
 
-from drima import protocol
+from drima import protocol, security
 from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
@@ -97,6 +97,14 @@ class AgentConfig:
     """send the action for step t+1 before learning from step t, so that the env server steps while
     this agent learns (the action comes from the policy before that update); only learners that
     declare ActsAhead (a2c, dqn, ddpg; not the recurrent ppo)"""
+    curve_key_file: str = ""
+    """with tcp: this agent's own CurveZMQ key pair (a 0600 file, drima/security.py), proved on its
+    env link and neighbour SUBs and served on its PUB; "" = plain text (ipc, --insecure)"""
+    env_server_key: str = ""
+    """with curve_key_file: the env server's public key (a server without it is not connected to)"""
+    peer_keys: dict[str, str] = field(default_factory=dict)
+    """with curve_key_file: neighbour id -> its public key; only these may subscribe to this agent's
+    PUB, and a neighbour's PUB must prove its key"""
 
     def __post_init__(self):
         if self.on_env_loss not in ("exit", "wait"):
@@ -116,11 +124,14 @@ class AgentProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ctx = zmq.Context()
         self.stop_requested = False
+        self.keys = security.load_keypair(cfg.curve_key_file)  # None: plain text
         self.env = EnvLink(self.ctx, cfg.agent_id, cfg.env_address, cfg.heartbeat_interval_s, cfg.heartbeat_liveness,
-                           stop_requested=lambda: self.stop_requested)
+                           stop_requested=lambda: self.stop_requested, keys=self.keys,
+                           server_key=cfg.env_server_key)
         peers = {int(k): v for k, v in cfg.peers.items()}
         self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
-                                 drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed)
+                                 drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed,
+                                 keys=self.keys, peer_keys={int(k): v for k, v in cfg.peer_keys.items()})
         self.core: AgentCore | None = None
         self.agent_name: str | None = None  # the env's name for this agent (PettingZoo, MPE, battles)
         self.step = 0
@@ -233,7 +244,7 @@ class AgentProcess:
         self._write_stats()
         self.link.close()
         self.env.close(server_lost)
-        self.ctx.term()
+        security.term(self.ctx)
 
     def _loop(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
         """Steps until the last result or a STOP. The first result after (re)joining carries no

@@ -53,6 +53,7 @@ STOP = "stop"  # body: {"reason": str}
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
 HEARTBEAT = "hb"  # body: {}
 # launcher node r -> node 0's rendezvous (REQ/ROUTER), multi-node runs only
+# with CurveZMQ, JOIN and TABLE also carry "keys": {"env": public key | None, "agents": {id: public key}}
 JOIN = "join"  # body: {"config": dict, "addresses": {"env": str | None, "agents": {id: str}}}
 TABLE = "table"  # body: {"env": str, "agents": {id: str}} or {"error": str}
 # agent -> agent (neighbour links)

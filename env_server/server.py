@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from drima import protocol
+from drima import protocol, security
 from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, last_row, write_json_atomic
 from drima.procinfo import memory_mb
@@ -119,8 +119,15 @@ class EnvServerConfig:
     their mean, see env_server/smax.py) and, where the env has one, the global state"""
     logger: str = "csv"
     """where metrics rows go besides metrics.csv (always written): csv | tensorboard (drima/loggers.py)"""
+    curve_key_file: str = ""
+    """with tcp: this server's CurveZMQ key pair (a 0600 file, drima/security.py); "" = plain text"""
+    agent_keys: dict = field(default_factory=dict)
+    """agent id (str) -> that agent's CurveZMQ public key: only a connection that proved agent i's
+    secret key may connect and speak for agent i. Empty = no CURVE (ipc, --insecure)"""
 
     def __post_init__(self):
+        if bool(self.agent_keys) != bool(self.curve_key_file):
+            raise ValueError("agent_keys and curve_key_file go together (CURVE on) or are both empty (off)")
         if self.missing_action not in MISSING_ACTIONS:
             raise ValueError(f"missing_action {self.missing_action!r}: use one of {', '.join(MISSING_ACTIONS)}")
         if self.heartbeat_interval_s <= 0 or self.heartbeat_liveness < 1:
@@ -160,6 +167,8 @@ class EnvServer:
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a vanished agent raises, not drops
         self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        if cfg.agent_keys:  # only the run's agents' keys get in, each as its agent id (User-Id)
+            security.serve(self.sock, security.load_keypair(cfg.curve_key_file), cfg.agent_keys, "env server")
         self.sock.bind(cfg.address)
         self.stop_requested = False
         self.step = 0
@@ -195,8 +204,8 @@ class EnvServer:
         """One valid message from a known agent, or None on timeout or a dropped frame."""
         if not self.sock.poll(timeout_ms):
             return None
-        parts = self.sock.recv_multipart()
-        msg = self._parse_frame(parts)
+        parts, user = security.recv_multipart(self.sock, bool(self.cfg.agent_keys))
+        msg = self._parse_frame(parts, user)
         if msg is None:
             return None
         self.bytes_recv[msg.sender] += len(parts[1])
@@ -211,9 +220,10 @@ class EnvServer:
             return self._drop(f"{msg.kind} from removed agent {msg.sender}")
         return msg
 
-    def _parse_frame(self, parts: list[bytes]) -> protocol.Message | None:
+    def _parse_frame(self, parts: list[bytes], user: str | None = None) -> protocol.Message | None:
         """The message in [identity, frame] if it decodes and comes from the agent whose socket
-        sent it; None (dropped) otherwise."""
+        sent it (with CURVE: over a connection that proved that agent's key, User-Id `user`);
+        None (dropped) otherwise."""
         if len(parts) != 2:
             return self._drop(f"{len(parts)}-part message")
         ident, frame = parts
@@ -225,6 +235,8 @@ class EnvServer:
             return self._drop(f"{msg.kind} from unknown agent id {msg.sender} (agents are 0..{self.cfg.n_agents - 1})")
         if ident != str(msg.sender).encode():
             return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
+        if self.cfg.agent_keys and user != str(msg.sender):
+            return self._drop(f"{msg.kind} claims agent {msg.sender} over a connection with agent {user}'s key")
         return msg
 
     def _drop(self, why: str) -> None:
@@ -507,7 +519,7 @@ class EnvServer:
         getattr(self.env, "close", lambda: None)()  # SC2: end the game processes
         log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
         self.sock.close()
-        self.ctx.term()
+        security.term(self.ctx)
         return 130 if self.stop_requested else 3 if self.abandoned else 0
 
     def _broadcast_stop(self, reason: str) -> None:

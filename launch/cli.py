@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node 0's rendezvous address, the same on every node (needed with --nodes > 1)")
     p.add_argument("--rendezvous-timeout", type=float, default=d.rendezvous_timeout_s,
                    help="seconds to wait for every node at the rendezvous")
+    p.add_argument("--run-secret-file", default=d.run_secret_file, metavar="FILE",
+                   help="with --nodes > 1: a file holding the run secret that every node is given (default: the "
+                        "DRIMA_RUN_SECRET environment variable); never put the secret itself on a command line")
+    p.add_argument("--insecure", action="store_true",
+                   help="with tcp: no CurveZMQ encryption and authentication (anyone who reaches a port may "
+                        "connect); a warning is logged. docs/security.md")
     p.add_argument("--mu-step-size", type=float, default=d.mu_step_size, help="step size of mu")
     p.add_argument("--log-every", type=int, default=d.log_every, help="steps between metrics rows")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
@@ -193,7 +199,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
                        reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
                        max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent,
                        bind_host=a.bind_host, nodes=a.nodes, node_rank=a.node_rank, rendezvous=a.rendezvous,
-                       rendezvous_timeout_s=a.rendezvous_timeout)
+                       rendezvous_timeout_s=a.rendezvous_timeout, insecure=a.insecure,
+                       run_secret_file=a.run_secret_file)
     return cfg, a.quiet
 
 

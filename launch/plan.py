@@ -7,16 +7,21 @@ graph.
 
 from __future__ import annotations
 
+import logging
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drima import security
 from drima.agent.process import AgentConfig
 from drima.env_server.envs import battle_kind, default_action_type
 from drima.env_server.server import EnvServerConfig
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
+
+log = logging.getLogger("drima.launch")
 
 
 @dataclass
@@ -57,6 +62,13 @@ class LaunchConfig:
     """HOST:PORT of node 0's rendezvous (ZeroMQ), where the nodes trade their addresses"""
     rendezvous_timeout_s: float = 120.0
     """how long a node waits for every other node at the rendezvous"""
+    insecure: bool = False
+    """with tcp: no CurveZMQ (plain text; anyone who reaches a port may connect, take a free seat or
+    subscribe). Off by default: every tcp socket is encrypted and authenticated (docs/security.md)"""
+    run_secret_file: str = ""
+    """with several nodes: a file holding the run secret every node is given (else the
+    DRIMA_RUN_SECRET environment variable); only nodes that hold it can join the rendezvous.
+    The path, never the secret, is in launch.json"""
     mu_step_size: float = 0.05
     """step size of every agent's average-reward estimate mu"""
     log_every: int = 50
@@ -129,12 +141,18 @@ class RunPlan:
     env_server: EnvServerConfig | None  # None on nodes other than 0
     agents: list[AgentConfig]  # this node's agents only
     neighbours: dict[int, list[int]]
-    socket_dir: str | None  # ipc socket folder to remove at the end
+    socket_dir: str | None  # private folder (0700) of ipc sockets and secret keys, removed at the end
 
 
 # what a node tells the others at the rendezvous: {"env": advertised env address (node 0 only),
-# "agents": {agent id (str): advertised PUB address}}
+# "agents": {agent id (str): advertised PUB address}, and with CURVE "keys": {"env": the env server's
+# public key (node 0 only), "agents": {agent id (str): its public key}}}
 AddressTable = dict
+
+
+def uses_curve(cfg: LaunchConfig) -> bool:
+    """Every tcp socket is CurveZMQ unless --insecure; ipc stays in a 0700 folder on one host."""
+    return cfg.transport == "tcp" and not cfg.insecure
 
 
 def agent_seed(run_seed: int, agent_id: int) -> int:
@@ -166,7 +184,9 @@ def _own_addresses(cfg: LaunchConfig, mine: list[int]) -> tuple[str | None, dict
     """Bind and advertised addresses of this node's sockets: (env bind, binds, advertised table, ipc dir).
     Binds and advertised addresses differ only with tcp and a bind_host (e.g. 0.0.0.0 behind NAT)."""
     if cfg.transport == "ipc":
-        socket_dir = tempfile.mkdtemp(prefix="drima-")  # short path: ipc paths are limited to ~100 chars
+        # mkdtemp makes it 0700: no other user can reach the sockets; short path: ipc paths are limited
+        # to ~100 chars
+        socket_dir = tempfile.mkdtemp(prefix="drima-")
         binds = {"env": f"ipc://{socket_dir}/env"} | {str(i): f"ipc://{socket_dir}/agent-{i}" for i in mine}
         return binds["env"], binds, dict(binds), socket_dir
     if cfg.transport != "tcp":
@@ -177,6 +197,39 @@ def _own_addresses(cfg: LaunchConfig, mine: list[int]) -> tuple[str | None, dict
     binds = {k: f"tcp://{bind_host}:{p}" for k, p in ports.items()}
     advertised = {k: f"tcp://{cfg.host}:{p}" for k, p in ports.items()}
     return binds.get("env"), binds, advertised, None
+
+
+def _own_keys(names: list[str], folder: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A CurveZMQ key pair per name ("env", agent ids) of this node, made here: (secret key files,
+    public keys). Secret keys never leave this node; public keys go to the others at the rendezvous."""
+    files, publics = {}, {}
+    for name in names:
+        pair, path = security.write_keypair(folder, name)
+        files[name], publics[name] = str(path), pair.public
+    return files, publics
+
+
+def _trade(cfg: LaunchConfig, mine: list[int], exchange: Callable[[AddressTable], AddressTable] | None
+           ) -> tuple[str | None, dict[str, str], AddressTable, dict[str, str], str | None]:
+    """This node's sockets and keys, traded for everyone's addresses and public keys (one node:
+    its own). Returns (env bind, binds, the whole table, this node's secret key files, private folder)."""
+    env_bind, binds, advertised, private_dir = _own_addresses(cfg, mine)
+    own: AddressTable = {"env": advertised.get("env"), "agents": {k: v for k, v in advertised.items() if k != "env"}}
+    files: dict[str, str] = {}
+    try:
+        if uses_curve(cfg):
+            private_dir = private_dir or tempfile.mkdtemp(prefix="drima-")  # 0700
+            files, publics = _own_keys(list(binds), private_dir)
+            own["keys"] = {"env": publics.get("env"), "agents": {k: v for k, v in publics.items() if k != "env"}}
+        elif cfg.transport == "tcp":
+            log.warning("--insecure: tcp sockets in plain text; anyone who reaches %s can connect, play a seat "
+                        "that is free and read the agents' rewards", cfg.bind_host or cfg.host)
+        table = exchange(own) if exchange else own
+    except BaseException:  # nothing starts: no secret key is left behind
+        if private_dir:
+            shutil.rmtree(private_dir, ignore_errors=True)
+        raise
+    return env_bind, binds, table, files, private_dir
 
 
 def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable] | None = None) -> RunPlan:
@@ -193,10 +246,9 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
         nbrs = neighbour_map(build_topology(cfg.topology, cfg.n, cfg.seed))
     run_dir = Path(cfg.run_dir)
     mine = node_agents(cfg)
-    env_bind, binds, advertised, socket_dir = _own_addresses(cfg, mine)
-    own: AddressTable = {"env": advertised.get("env"), "agents": {k: v for k, v in advertised.items() if k != "env"}}
-    table = exchange(own) if exchange else own
+    env_bind, binds, table, key_files, socket_dir = _trade(cfg, mine, exchange)
     env_addr, link_addrs = table["env"], {int(k): v for k, v in table["agents"].items()}
+    keys = table.get("keys") or {"env": "", "agents": {}}  # public keys, everyone's
     server = EnvServerConfig(address=env_bind or "", env=cfg.env, n_agents=cfg.n, steps=cfg.steps, n_envs=cfg.envs,
                              seed=cfg.seed + (EVALUATION_SEED_OFFSET if cfg.evaluate_from else 0),
                              run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
@@ -206,7 +258,9 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action, action_timeout_s=cfg.action_timeout_s,
                              resume=cfg.resume, env_workers=cfg.env_workers,
-                             final_fraction=final_fraction(cfg), logger=cfg.logger)
+                             final_fraction=final_fraction(cfg), logger=cfg.logger,
+                             curve_key_file=key_files.get("env", ""),
+                             agent_keys=dict(keys["agents"]) if "env" in key_files else {})
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it
     startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s
@@ -220,7 +274,9 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                     heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                     on_env_loss=cfg.on_env_loss, reconnect_timeout_s=cfg.reconnect_timeout_s,
                     startup_timeout_s=startup_s, resume=cfg.resume, evaluate=bool(cfg.evaluate_from),
-                    logger=cfg.logger, act_ahead=cfg.act_ahead,
+                    logger=cfg.logger, act_ahead=cfg.act_ahead, curve_key_file=key_files.get(str(i), ""),
+                    env_server_key=keys["env"] or "",
+                    peer_keys={str(j): keys["agents"][str(j)] for j in nbrs[i] if str(j) in keys["agents"]},
                     init_from=str(Path(cfg.evaluate_from) / f"agent_{i}" / "checkpoint.pt")
                     if cfg.evaluate_from else "")
         for i in mine

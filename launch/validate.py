@@ -17,6 +17,7 @@ from drima.env_server.pettingzoo_env import is_pettingzoo
 from drima.env_server.server import MISSING_ACTIONS
 from drima.loggers import check_loggers
 from drima.metrics import last_row
+from drima.security import run_secret_available
 from drima.topology import build_topology, is_dynamic, is_sight_range, range_radius
 from drima.types import REWARD_MODES
 
@@ -37,6 +38,7 @@ def validate(cfg: LaunchConfig) -> LaunchConfig:
         cfg = dataclasses.replace(cfg, n=default_n(cfg) if cfg.n is None else cfg.n,
                                   transport="tcp" if cfg.nodes > 1 else cfg.transport)  # ipc does not cross hosts
         _check_agent_ids(cfg)
+        _check_run_secret(cfg)
         _check_continuation(cfg)
         _check_topology(cfg)
         check_learner(cfg, check_env(cfg))
@@ -111,6 +113,14 @@ def _check_agent_ids(cfg: LaunchConfig) -> None:
     for agent, _ in cfg.kill_agents:
         if agent >= cfg.n:
             raise ConfigError(f"--kill-agent {agent}@...: there are only agents 0..{cfg.n - 1}")
+
+
+def _check_run_secret(cfg: LaunchConfig) -> None:
+    """CurveZMQ across hosts: the rendezvous keys come from the run secret every node is given."""
+    if cfg.nodes > 1 and not cfg.insecure:
+        problem = run_secret_available(cfg.run_secret_file)
+        if problem:
+            raise ConfigError(problem)
 
 
 def _check_continuation(cfg: LaunchConfig) -> None:

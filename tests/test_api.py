@@ -2,6 +2,7 @@
 KeyboardInterrupt, and bad configs refused with the CLI's own message. Real processes and sockets."""
 
 import _thread
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -32,8 +33,23 @@ def test_validate_fills_in_the_envs_agent_count(fields, n):
     assert cfg.n == fields.get("n")  # the caller's config is left as it was
 
 
-def test_validate_uses_tcp_across_nodes():
+def test_validate_uses_tcp_across_nodes(monkeypatch):
+    monkeypatch.setenv("DRIMA_RUN_SECRET", "sixteen or more bytes")
     assert validate(LaunchConfig(nodes=2, rendezvous="h:1")).transport == "tcp"
+
+
+def test_several_nodes_need_a_run_secret_unless_insecure(monkeypatch, tmp_path):
+    monkeypatch.delenv("DRIMA_RUN_SECRET", raising=False)
+    cfg = LaunchConfig(nodes=2, rendezvous="h:1")
+    with pytest.raises(ConfigError, match="no run secret: set DRIMA_RUN_SECRET or give --run-secret-file"):
+        validate(cfg)
+    short = tmp_path / "secret"
+    short.write_text("too short\n")
+    with pytest.raises(ConfigError, match="9 bytes, use at least 16"):
+        validate(dataclasses.replace(cfg, run_secret_file=str(short)))
+    short.write_text("a secret long enough for a run\n")
+    assert validate(dataclasses.replace(cfg, run_secret_file=str(short))).run_secret_file == str(short)
+    assert validate(dataclasses.replace(cfg, insecure=True)).insecure
 
 
 @pytest.mark.parametrize("fields, args", [
@@ -141,7 +157,7 @@ def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path):
     _assert_interrupted(result, run_dir)
 
 
-def test_stop_ends_the_wait_at_the_rendezvous(tmp_path):
+def test_stop_ends_the_wait_at_the_rendezvous(tmp_path, monkeypatch):
     """Node 0 of two, the other never comes: `stop` ends the wait long before its timeout."""
     import socket
     import time
@@ -151,6 +167,7 @@ def test_stop_ends_the_wait_at_the_rendezvous(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    monkeypatch.setenv("DRIMA_RUN_SECRET", "sixteen or more bytes")
     stop = threading.Event()
     cfg = LaunchConfig(n=2, nodes=2, rendezvous=f"127.0.0.1:{port}", rendezvous_timeout_s=120,
                        run_dir=str(tmp_path / "node0"))
