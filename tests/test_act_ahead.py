@@ -18,11 +18,10 @@ STEPS = 20
 @pytest.mark.parametrize("flag, declares, order", [
     (True, True, "a" + "au" * (STEPS - 1) + "u"),  # act on t+1, then learn from t; the last result: learn only
     (False, True, "au" * STEPS),  # no --act-ahead: act, learn, act, learn
-    (True, None, "au" * STEPS),  # the learner does not declare ActsAhead: never ahead
-    (True, False, "au" * STEPS),  # ... or declares it False
+    (True, False, "au" * STEPS),  # the learner declares acts_ahead = False: never ahead
 ])
 def test_the_agent_acts_before_it_learns_only_when_asked_and_allowed(tmp_path, flag, declares, order):
-    options = {"log_dir": str(tmp_path)} | ({} if declares is None else {"acts_ahead": declares})
+    options = {"log_dir": str(tmp_path), "acts_ahead": declares}
     proc = run_launch(tmp_path / "run", "--env", "pd", "--n", "2", "--steps", str(STEPS), "--envs", "2",
                       "--algo", f"{LEARNERS}:CallOrder", "--learner", json.dumps(options), "--log-every", "5",
                       *(["--act-ahead"] if flag else []))

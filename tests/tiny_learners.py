@@ -45,15 +45,14 @@ class SlowEveryNth:
 
 class CallOrder:
     """Uniform random actions; writes `a` for every act() and `u` for every update() to
-    `log_dir/agent_<id>.txt`, to show the order the agent process calls them in. With
-    {"acts_ahead": true} it declares the ActsAhead capability."""
+    `log_dir/agent_<id>.txt`, to show the order the agent process calls them in. It declares the
+    ActsAhead capability with the value of the option "acts_ahead"."""
 
     def __init__(self, spec: LearnerSpec, options: dict, seed: int):
         self.n = spec.action["n"]
         self.rng = np.random.default_rng(seed)
         self.log = Path(options["log_dir"]) / f"agent_{spec.env['agent_id']}.txt"
-        if "acts_ahead" in options:
-            self.acts_ahead = bool(options["acts_ahead"])
+        self.acts_ahead = bool(options["acts_ahead"])
 
     def _write(self, what: str) -> None:
         with open(self.log, "a") as f:
