@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drima.agent.process import EXIT_ENV_LOST
+from drima.agent.config import EXIT_ENV_LOST
 from drima.metrics import write_json_atomic
 
 from .plan import LaunchConfig, RunPlan, plan_run
@@ -30,7 +30,7 @@ from .progress import Progress
 from .rendezvous import exchange
 from .report import plot_run, write_summary
 from .supervisor import AgentWatch, describe_exit, spawn_env_server, stop_all, tail
-from .validate import validate
+from .zygote import Zygote
 
 log = logging.getLogger("drima.launch")
 
@@ -82,11 +82,11 @@ class _Processes:
     """This node's processes during a run: the env server (node 0 only; restarted with
     --restart-failed) and the agents (AgentWatch)."""
 
-    def __init__(self, cfg: LaunchConfig, plan: RunPlan):
+    def __init__(self, cfg: LaunchConfig, plan: RunPlan, zygote: Zygote):
         self.cfg, self.plan = cfg, plan
         self.server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
         self.server_exits: list[int] = []  # of env servers that died and were restarted
-        self.watch = AgentWatch(cfg, plan.agents)
+        self.watch = AgentWatch(cfg, plan.agents, zygote)
 
     def supervise(self, stop: threading.Event, line: Progress, run_dir: Path) -> bool:
         """Until the run ends; True if it was interrupted (stop, or a KeyboardInterrupt)."""
@@ -174,15 +174,24 @@ def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: boo
     all meet (or `stop` is set before they do).
 
     Call it from a thread that lives until it returns (as any caller does): the children get
-    SIGTERM when the thread that started them exits (PR_SET_PDEATHSIG, see supervisor.py)."""
-    cfg = validate(cfg)
-    stop = stop or threading.Event()
+    SIGTERM when the thread that started them exits (PR_SET_PDEATHSIG, see supervisor.py).
+
+    The agents are forked by a zygote process that has imported torch for all of them; it also
+    validates `cfg`, so that this process never imports torch (launch/zygote.py)."""
+    zygote = Zygote(cfg.run_dir)
+    try:
+        return _run(zygote.validate(cfg), zygote, stop or threading.Event(), progress)
+    finally:
+        zygote.close()
+
+
+def _run(cfg: LaunchConfig, zygote: Zygote, stop: threading.Event, progress: bool) -> RunResult:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "launch.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     plan = plan_run(cfg, exchange=functools.partial(exchange, cfg, stop=stop) if cfg.nodes > 1 else None)
     t0 = time.monotonic()
-    procs = _Processes(cfg, plan)
+    procs = _Processes(cfg, plan, zygote)
     line = Progress(cfg, quiet=not progress)
     try:
         interrupted = procs.supervise(stop, line, run_dir)
