@@ -30,7 +30,7 @@ def pss_and_rss_kb(pid: int) -> tuple[int, int]:
 
 def launch(run_dir: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet", "--env", "pd",
-                             "--topology", "ring", "--n", "3", "--log-every", "10", *args])
+                             "--topology", "ring", "--n", "4", "--log-every", "10", *args])
 
 
 def wait_for_new_pid(run_dir: Path, role: str, old: int, timeout: float = 120) -> int:
@@ -52,7 +52,7 @@ def test_agents_are_forked_from_one_zygote_and_still_restart_and_checkpoint(tmp_
     try:
         wait_for_env_rows(run_dir, 20)
         zygote, server = pid_of(run_dir, "zygote"), pid_of(run_dir, "env-server")
-        agents = [pid_of(run_dir, f"agent {i}") for i in range(3)]
+        agents = [pid_of(run_dir, f"agent {i}") for i in range(4)]
         assert parent_of(zygote) == launcher.pid and parent_of(server) == launcher.pid
         assert all(parent_of(a) == zygote for a in agents)
         # torch is loaded in the zygote and its agents only, and the agents share its pages
@@ -72,7 +72,7 @@ def test_agents_are_forked_from_one_zygote_and_still_restart_and_checkpoint(tmp_
     assert summary["agents"]["1"]["exits"] == [-signal.SIGKILL, 0]
     log1 = (run_dir / "agent_1" / "log.txt").read_text()
     assert "resumed from" in log1 and log1.count("agent 1 starting") == 2  # both lives wrote to the same log
-    for i in range(3):
+    for i in range(4):
         assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()
     assert not drima_processes_for(run_dir)
 
@@ -84,7 +84,7 @@ def test_kill_9_of_the_launcher_leaves_no_process_behind(tmp_path):
     launcher = launch(run_dir, "--steps", "1000000")
     try:
         wait_for_env_rows(run_dir, 10)
-        assert len(drima_processes_for(run_dir)) == 6  # launcher, env server, zygote, 3 agents
+        assert len(drima_processes_for(run_dir)) == 7  # launcher, env server, zygote, 4 agents
     finally:
         launcher.kill()
     launcher.wait()
@@ -92,7 +92,7 @@ def test_kill_9_of_the_launcher_leaves_no_process_behind(tmp_path):
     while drima_processes_for(run_dir) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not drima_processes_for(run_dir)
-    for i in range(3):  # the first periodic checkpoint is at step 1000: these were saved on the way out
+    for i in range(4):  # the first periodic checkpoint is at step 1000: these were saved on the way out
         assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()
 
 
