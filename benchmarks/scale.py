@@ -13,7 +13,9 @@ from the row above (same env, fewer agents) divided by the agents added.
 
 - env steps/s: the env server's own figure (steps x K over its stepping time, start-up excluded);
 - agent steps/s: env steps/s x n, the transitions all agents learn from per second;
-- start-up: from starting `drima-launch` until the env server starts stepping.
+- start-up: from starting `drima-launch` until the env server starts stepping;
+- load: the machine's 5-minute load average when the run ended (throughput needs an idle machine;
+  memory does not).
 
 Rows accumulate in OUT.csv (a rerun of the same env and n replaces its row); OUT.md and OUT.png
 (agent steps/s and total PSS against n, one line per env) are rebuilt from it after every row.
@@ -35,7 +37,7 @@ from pathlib import Path
 
 COLUMNS = ["env", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "startup_s", "total_pss_mb",
            "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
-           "wall_s", "status"]
+           "wall_s", "load", "status"]
 ROLES = ("agent", "zygote", "launch", "env-server")
 
 
@@ -151,7 +153,13 @@ def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startu
             "zygote_pss_mb": role_mb("zygote"), "launcher_pss_mb": role_mb("launch"),
             "env_server_pss_mb": role_mb("env-server"), "agent_rss_mb": role_mb("agent", 1, mean=True),
             "processes": sum(len(v) for v in by_role.values()), "wall_s": round(wall_s, 1),
-            "status": summary.get("status", "")}
+            "load": round(os.getloadavg()[1], 1), "status": _status(summary)}
+
+
+def _status(summary: dict) -> str:
+    """The run's status, and the exit statuses of the agents that did not exit 0."""
+    bad = {i: a["exits"] for i, a in summary.get("agents", {}).items() if a.get("exits") != [0]}
+    return summary.get("status", "") + (f" (agents' exits: {bad})" if bad else "")
 
 
 # --- Output: the csv accumulates rows; the table and the plot are rebuilt from it ---
@@ -188,14 +196,15 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
     grow = added_agent_mb(rows)
     head = ["env", "n", "K", "steps", "env steps/s", "agent steps/s", "start-up (s)", "peak total PSS (MB)",
             "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
-            "processes", "status"]
+            "processes", "load (5 min)", "status"]
     lines = [f"Command: `{command}` (machine: {platform.machine()}, {os.cpu_count()} cores; "
              f"rows from earlier commands are kept until rerun)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["env"], int(r["n"]))):
         cells = [r["env"], r["n"], r["K"], r["steps"], r["env_steps_per_s"], r["agent_steps_per_s"], r["startup_s"],
                  r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
-                 r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r["status"]]
+                 r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),
+                 r["status"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
