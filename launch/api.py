@@ -166,7 +166,8 @@ def _report(cfg: LaunchConfig, plan: RunPlan, procs: _Processes, status: str, fa
 def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: bool = False) -> RunResult:
     """Run one experiment (this node's share of it) and wait for its end.
 
-    `cfg` goes through `validate` first: a bad config raises ConfigError and starts nothing.
+    `cfg` goes through `validate` first: a bad config raises ConfigError and starts no env server
+    or agent.
     Setting `stop`, from any thread, interrupts the run cleanly: every process gets SIGTERM and
     saves a checkpoint and its metrics, and the result says "interrupted". So does a
     KeyboardInterrupt while the run goes on (a notebook's interrupt button). `progress` prints
