@@ -99,11 +99,18 @@ class Zygote:
             pass
 
     def handle(self, msg: dict) -> dict:
+        """One request's reply; a malformed request gets an error reply, and the zygote goes on."""
         op = msg.get("op")
-        if op == "validate":
-            return {"reply": "validate", **validate(msg["cfg"])}
-        if op == "spawn":
-            return {"reply": "spawn", "pid": self.fork(list(msg["argv"]), msg["log"])}
+        try:
+            if op == "validate":
+                return {"reply": "validate", **validate(dict(msg["cfg"]))}
+            if op == "spawn":
+                argv, log_path = [str(a) for a in msg["argv"]], str(msg["log"])
+                return {"reply": "spawn", "pid": self.fork(argv, log_path)}
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("bad %r request: %s: %s", op, type(exc).__name__, exc)
+            return {"reply": op, "error": f"bad {op!r} request: {type(exc).__name__}: {exc}"}
+        log.error("unknown request %r", op)
         return {"reply": op, "error": f"unknown request {op!r}"}
 
     def reap(self) -> None:

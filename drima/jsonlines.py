@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import select
 import socket
+
+log = logging.getLogger("drima.jsonlines")
 
 MAX_LINE_BYTES = 1 << 20
 """a longer line is a broken peer, not a message"""
@@ -35,7 +38,22 @@ class JsonLines:
         *lines, self._buf = self._buf.split(b"\n")
         if len(self._buf) > MAX_LINE_BYTES:
             raise Closed(f"a line longer than {MAX_LINE_BYTES} bytes")
-        return [json.loads(line) for line in lines if line.strip()]
+        return [msg for msg in map(_parse, lines) if msg is not None]
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _parse(line: bytes) -> dict | None:
+    """One line's object; None (logged) for a blank line or one that is not a JSON object."""
+    if not line.strip():
+        return None
+    try:
+        msg = json.loads(line)
+    except ValueError as exc:
+        log.error("dropped a line that is not JSON (%s): %r", exc, line[:80])
+        return None
+    if not isinstance(msg, dict):
+        log.error("dropped a line that is not a JSON object: %r", line[:80])
+        return None
+    return msg

@@ -66,6 +66,8 @@ class Zygote:
     def spawn(self, argv: list[str], log_path: Path) -> ForkedChild:
         """Fork `drima-agent ARGV` with its stdout and stderr appended to log_path."""
         reply = self._request({"op": "spawn", "argv": argv, "log": str(log_path)})
+        if "error" in reply:
+            raise RuntimeError(f"the zygote could not fork {argv}: {reply['error']}")
         return ForkedChild(self, reply["pid"])
 
     def pump(self, timeout_s: float = 0.0) -> None:

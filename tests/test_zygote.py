@@ -101,3 +101,19 @@ def test_the_launcher_and_env_server_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'mpe2', 'pettingzoo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_zygote_answers_bad_requests_and_goes_on(tmp_path):
+    from drima.launch.plan import LaunchConfig
+    from drima.launch.zygote import Zygote
+
+    zygote = Zygote(tmp_path / "run")
+    try:
+        zygote.link.sock.sendall(b"not json\n[1, 2]\n\n")  # dropped (and logged): not JSON objects
+        assert zygote._request({"op": "explode"})["error"] == "unknown request 'explode'"
+        assert "bad 'spawn' request: KeyError" in zygote._request({"op": "spawn", "log": "x"})["error"]
+        assert zygote.validate(LaunchConfig(env="pd", run_dir=str(tmp_path / "run"))).n == 2  # still serving
+        assert zygote.proc.poll() is None
+    finally:
+        zygote.close()
+    assert zygote.proc.returncode == 0  # closing its socket ends it
