@@ -37,7 +37,7 @@ from pathlib import Path
 
 COLUMNS = ["env", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "startup_s", "total_pss_mb",
            "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
-           "wall_s", "load", "status"]
+           "wall_s", "load", "extra", "status"]
 ROLES = ("agent", "zygote", "launch", "env-server")
 
 
@@ -107,12 +107,12 @@ def first_step_at(run_dir: Path) -> float | None:
     return metrics.stat().st_mtime - wall_s
 
 
-def measure(env: str, n: int, k: int, steps: int, timeout_s: float) -> dict:
+def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="drima-scale-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--topology", "ring", "--n", str(n), "--envs",
                str(k), "--steps", str(steps), "--log-every", str(max(10, steps // 20)), "--run-dir", str(run_dir),
-               "--quiet"]
+               "--quiet", *extra]
         t0 = time.time()
         launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak: dict = {"total": 0.0}
@@ -132,7 +132,8 @@ def measure(env: str, n: int, k: int, steps: int, timeout_s: float) -> dict:
             summary = json.loads((run_dir / "summary.json").read_text())
         except (OSError, ValueError):
             summary = {"status": f"no summary (exit {launcher.returncode}): {err.strip()[-200:]}"}
-    return _row(env, n, k, steps, summary, peak, (started - t0) if started else None, wall_s)
+    row = _row(env, n, k, steps, summary, peak, (started - t0) if started else None, wall_s)
+    return row | {"extra": " ".join(extra)}
 
 
 def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startup_s: float | None,
@@ -196,15 +197,20 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
     grow = added_agent_mb(rows)
     head = ["env", "n", "K", "steps", "env steps/s", "agent steps/s", "start-up (s)", "peak total PSS (MB)",
             "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
-            "processes", "load (5 min)", "status"]
-    lines = [f"Command: `{command}` (machine: {platform.machine()}, {os.cpu_count()} cores; "
-             f"rows from earlier commands are kept until rerun)", "",
+            "processes", "load (5 min)", "other flags", "status"]
+    log_path = path.with_suffix(".commands")  # every command whose rows may be in the table
+    commands = log_path.read_text().splitlines() if log_path.exists() else []
+    if command not in commands:
+        log_path.write_text("\n".join([*commands, command]) + "\n")
+        commands.append(command)
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores. Commands (a row is from the last one that "
+             f"ran its env and n):", "", *(f"- `{c}`" for c in commands), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["env"], int(r["n"]))):
         cells = [r["env"], r["n"], r["K"], r["steps"], r["env_steps_per_s"], r["agent_steps_per_s"], r["startup_s"],
                  r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
                  r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),
-                 r["status"]]
+                 r.get("extra", ""), r["status"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
@@ -242,6 +248,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=500, help="steps per run (each step is K env steps)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a run is killed")
     p.add_argument("--out", default="benchmarks/results/scale", help="OUT.csv, OUT.md, OUT.png")
+    p.add_argument("--launch-args", default="", help='more drima-launch flags, e.g. "--heartbeat-liveness 20"')
     a = p.parse_args()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +257,7 @@ def main() -> int:
     failed = 0
     for env in a.envs:
         for n in a.ns:
-            row = measure(env, n, a.K, a.steps, a.timeout)
+            row = measure(env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args))
             failed += row["status"] != "completed"
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             rows = [r for r in rows if (r["env"], int(r["n"])) != (env, n)] + [row]
