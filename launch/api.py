@@ -83,7 +83,7 @@ class _Processes:
     --restart-failed) and the agents (AgentWatch)."""
 
     def __init__(self, cfg: LaunchConfig, plan: RunPlan, zygote: Zygote):
-        self.cfg, self.plan = cfg, plan
+        self.cfg, self.plan, self.zygote = cfg, plan, zygote
         self.server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
         self.server_exits: list[int] = []  # of env servers that died and were restarted
         self.watch = AgentWatch(cfg, plan.agents, zygote)
@@ -97,6 +97,8 @@ class _Processes:
                 if self.server is None and not self.watch.running():
                     return False
                 self.watch.poll(run_dir)
+                if self.zygote.gone:  # its agents got SIGTERM with it: the run cannot go on
+                    return False
                 line.update()
                 stop.wait(0.1)
         except KeyboardInterrupt:  # Ctrl-C in an interactive Python: the same clean stop
@@ -123,6 +125,11 @@ class _Processes:
         if interrupted:
             stop_all([c for c in (server, *agents) if c])
             return "interrupted", None
+        if self.zygote.gone:
+            failure = f"agent zygote {describe_exit(self.zygote.proc.returncode)}"
+            log.error("%s: its agents got SIGTERM (each saves a checkpoint); stopping the run", failure)
+            stop_all([c for c in (server, *agents) if c])
+            return "failed", failure
         if server is not None and server.proc.returncode != 0:
             failure = f"env server {describe_exit(server.proc.returncode)}"
             # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4

@@ -8,7 +8,6 @@ from the zygote, and `ForkedChild` offers the part of `subprocess.Popen` the sup
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import signal
 import socket
@@ -24,8 +23,6 @@ from drima.procinfo import die_with_parent
 
 from .plan import LaunchConfig
 from .validate import ConfigError
-
-log = logging.getLogger("drima.launch")
 
 CHILD_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 """added to the environment of every process the launcher starts: one torch/BLAS thread each"""
@@ -77,10 +74,9 @@ class Zygote:
             return
         try:
             messages = self.link.receive(timeout_s)
-        except (Closed, ConnectionResetError):
+        except (Closed, ConnectionResetError):  # api.py reports it and ends the run
             self.gone = True
-            code = self.proc.wait()
-            log.error("the agent zygote ended (%s): its agents are lost", _describe(code))
+            self.proc.wait()
             return
         for msg in messages:
             if "exit" in msg:
@@ -108,10 +104,6 @@ class Zygote:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-
-def _describe(code: int) -> str:
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
 
 
 class ForkedChild:

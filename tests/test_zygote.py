@@ -96,6 +96,26 @@ def test_kill_9_of_the_launcher_leaves_no_process_behind(tmp_path):
         assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()
 
 
+def test_a_killed_zygote_ends_the_run_as_failed_and_leaves_nothing(tmp_path):
+    """kill -9 of the zygote: its agents get SIGTERM and save; the launcher, which can no longer
+    learn their exit statuses, stops the run at once and says why."""
+    run_dir = tmp_path / "nozygote"
+    launcher = launch(run_dir, "--steps", "1000000", "--restart-failed")
+    try:
+        wait_for_env_rows(run_dir, 10)
+        os.kill(pid_of(run_dir, "zygote"), signal.SIGKILL)
+        assert launcher.wait(timeout=120) == 1
+    finally:
+        launcher.kill()
+    summary = load_summary(run_dir)
+    assert summary["status"] == "failed" and summary["failure"] == "agent zygote killed by SIGKILL"
+    assert summary["restarts"] == {}  # --restart-failed has no zygote to restart them from
+    for i in range(4):
+        assert summary["agents"][str(i)]["exits"] == [5]  # EXIT_ZYGOTE_LOST: status unknown
+        assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()  # saved on the zygote's SIGTERM
+    assert not drima_processes_for(run_dir)
+
+
 def test_the_launcher_and_env_server_do_not_import_torch():
     code = ("import sys, drima.launch.cli, drima.env_server.__main__, drima.launch.api; "
             "print(sorted(m for m in ('torch', 'mpe2', 'pettingzoo') if m in sys.modules))")
