@@ -12,7 +12,8 @@ from drima.config import load_config
 from drima.logs import setup_logging
 from drima.procinfo import set_process_title
 
-from .process import EXIT_ENV_LOST, AgentConfig, main_with_config
+from .config import EXIT_ENV_LOST, AgentConfig
+from .process import main_with_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Process identity and memory: the title ps shows, and memory as the runtime benchmark reports it.
+"""Process identity, lifetime and memory: the title ps shows, ending with the parent, and memory as
+the runtime benchmark reports it.
 
 RSS counts every shared page (libtorch is ~200 MB of them) once per process; PSS splits
 shared pages among the processes that map them, so summing PSS over the agents of one run
@@ -6,7 +7,15 @@ gives the memory the run really takes."""
 
 from __future__ import annotations
 
+import ctypes
+import signal
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+try:  # loaded at import, not between fork and exec: dlopen there can deadlock when the parent has threads
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not Linux: the children's env-server timeout still ends them
+    _LIBC = None
 
 
 def _kb(path: str, key: str) -> float | None:
@@ -35,3 +44,10 @@ def set_process_title(role: str, run_dir: str | Path) -> None:
     except ImportError:
         return
     setproctitle(f"drima-{role} {Path(run_dir).resolve()}")
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send this process `sig` when its parent ends (PR_SET_PDEATHSIG; Linux only).
+    It fires when the parent *thread* that forked this process exits, not the parent process."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, sig)

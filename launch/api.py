@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drima.agent.process import EXIT_ENV_LOST
+from drima.agent.config import EXIT_ENV_LOST
 from drima.metrics import write_json_atomic
 
 from .plan import LaunchConfig, RunPlan, plan_run
@@ -30,7 +30,7 @@ from .progress import Progress
 from .rendezvous import exchange
 from .report import plot_run, write_summary
 from .supervisor import AgentWatch, describe_exit, spawn_env_server, stop_all, tail
-from .validate import validate
+from .zygote import Zygote
 
 log = logging.getLogger("drima.launch")
 
@@ -82,11 +82,11 @@ class _Processes:
     """This node's processes during a run: the env server (node 0 only; restarted with
     --restart-failed) and the agents (AgentWatch)."""
 
-    def __init__(self, cfg: LaunchConfig, plan: RunPlan):
-        self.cfg, self.plan = cfg, plan
+    def __init__(self, cfg: LaunchConfig, plan: RunPlan, zygote: Zygote):
+        self.cfg, self.plan, self.zygote = cfg, plan, zygote
         self.server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
         self.server_exits: list[int] = []  # of env servers that died and were restarted
-        self.watch = AgentWatch(cfg, plan.agents)
+        self.watch = AgentWatch(cfg, plan.agents, zygote)
 
     def supervise(self, stop: threading.Event, line: Progress, run_dir: Path) -> bool:
         """Until the run ends; True if it was interrupted (stop, or a KeyboardInterrupt)."""
@@ -97,6 +97,8 @@ class _Processes:
                 if self.server is None and not self.watch.running():
                     return False
                 self.watch.poll(run_dir)
+                if self.zygote.gone:  # its agents got SIGTERM with it: the run cannot go on
+                    return False
                 line.update()
                 stop.wait(0.1)
         except KeyboardInterrupt:  # Ctrl-C in an interactive Python: the same clean stop
@@ -123,6 +125,11 @@ class _Processes:
         if interrupted:
             stop_all([c for c in (server, *agents) if c])
             return "interrupted", None
+        if self.zygote.gone:
+            failure = f"agent zygote {describe_exit(self.zygote.proc.returncode)}"
+            log.error("%s: its agents got SIGTERM (each saves a checkpoint); stopping the run", failure)
+            stop_all([c for c in (server, *agents) if c])
+            return "failed", failure
         if server is not None and server.proc.returncode != 0:
             failure = f"env server {describe_exit(server.proc.returncode)}"
             # the agents notice by themselves (heartbeats), save a checkpoint and exit with status 4
@@ -166,7 +173,8 @@ def _report(cfg: LaunchConfig, plan: RunPlan, procs: _Processes, status: str, fa
 def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: bool = False) -> RunResult:
     """Run one experiment (this node's share of it) and wait for its end.
 
-    `cfg` goes through `validate` first: a bad config raises ConfigError and starts nothing.
+    `cfg` goes through `validate` first: a bad config raises ConfigError and starts no env server
+    or agent.
     Setting `stop`, from any thread, interrupts the run cleanly: every process gets SIGTERM and
     saves a checkpoint and its metrics, and the result says "interrupted". So does a
     KeyboardInterrupt while the run goes on (a notebook's interrupt button). `progress` prints
@@ -174,15 +182,24 @@ def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: boo
     all meet (or `stop` is set before they do).
 
     Call it from a thread that lives until it returns (as any caller does): the children get
-    SIGTERM when the thread that started them exits (PR_SET_PDEATHSIG, see supervisor.py)."""
-    cfg = validate(cfg)
-    stop = stop or threading.Event()
+    SIGTERM when the thread that started them exits (PR_SET_PDEATHSIG, see supervisor.py).
+
+    The agents are forked by a zygote process that has imported torch for all of them; it also
+    validates `cfg`, so that this process never imports torch (launch/zygote.py)."""
+    zygote = Zygote(cfg.run_dir)
+    try:
+        return _run(zygote.validate(cfg), zygote, stop or threading.Event(), progress)
+    finally:
+        zygote.close()
+
+
+def _run(cfg: LaunchConfig, zygote: Zygote, stop: threading.Event, progress: bool) -> RunResult:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "launch.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     plan = plan_run(cfg, exchange=functools.partial(exchange, cfg, stop=stop) if cfg.nodes > 1 else None)
     t0 = time.monotonic()
-    procs = _Processes(cfg, plan)
+    procs = _Processes(cfg, plan, zygote)
     line = Progress(cfg, quiet=not progress)
     try:
         interrupted = procs.supervise(stop, line, run_dir)

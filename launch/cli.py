@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()  # Ctrl-C and SIGTERM stop the run cleanly: the CLI's only signal handlers
     handlers = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = run(cfg, stop=stop, progress=not quiet)  # validates first: a bad config starts nothing
+        result = run(cfg, stop=stop, progress=not quiet)  # validates first: a bad config starts no run process
     except ConfigError as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 2

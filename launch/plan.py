@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drima import security
-from drima.agent.process import AgentConfig
+from drima.agent.config import AgentConfig
 from drima.env_server.envs import battle_kind, default_action_type
 from drima.env_server.server import EnvServerConfig
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius

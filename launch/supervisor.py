@@ -1,8 +1,13 @@
 """Start, watch and stop the processes of one run on this machine.
 
+The env server is started as `python -m drima.env_server`; the agents are forked by the run's
+zygote (launch/zygote.py), which has imported torch once for all of them. Without a zygote
+(tests that wire a run by hand) an agent is `python -m drima.agent`.
+
 Children run in their own session (a Ctrl-C in the terminal reaches only the launcher, which
-owns shutdown) and get SIGTERM if the launcher dies (PR_SET_PDEATHSIG), so no orphan is left.
-Each child's stdout/stderr goes to its own log file.
+owns shutdown) and get SIGTERM if the launcher dies (PR_SET_PDEATHSIG), so no orphan is left;
+the zygote's agents get SIGTERM when the zygote ends. Each child's stdout/stderr goes to its own
+log file.
 
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process. So every
 child of a run, restarts included, is started from the thread that runs `drima.run`, which
@@ -11,7 +16,6 @@ lives until it has stopped them all.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import os
@@ -21,48 +25,58 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from drima.agent.process import EXIT_REFUSED, AgentConfig
+from drima.agent.config import EXIT_REFUSED, EXIT_ZYGOTE_LOST, AgentConfig
 from drima.config import save_config
 from drima.env_server.server import EnvServerConfig
 from drima.metrics import last_row
+from drima.procinfo import die_with_parent
 
 from .plan import LaunchConfig
+from .zygote import CHILD_ENV, Zygote
 
 log = logging.getLogger("drima.launch")
-_PR_SET_PDEATHSIG = 1
 
 
-try:  # loaded here, not between fork and exec: dlopen there can deadlock when the parent has threads
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
-except OSError:  # not Linux: the children's env-server timeout still ends them
-    _LIBC = None
+class ChildProcess(Protocol):
+    """What the supervisor uses of a child: subprocess.Popen, or a zygote's ForkedChild."""
 
+    pid: int
+    returncode: int | None
 
-def _die_with_parent() -> None:
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass
 class Child:
     name: str
-    proc: subprocess.Popen
+    proc: ChildProcess
     log_path: Path
 
 
-def spawn(name: str, module: str, cfg: EnvServerConfig | AgentConfig, extra_args: list[str] | None = None) -> Child:
-    """Write `cfg` into its run folder and start `python -m module --config ...` there."""
+def spawn(name: str, module: str, cfg: EnvServerConfig | AgentConfig, extra_args: list[str] | None = None,
+          zygote: Zygote | None = None) -> Child:
+    """Write `cfg` into its run folder and start `python -m module --config ...` there, or have
+    `zygote` fork it (agents only)."""
     folder = Path(cfg.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     cfg_path = folder / "config.json"
     save_config(cfg, cfg_path)
     log_path = folder / "log.txt"
+    args = ["--config", str(cfg_path), *(extra_args or [])]
+    if zygote is not None:
+        return Child(name, zygote.spawn(args, log_path), log_path)
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", module, "--config", str(cfg_path), *(extra_args or [])],
+        proc = subprocess.Popen([sys.executable, "-m", module, *args],
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent,
-                                env=os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+                                start_new_session=True, preexec_fn=die_with_parent, env=os.environ | CHILD_ENV)
     return Child(name, proc, log_path)
 
 
@@ -70,8 +84,8 @@ def spawn_env_server(cfg: EnvServerConfig) -> Child:
     return spawn("env-server", "drima.env_server", cfg)
 
 
-def spawn_agent(cfg: AgentConfig) -> Child:
-    return spawn(f"agent {cfg.agent_id}", "drima.agent", cfg, ["--agent-id", str(cfg.agent_id)])
+def spawn_agent(cfg: AgentConfig, zygote: Zygote | None = None) -> Child:
+    return spawn(f"agent {cfg.agent_id}", "drima.agent", cfg, ["--agent-id", str(cfg.agent_id)], zygote)
 
 
 def stop_all(children: list[Child], grace_s: float = 10.0, signal_first: bool = True) -> None:
@@ -114,14 +128,18 @@ def describe_exit(code: int) -> str:
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
 
 
+NOT_RESTARTED = (EXIT_REFUSED, EXIT_ZYGOTE_LOST)
+"""exit statuses --restart-failed leaves alone: the env server refused the agent; its zygote is gone"""
+
+
 class AgentWatch:
     """The agent children of one run: reports their exits, restarts the failed ones
     (--restart-failed) and injects the kills asked for (--kill-agent)."""
 
-    def __init__(self, cfg: LaunchConfig, configs: list[AgentConfig]):
-        self.cfg = cfg
+    def __init__(self, cfg: LaunchConfig, configs: list[AgentConfig], zygote: Zygote | None = None):
+        self.cfg, self.zygote = cfg, zygote
         self.configs = {a.agent_id: a for a in configs}
-        self.children = {i: spawn_agent(a) for i, a in self.configs.items()}
+        self.children = {i: spawn_agent(a, zygote) for i, a in self.configs.items()}
         self.restarts = {i: 0 for i in self.configs}
         self.exits: dict[int, list[int]] = {i: [] for i in self.configs}  # every exit status, in order
         self.restart_at: dict[int, float] = {}  # agent -> when to restart it
@@ -139,7 +157,7 @@ class AgentWatch:
             self.exits[i].append(code)
             if code == 0:
                 continue
-            if self.cfg.restart_failed and self.restarts[i] < self.cfg.max_restarts and code != EXIT_REFUSED:
+            if self.cfg.restart_failed and self.restarts[i] < self.cfg.max_restarts and code not in NOT_RESTARTED:
                 log.warning("agent %d %s: restarting it from its last checkpoint in %.1f s (restart %d of %d). "
                             "Its log:\n%s", i, describe_exit(code), self.cfg.restart_delay_s,
                             self.restarts[i] + 1, self.cfg.max_restarts, tail(child.log_path))
@@ -151,7 +169,7 @@ class AgentWatch:
             if time.monotonic() >= at:
                 del self.restart_at[i]
                 self.restarts[i] += 1
-                self.children[i] = spawn_agent(dataclasses.replace(self.configs[i], resume=True))
+                self.children[i] = spawn_agent(dataclasses.replace(self.configs[i], resume=True), self.zygote)
 
     def _inject_kills(self, env_step: int) -> None:
         while self.pending_kills and env_step >= self.pending_kills[0][1]:

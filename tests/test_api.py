@@ -135,7 +135,7 @@ def test_stop_event_interrupts_a_run_cleanly(tmp_path):
     thread, out = _run_in_thread(LaunchConfig(env="maintain", n=2, steps=1_000_000, log_every=10,
                                               run_dir=str(run_dir)), stop=stop)
     assert len(wait_for_env_rows(run_dir, 5).read_text().splitlines()) >= 5, "the run never got going"
-    assert len(drima_processes_for(run_dir)) == 3  # the env server and two agents
+    assert len(drima_processes_for(run_dir)) == 4  # the env server, the zygote and two agents
     stop.set()
     _assert_interrupted(_finished(thread, out, timeout=90), run_dir)
 
@@ -175,5 +175,5 @@ def test_stop_ends_the_wait_at_the_rendezvous(tmp_path, monkeypatch):
     t0 = time.monotonic()
     with pytest.raises(RendezvousError, match="stopped while waiting"):
         run(cfg, stop=stop)
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 60  # far below the 120 s timeout (the zygote's start-up: seconds when busy)
     assert not drima_processes_for(tmp_path / "node0")

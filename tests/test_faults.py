@@ -26,7 +26,7 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
     # every process of the run names its role in ps: that is how the victim is found
     titles = sorted(p.split(": ", 1)[1] for p in drima_processes_for(run_dir))
     resolved = run_dir.resolve()
-    assert titles == sorted([f"drima-launch {resolved}", f"drima-env-server {resolved}"]
+    assert titles == sorted([f"drima-launch {resolved}", f"drima-env-server {resolved}", f"drima-zygote {resolved}"]
                             + [f"drima-agent {i} {resolved}" for i in range(4)]), titles
     os.kill(pid_of(run_dir, "agent 2"), signal.SIGKILL)
     killed_at = len(metrics.read_text().splitlines()) * 10

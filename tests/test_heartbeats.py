@@ -15,7 +15,7 @@ import torch
 import zmq
 
 from drima import protocol
-from drima.agent.process import AgentConfig
+from drima.agent.config import AgentConfig
 from drima.config import save_config
 from drima.env_server.envs import make_env
 from drima.env_server.seats import SeatState

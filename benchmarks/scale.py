@@ -1,0 +1,272 @@
+"""How the runtime scales with the number of agents on one machine: throughput, memory, start-up.
+
+    python benchmarks/scale.py                                  # pd and collection, n in {6, 12, 24, 32, 64}
+    python benchmarks/scale.py --envs pd --ns 6 12 --steps 400  # a subset
+    python benchmarks/scale.py --envs collection --ns 6 --out /tmp/scale   # somewhere else
+
+Each row is one real `drima-launch --env ENV --topology ring --n N --envs K` run (a2c-dri). While it
+runs, the memory of every process of the run (the launcher and all its descendants: env server,
+zygote, agents) is read from /proc/PID/smaps_rollup once a second; the table gives the peak of the
+total PSS (shared pages split among the processes that map them, so the sum is what the run really
+takes) and, at that peak, the PSS of each role. `MB per added agent` is the growth of the total
+from the row above (same env, fewer agents) divided by the agents added.
+
+- env steps/s: the env server's own figure (steps x K over its stepping time, start-up excluded);
+- agent steps/s: env steps/s x n, the transitions all agents learn from per second;
+- start-up: from starting `drima-launch` until the env server starts stepping;
+- load: the machine's 5-minute load average when the run ended (throughput needs an idle machine;
+  memory does not).
+
+Rows accumulate in OUT.csv (a rerun of the same env and n replaces its row); OUT.md and OUT.png
+(agent steps/s and total PSS against n, one line per env) are rebuilt from it after every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COLUMNS = ["env", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "startup_s", "total_pss_mb",
+           "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
+           "wall_s", "load", "extra", "status"]
+ROLES = ("agent", "zygote", "launch", "env-server")
+
+
+def _kb(path: str, key: str) -> float:
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key):
+                return float(line.split()[1])
+    return 0.0
+
+
+def descendants(root: int) -> list[int]:
+    """root and every process below it (by the parent pid in /proc/PID/stat)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command may hold spaces and ')'
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def role_of(pid: int) -> str:
+    """A drima process's role from its title (`drima-agent 3 /run`), else `other`."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    for role in ROLES:
+        if cmd.startswith(f"drima-{role}"):
+            return role
+    return "other"
+
+
+def sample(root: int) -> dict[str, list[tuple[float, float]]]:
+    """role -> [(PSS MB, RSS MB)] for each live process of the run."""
+    by_role: dict[str, list[tuple[float, float]]] = {}
+    for pid in descendants(root):
+        try:
+            pss = _kb(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024
+            rss = _kb(f"/proc/{pid}/smaps_rollup", "Rss:") / 1024
+        except OSError:  # ended between the listing and the read
+            continue
+        by_role.setdefault(role_of(pid), []).append((pss, rss))
+    return by_role
+
+
+def first_step_at(run_dir: Path) -> float | None:
+    """When the env server started stepping (wall clock), from its first metrics row; None before."""
+    metrics = run_dir / "env_server" / "metrics.csv"
+    try:
+        rows = metrics.read_text().splitlines()
+    except OSError:
+        return None
+    if len(rows) < 2:
+        return None
+    wall_s = float(rows[1].split(",")[2])  # step,env_steps,wall_s,...: seconds since it started stepping
+    return metrics.stat().st_mtime - wall_s
+
+
+def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="drima-scale-") as tmp:
+        run_dir = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--topology", "ring", "--n", str(n), "--envs",
+               str(k), "--steps", str(steps), "--log-every", str(max(10, steps // 20)), "--run-dir", str(run_dir),
+               "--quiet", *extra]
+        t0 = time.time()
+        launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        peak: dict = {"total": 0.0}
+        started = None
+        while launcher.poll() is None and time.time() - t0 < timeout_s:
+            by_role = sample(launcher.pid)
+            total = sum(p for procs in by_role.values() for p, _ in procs)
+            if total > peak["total"]:
+                peak = {"total": total, "by_role": by_role}
+            started = started or first_step_at(run_dir)
+            time.sleep(1.0)
+        if launcher.poll() is None:
+            launcher.kill()
+        err = launcher.communicate()[1]
+        wall_s = time.time() - t0
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {"status": f"no summary (exit {launcher.returncode}): {err.strip()[-200:]}"}
+    row = _row(env, n, k, steps, summary, peak, (started - t0) if started else None, wall_s)
+    return row | {"extra": " ".join(extra)}
+
+
+def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startup_s: float | None,
+         wall_s: float) -> dict:
+    by_role = peak.get("by_role", {})
+
+    def role_mb(role: str, which: int = 0, mean: bool = False) -> float | str:
+        values = [p[which] for p in by_role.get(role, [])]
+        if not values:
+            return ""
+        return round(sum(values) / (len(values) if mean else 1), 1)
+
+    rate = summary.get("env_steps_per_s")
+    return {"env": env, "n": n, "K": k, "steps": steps, "env_steps_per_s": rate or "",
+            "agent_steps_per_s": round(rate * n) if rate else "",
+            "startup_s": round(startup_s, 1) if startup_s is not None else "",
+            "total_pss_mb": round(peak["total"]), "agent_pss_mb": role_mb("agent", mean=True),
+            "zygote_pss_mb": role_mb("zygote"), "launcher_pss_mb": role_mb("launch"),
+            "env_server_pss_mb": role_mb("env-server"), "agent_rss_mb": role_mb("agent", 1, mean=True),
+            "processes": sum(len(v) for v in by_role.values()), "wall_s": round(wall_s, 1),
+            "load": round(os.getloadavg()[1], 1), "status": _status(summary)}
+
+
+def _status(summary: dict) -> str:
+    """The run's status, and the exit statuses of the agents that did not exit 0."""
+    bad = {i: a["exits"] for i, a in summary.get("agents", {}).items() if a.get("exits") != [0]}
+    return summary.get("status", "") + (f" (agents' exits: {bad})" if bad else "")
+
+
+# --- Output: the csv accumulates rows; the table and the plot are rebuilt from it ---
+
+
+def load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def save_rows(path: Path, rows: list[dict]) -> None:
+    rows = sorted(rows, key=lambda r: (r["env"], int(r["n"])))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def added_agent_mb(rows: list[dict]) -> dict[tuple[str, str], str]:
+    """(env, n) -> total PSS growth per agent from the previous row of the same env."""
+    out, last = {}, {}
+    for r in sorted(rows, key=lambda r: (r["env"], int(r["n"]))):
+        prev = last.get(r["env"])
+        if prev and r["total_pss_mb"] and prev["total_pss_mb"]:
+            grow = (float(r["total_pss_mb"]) - float(prev["total_pss_mb"])) / (int(r["n"]) - int(prev["n"]))
+            out[(r["env"], r["n"])] = f"{grow:.1f}"
+        last[r["env"]] = r
+    return out
+
+
+def write_table(path: Path, rows: list[dict], command: str) -> None:
+    grow = added_agent_mb(rows)
+    head = ["env", "n", "K", "steps", "env steps/s", "agent steps/s", "start-up (s)", "peak total PSS (MB)",
+            "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
+            "processes", "load (5 min)", "other flags", "status"]
+    log_path = path.with_suffix(".commands")  # every command whose rows may be in the table
+    commands = log_path.read_text().splitlines() if log_path.exists() else []
+    if command not in commands:
+        log_path.write_text("\n".join([*commands, command]) + "\n")
+        commands.append(command)
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores. Commands (a row is from the last one that "
+             f"ran its env and n):", "", *(f"- `{c}`" for c in commands), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(rows, key=lambda r: (r["env"], int(r["n"]))):
+        cells = [r["env"], r["n"], r["K"], r["steps"], r["env_steps_per_s"], r["agent_steps_per_s"], r["startup_s"],
+                 r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
+                 r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),
+                 r.get("extra", ""), r["status"]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    fig, (ax_rate, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
+    for env in sorted({r["env"] for r in rows}):
+        mine = sorted((r for r in rows if r["env"] == env and r["agent_steps_per_s"]), key=lambda r: int(r["n"]))
+        ns = [int(r["n"]) for r in mine]
+        ax_rate.plot(ns, [float(r["agent_steps_per_s"]) for r in mine], "o-", label=env)
+        ax_mem.plot(ns, [float(r["total_pss_mb"]) for r in mine], "o-", label=env)
+    ax_rate.set(xlabel="agents (n)", ylabel="agent steps/s", title="throughput (K=8, ring)")
+    ax_mem.set(xlabel="agents (n)", ylabel="peak total PSS (MB)", title="memory of the whole run")
+    for ax in (ax_rate, ax_mem):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", nargs="+", default=["pd", "collection"], help="pd and/or collection")
+    p.add_argument("--ns", nargs="+", type=int, default=[6, 12, 24, 32, 64])
+    p.add_argument("-K", type=int, default=8, help="env copies (--envs of drima-launch)")
+    p.add_argument("--steps", type=int, default=500, help="steps per run (each step is K env steps)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds before a run is killed")
+    p.add_argument("--out", default="benchmarks/results/scale", help="OUT.csv, OUT.md, OUT.png")
+    p.add_argument("--launch-args", default="", help='more drima-launch flags, e.g. "--heartbeat-liveness 20"')
+    a = p.parse_args()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(x) for x in sys.argv)
+    rows = load_rows(out.with_suffix(".csv"))
+    failed = 0
+    for env in a.envs:
+        for n in a.ns:
+            row = measure(env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args))
+            failed += row["status"] != "completed"
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            rows = [r for r in rows if (r["env"], int(r["n"])) != (env, n)] + [row]
+            save_rows(out.with_suffix(".csv"), rows)
+            rows = load_rows(out.with_suffix(".csv"))
+            write_table(out.with_suffix(".md"), rows, command)
+            plot(out.with_suffix(".png"), rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
