@@ -178,7 +178,10 @@ class AgentProcess:
         ahead = self.acts_ahead and not cfg.evaluate
         taken = None  # (obs, actions, active) of the action sent last
         while True:
-            msg = self.env.recv(self.step, while_waiting=self.link.publish_hello if taken is None else None)
+            # the first result may take long: the server resets every world first (64 agents x 8 copies
+            # take seconds on a busy machine), and it does not heartbeat within a step
+            msg = self.env.recv(self.step, timeout_s=cfg.startup_timeout_s if taken is None else None,
+                                while_waiting=self.link.publish_hello if taken is None else None)
             if msg.kind == protocol.STOP:
                 log.info("env server says stop: %s", msg.body.get("reason"))
                 return

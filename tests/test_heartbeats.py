@@ -287,6 +287,28 @@ def test_a_restarted_agent_says_hello_with_its_checkpoint_step(tmp_path):
         ctx.destroy(0)
 
 
+def test_an_agent_waits_for_its_first_result_as_long_as_for_the_start_up(tmp_path):
+    """After READY the env server resets every world before the first result, without heartbeats
+    (collection with 64 agents x 8 copies took over 2 s on a busy machine, and all 64 agents gave
+    the server up at step 0). The first result is waited for startup_timeout_s, not the liveness
+    window; from then on silence is judged as before."""
+    ctx = zmq.Context()
+    fake = FakeEnvServer(ctx, f"ipc://{tmp_path}/env")
+    try:
+        cfg, agent = start_agent(tmp_path, startup_timeout_s=30.0)
+        fake.handshake()
+        time.sleep(10 * LIVENESS * INTERVAL)  # ten liveness windows before the first result
+        assert agent.poll() is None
+        play(fake, 0, 3)
+        fake.result(3, protocol.to_bytes(np.full(K, 2.0)), last=True)
+        assert agent.wait(timeout=20) == 0
+        assert "env server silent" not in (tmp_path / "agent_0" / "log.txt").read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        ctx.destroy(0)
+
+
 def test_agent_with_on_env_loss_wait_rejoins_the_env_server(tmp_path):
     ctx = zmq.Context()
     fake = FakeEnvServer(ctx, f"ipc://{tmp_path}/env")
