@@ -4,8 +4,9 @@ messages mean; this class owns the socket, heartbeats and silence.
 
 Liveness: a HEARTBEAT goes out whenever nothing else was sent for one interval (call
 `heartbeat()` often: it is cheap); the server is lost once it has been silent for `liveness`
-intervals. Silence is judged only after an empty poll, so frames that queued while the agent
-was busy (a long learner update) count as signs of life.
+intervals, or longer where it said it would be busy (a HEARTBEAT with busy_s, sent before env
+steps that can take longer: resets of many worlds). Silence is judged only after an empty poll,
+so frames that queued while the agent was busy (a long learner update) count as signs of life.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import zmq
 from drima import protocol, security
 
 log = logging.getLogger("drima.agent")
+
+
+MAX_BUSY_S = 600.0  # a server that says it will be busy for longer is not believed
 
 
 class EnvServerGone(RuntimeError):
@@ -40,6 +44,7 @@ class EnvLink:
         self.poll_ms = max(1, min(100, int(heartbeat_interval_s * 500)))  # >= 2 polls per interval
         self.last_heard = time.monotonic()  # last frame from the env server
         self.last_sent = 0.0  # last frame to the env server
+        self.busy_until = 0.0  # the server said it may be silent until then (a slow env step)
         self.sock = self._connect()
 
     def _connect(self) -> zmq.Socket:
@@ -94,14 +99,19 @@ class EnvLink:
         except protocol.ProtocolError as exc:
             log.warning("dropped malformed frame from the env server: %s", exc)
             return None
-        return None if msg.kind == protocol.HEARTBEAT else msg
+        if msg.kind != protocol.HEARTBEAT:
+            return msg
+        busy_s = msg.body.get("busy_s")
+        if isinstance(busy_s, (int, float)) and 0 < busy_s <= MAX_BUSY_S:
+            self.busy_until = max(self.busy_until, self.last_heard + busy_s)
+        return None
 
     def _judge_silence(self, start: float, timeout_s: float | None) -> None:
         now = time.monotonic()
         if timeout_s is not None:
             if now - start > timeout_s:
                 raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
-        elif now - self.last_heard > self.interval * self.liveness:
+        elif now - self.last_heard > self.interval * self.liveness and now > self.busy_until:
             silent = now - self.last_heard
             raise EnvServerGone(f"env server silent for {silent:.2f} s ({int(silent / self.interval)} missed "
                                 f"heartbeats)")

@@ -2,7 +2,7 @@
 actions do to learning. For each env and seed it runs the same configuration twice, one after the
 other (sequential, then acting ahead), so both rows see the same machine load.
 
-    python benchmarks/act_ahead.py                                  # pd and collection, 3 seeds
+    python benchmarks/act_ahead.py --seeds 0,1                      # pd and collection, 2 seeds
     python benchmarks/act_ahead.py --envs pd --seeds 0 --steps 1000
 
 Writes benchmarks/results/act_ahead.md (one row per env: mean env steps/s and final team reward,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_STEPS = {"pd": 2000, "collection": 6000}
+DEFAULT_STEPS = {"pd": 2000, "collection": 3000}
 
 
 def one_run(env: str, algo: str, seed: int, steps: int, ahead: bool) -> dict:
@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--envs", default="pd,collection")
     p.add_argument("--algo", default="a2c")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--steps", type=int, default=0, help="0: per-env default (pd 2000, collection 6000)")
+    p.add_argument("--steps", type=int, default=0, help="0: per-env default (pd 2000, collection 3000)")
     p.add_argument("--out", default="benchmarks/results/act_ahead.md")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]

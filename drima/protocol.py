@@ -51,7 +51,7 @@ RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, ext
 STOP = "stop"  # body: {"reason": str}
 # both ways on the env link: "I am alive", sent only when nothing else was sent for one
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
-HEARTBEAT = "hb"  # body: {}
+HEARTBEAT = "hb"  # body: {} ; from the env server also {"busy_s": s}: "I may be silent for s seconds now"
 # launcher node r -> node 0's rendezvous (REQ/ROUTER), multi-node runs only
 # with CurveZMQ, JOIN and TABLE also carry "keys": {"env": public key | None, "agents": {id: public key}}
 JOIN = "join"  # body: {"config": dict, "addresses": {"env": str | None, "agents": {id: str}}}

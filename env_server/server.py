@@ -183,6 +183,7 @@ class EnvServer:
         self.last_heard = np.zeros(cfg.n_agents)
         self.last_sent = np.zeros(cfg.n_agents)
         self.next_tick = 0.0
+        self.slowest_env_s = 0.0  # the longest env reset or step so far (see _announce_busy)
         self.rng = np.random.default_rng(cfg.seed)  # for missing_action=random
         self.alone_since: float | None = None  # since when no agent is in the run
         self.abandoned = False
@@ -464,7 +465,7 @@ class EnvServer:
             log.info("resuming the run at step %d (last metrics row: step %d; agents at %s)", start,
                      self.resumed_row_step, dict(sorted(self.hello_steps.items())))
             self.seats.events.append({"event": "env_server_resumed", "step": start})
-        obs = self.env.reset()
+        obs = self._timed(self.env.reset)
         last_actions = [self._idle_action(i) for i in range(cfg.n_agents)]
         final_from = cfg.steps - max(1, round(cfg.steps * cfg.final_fraction))
         final_team, final_episodes = [], []
@@ -479,7 +480,8 @@ class EnvServer:
             if self.stop_requested or self.abandoned:
                 break
             self.env.count_joint_actions = step >= final_from
-            obs, rewards, done = self.env.step(actions)
+            self._announce_busy()
+            obs, rewards, done = self._timed(self.env.step, actions)
             last_actions = actions
             self._send_results(step + 1, obs, rewards, done, last=step + 1 == cfg.steps, played=played)
             team = float(rewards.sum(0).mean())
@@ -521,6 +523,25 @@ class EnvServer:
         self.sock.close()
         security.term(self.ctx)
         return 130 if self.stop_requested else 3 if self.abandoned else 0
+
+    def _timed(self, fn, *args):
+        """fn(*args), keeping the slowest env call so far (a reset of every world: seconds for
+        64 agents x 8 copies on a busy machine)."""
+        t0 = time.monotonic()
+        out = fn(*args)
+        self.slowest_env_s = max(self.slowest_env_s, time.monotonic() - t0)
+        return out
+
+    def _announce_busy(self) -> None:
+        """Before a step that may outlast the agents' liveness window (the slowest env call so far,
+        twice over, is more than one heartbeat interval): a HEARTBEAT that says how long this
+        server may now be silent. Nothing is sent while steps are quick."""
+        busy_s = 2 * self.slowest_env_s
+        if busy_s <= self.cfg.heartbeat_interval_s:
+            return
+        for i in range(self.cfg.n_agents):
+            if self.seats.gets_results(i):
+                self._send(i, protocol.HEARTBEAT, self.step, {"busy_s": round(busy_s, 3)})
 
     def _broadcast_stop(self, reason: str) -> None:
         for i in range(self.cfg.n_agents):

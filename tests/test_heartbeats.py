@@ -328,3 +328,59 @@ def test_agent_with_on_env_loss_wait_rejoins_the_env_server(tmp_path):
         if agent.poll() is None:
             agent.kill()
         ctx.destroy(0)
+
+
+class SlowSteps:
+    """A real env whose reset and one step take `slow_s` (a reset of many worlds on a busy machine)."""
+
+    def __init__(self, env, slow_s: float, slow_step: int):
+        self.env, self.slow_s, self.slow_step, self.t = env, slow_s, slow_step, 0
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self):
+        time.sleep(self.slow_s)
+        return self.env.reset()
+
+    def step(self, actions):
+        self.t += 1
+        if self.t == self.slow_step:
+            time.sleep(self.slow_s)
+        return self.env.step(actions)
+
+
+def test_an_env_server_with_slow_steps_says_so_and_its_agents_wait(tmp_path):
+    """Resets of many worlds can outlast the liveness window, and the env server cannot heartbeat
+    in the middle of a step. Having timed a slow reset, it sends a HEARTBEAT with busy_s before
+    each step; real agent processes then wait out a step 3x longer than their window."""
+    cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env", env="pd", n_agents=2, steps=12, n_envs=K,
+                          run_dir=str(tmp_path / "srv"), heartbeat_interval_s=INTERVAL, heartbeat_liveness=LIVENESS,
+                          startup_timeout_s=60)
+    slow_s = 3 * LIVENESS * INTERVAL  # 1.2 s, three liveness windows
+    server = EnvServer(cfg, env=SlowSteps(make_env("pd", 2, K), slow_s, slow_step=6))
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(code=server.run()))
+    thread.start()
+    try:
+        agents = []
+        for i in range(2):
+            acfg = AgentConfig(agent_id=i, env_address=cfg.address, link_bind=f"ipc://{tmp_path}/link{i}",
+                               peers={str(1 - i): f"ipc://{tmp_path}/link{1 - i}"}, run_dir=str(tmp_path / f"a{i}"),
+                               heartbeat_interval_s=INTERVAL, heartbeat_liveness=LIVENESS)
+            (tmp_path / f"a{i}").mkdir()
+            save_config(acfg, tmp_path / f"a{i}" / "config.json")
+            agents.append(subprocess.Popen([sys.executable, "-m", "drima.agent", "--config",
+                                            str(tmp_path / f"a{i}" / "config.json")],
+                                           stdout=open(tmp_path / f"a{i}" / "log.txt", "wb"), stderr=subprocess.STDOUT))
+        assert [a.wait(timeout=120) for a in agents] == [0, 0]
+        thread.join(timeout=30)
+        assert result.get("code") == 0 and server.slowest_env_s >= slow_s
+        for i in range(2):
+            assert "env server silent" not in (tmp_path / f"a{i}" / "log.txt").read_text()
+    finally:
+        server.stop_requested = True
+        thread.join(timeout=10)
+        for a in agents:
+            if a.poll() is None:
+                a.kill()
