@@ -29,6 +29,19 @@ from drima import protocol
 log = logging.getLogger("drima.agent.link")
 
 MAX_PENDING_STEPS = 64  # open steps with early neighbour messages; a live peer is at most a step or two ahead
+LINK_PING_MS = 1000  # ZMTP heartbeat on each neighbour connection, answered by libzmq's I/O thread
+LINK_PING_TIMEOUT_MS = 5000  # no answer for this long: the connection is closed (the SUB end reconnects)
+LINK_CONNECT_TIMEOUT_MS = 2000  # a connect not answered by then is retried afresh, not left to SYN back-off
+
+
+def _detect_dead_connections(sock: zmq.Socket) -> None:
+    """Without these, a partition can leave a SUB socket deaf for good: the publisher's end gives
+    up on a connection it cannot deliver to (the peer's address no longer resolves) while the
+    subscriber, which sends nothing, keeps its half of it open and never reconnects
+    (tests/test_net_faults.py). A subscriber that pings finds out and reconnects."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, LINK_PING_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LINK_PING_TIMEOUT_MS)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, LINK_CONNECT_TIMEOUT_MS)
 
 
 class NeighbourLink:
@@ -49,6 +62,8 @@ class NeighbourLink:
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_LINK_FRAME_BYTES)  # a rogue publisher cannot balloon us
+        for sock in (self.pub, self.sub):
+            _detect_dead_connections(sock)
         for addr in self.peers.values():
             self.sub.connect(addr)
         self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message
