@@ -123,6 +123,7 @@ class AgentProcess:
         self.step = 0
         self.exchange_s: list[float] = []  # publish -> all live neighbours heard, per step
         self.last_heard = time.monotonic()  # last frame from the env server
+        self.looked_at = self.last_heard  # last time this agent polled the env link (pauses show as gaps)
         self.last_sent = 0.0  # last frame to the env server
         self.poll_ms = max(1, min(100, int(cfg.heartbeat_interval_s * 500)))  # >= 2 polls per interval
 
@@ -153,11 +154,10 @@ class AgentProcess:
         silent for heartbeat_liveness intervals. Silence is only judged after an empty poll, so
         frames that queued while this agent was busy count."""
         start = time.monotonic()
-        interval = self.cfg.heartbeat_interval_s
         while not self.stop_requested:
             if self.env.poll(self.poll_ms):
                 frame = self.env.recv()
-                self.last_heard = time.monotonic()
+                self.last_heard = self.looked_at = time.monotonic()
                 try:
                     msg = protocol.decode(frame)
                 except protocol.ProtocolError as exc:
@@ -169,15 +169,29 @@ class AgentProcess:
             self._heartbeat()
             if while_waiting:
                 while_waiting()
-            now = time.monotonic()
-            if timeout_s is not None:
-                if now - start > timeout_s:
-                    raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
-            elif now - self.last_heard > interval * self.cfg.heartbeat_liveness:
-                silent = now - self.last_heard
-                missed = int(silent / interval)
-                raise EnvServerGone(f"env server silent for {silent:.2f} s ({missed} missed heartbeats)")
+            self._judge_silence(start, timeout_s)
         raise KeyboardInterrupt
+
+    def _judge_silence(self, start: float, timeout_s: float | None) -> None:
+        """After an empty poll: raise EnvServerGone past timeout_s (start-up), or once the server
+        has been silent for heartbeat_liveness intervals. If this agent itself has not looked at
+        the env link for that long, it was paused (SIGSTOP, swapped out) or busy: libzmq's I/O
+        thread, paused with it, may not have read yet what the server sent meanwhile, so the
+        server gets a new liveness window instead (as the env server does for its own pauses)."""
+        now = time.monotonic()
+        since_looked, self.looked_at = now - self.looked_at, now
+        interval = self.cfg.heartbeat_interval_s
+        window = interval * self.cfg.heartbeat_liveness
+        if timeout_s is not None:
+            if now - start > timeout_s:
+                raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
+        elif since_looked > window:
+            log.warning("this agent was paused or busy for %.2f s: the env server gets a new liveness window",
+                        since_looked)
+            self.last_heard = now
+        elif now - self.last_heard > window:
+            silent = now - self.last_heard
+            raise EnvServerGone(f"env server silent for {silent:.2f} s ({int(silent / interval)} missed heartbeats)")
 
     def _hello(self) -> protocol.Message:
         """HELLO -> SPEC (or STOP), waiting up to startup_timeout_s."""
