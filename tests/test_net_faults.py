@@ -93,7 +93,7 @@ def test_partition_that_heals_after_ten_seconds(hosts, tmp_path):
     """Every packet between the hosts is dropped for 10 s. The env server declares agents 3-5
     dead and steps on with agents 0-2; the neighbours across the cut mark each other silent;
     node 1's agents find the env server silent and, with --on-env-loss wait, rejoin after the heal."""
-    steps = 1500
+    steps = 1000
     run = TwoNodeRun(hosts, tmp_path, "--steps", str(steps), "--on-env-loss", "wait", "--reconnect-timeout", "90")
     wait_for_env_rows(run.dirs[0], 10)
     hosts.cut()
@@ -129,25 +129,25 @@ def test_partition_that_heals_after_ten_seconds(hosts, tmp_path):
 
 def test_straggler_stopped_for_3_s_every_6_s(hosts, tmp_path):
     """Agent 4 (node 1) is stopped (SIGSTOP) for 3 s every 6 s, three times: longer than the 2 s
-    after which the env server declares it dead. The run does not wait for it while it is stopped
-    and it rejoins each time."""
-    steps = 1500
+    after which the env server declares it dead. The run steps on without it while it is stopped,
+    and it rejoins each time (it does not take its own pause for the env server's silence)."""
+    steps = 800
     run = TwoNodeRun(hosts, tmp_path, "--steps", str(steps), "--link-deadline", "0.2")
     wait_for_env_rows(run.dirs[0], 10)
     pid = pid_of(run.dirs[1], "agent 4")
-    progress = []
     for _ in range(3):
         time.sleep(3.0)
         os.kill(pid, signal.SIGSTOP)
-        before = run.env_step()
         time.sleep(3.0)
-        progress.append(run.env_step() - before)
         os.kill(pid, signal.SIGCONT)
     summary = run.wait()
     assert summary["status"] == "completed" and summary["steps"] == steps
-    assert all(p > 0 for p in progress), progress  # it was not waited for while stopped
+    assert json.loads((run.dirs[1] / "node_1.json").read_text())["agents"]["4"]["exits"] == [0]
     events = [(e["event"], e["step"]) for e in summary["agent_events"] if e["agent"] == 4]
     assert [e for e, _ in events] == ["dead", "rejoined"] * 3, events
+    for (_, dead), (_, back) in zip(events[::2], events[1::2], strict=True):
+        assert back > dead, events  # the others stepped while it was stopped
+    assert "env server silent" not in run.agent_log(4)
     assert int(run.agent_rows(4)[-1]["step"]) == steps
     for i in (3, 5):  # its neighbours stopped waiting for it and took it back
         log = run.agent_log(i)
