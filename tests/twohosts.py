@@ -156,8 +156,6 @@ def two_hosts() -> Iterator[TwoHosts]:
 def launch_node(hosts: TwoHosts, rank: int, run_dir, args: list[str], log_path) -> subprocess.Popen:
     """`drima-launch ARGS` as node `rank` of a 2-node run on host `rank` (tcp, rendezvous on host
     0), its output in log_path. Start node 1 first: it waits at the rendezvous."""
-    import sys
-
     cmd = [*hosts.prefix(rank), sys.executable, "-m", "drima.launch", *args, "--nodes", "2", "--node-rank", str(rank),
            "--transport", "tcp", "--host", ADDRESSES[rank], "--rendezvous", f"{ADDRESSES[0]}:29500",
            "--run-dir", str(run_dir)]
