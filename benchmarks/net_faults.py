@@ -45,7 +45,7 @@ ENVS = {"pd": ["--env", "pd", "--algo", "a2c"], "collection": ["--env", "collect
 MODES = ["dri", "ind"]
 FAULTS = ["none", "loss10", "delay20", "partition", "straggler"]
 FIELDS = ["env", "mode", "fault", "status", "final_team_reward", "env_steps_per_s", "wall_s", "late_scalars",
-          "missing_action_steps", "deaths", "rejoins", "kernel_dropped_packets", "note"]
+          "missing_action_steps", "deaths", "rejoins", "kernel_dropped_packets", "load_avg_1min", "note"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -124,6 +124,7 @@ def run_cell(args: argparse.Namespace, env: str, mode: str, fault: str) -> dict:
                     if p.poll() is None:
                         p.kill()
             row["kernel_dropped_packets"] = hosts.dropped_packets()
+            row["load_avg_1min"] = round(os.getloadavg()[0], 1)  # a shared machine: how busy it was
     except HostsUnavailable as exc:
         return row | {"status": "n/a", "note": str(exc)}
     return row | measured(dirs, codes)
@@ -155,6 +156,7 @@ def measured(dirs: tuple[Path, Path], codes: list[int]) -> dict:
 
 def main() -> int:
     args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the namespaces are removed (finally)
     args.out.mkdir(parents=True, exist_ok=True)
     cells = [(e, m, f) for e in args.envs for m in args.modes for f in args.faults]
     print(f"{len(cells)} runs, one at a time -> {args.out}/net_faults.md", flush=True)
@@ -191,12 +193,12 @@ def write_table(args: argparse.Namespace, rows: list[dict], elapsed: float) -> N
             lines.append(f"| {env} | {mode} | " + " | ".join(cells) + " |")
     lines += ["", "What each fault left behind (sum over the six agents; deaths and rejoins: the env server's events):",
               "", "| env | mode | fault | late scalars | steps with a substitute action | deaths | rejoins "
-              "| packets the kernel dropped | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+              "| packets the kernel dropped | wall s | load average |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] != "n/a":
             lines.append(f"| {r['env']} | {r['mode']} | {r['fault']} | {r.get('late_scalars')} | "
                          f"{r.get('missing_action_steps')} | {r.get('deaths')} | {r.get('rejoins')} | "
-                         f"{r.get('kernel_dropped_packets')} | {r.get('wall_s')} |")
+                         f"{r.get('kernel_dropped_packets')} | {r.get('wall_s')} | {r.get('load_avg_1min')} |")
     notes = sorted({r["note"] for r in rows if r["status"] == "n/a"})
     lines += [""] + [f"n/a: {n}" for n in notes] + ["", f"Command: `python {shlex.join(sys.argv)}`  ",
                                                       f"Wall time of this invocation: {elapsed:.0f} s.", ""]
