@@ -20,7 +20,7 @@ converged policy reaches. The final team reward is the env server's stats.json
 `final.mean_team_reward` (the mean over the last 10 % of steps of the summed rewards; pd:
 6 agents x 10 = 60 when all cooperate).
 
-Writes OUT/net_faults.csv (one row per run) and OUT/net_faults.md; run folders in OUT/net_faults/.
+Writes OUT/net_faults.csv (one row per run) and OUT/net_faults.md; run folders in OUT/net_faults/runs/.
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ class Fault:
 
 
 def run_cell(args: argparse.Namespace, env: str, mode: str, fault: str) -> dict:
-    folder = args.out / "net_faults" / f"{env}-{mode}-{fault}"
+    folder = args.out / "net_faults" / "runs" / f"{env}-{mode}-{fault}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     dirs = (folder / "node0", folder / "node1")
