@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +33,27 @@ def hosts():
             yield made
     except HostsUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def two_node_run(hosts, tmp_path):
+    """Starts a TwoNodeRun; at teardown, stops launchers still running (a failed test) before
+    the hosts go."""
+    runs = []
+
+    def start(*args: str) -> TwoNodeRun:
+        runs.append(TwoNodeRun(hosts, tmp_path, *args))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        for proc in (run.node0, run.node1):
+            if proc.poll() is None:
+                proc.terminate()  # the launcher stops its children (SIGTERM, then SIGKILL after 10 s)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 class TwoNodeRun:
@@ -72,12 +94,12 @@ class TwoNodeRun:
         return list(csv.DictReader(open(self.dirs[0] / "env_server" / "metrics.csv")))
 
 
-def test_ten_percent_packet_loss_between_the_hosts(hosts, tmp_path):
+def test_ten_percent_packet_loss_between_the_hosts(hosts, two_node_run):
     """10 % of the packets between the hosts are lost, both ways. TCP retransmits them, so no
     message is lost, but some arrive after the 50 ms link deadline: those are counted as late."""
     steps = 150
     hosts.impair(loss=0.10)
-    run = TwoNodeRun(hosts, tmp_path, "--steps", str(steps), "--link-deadline", "0.05")
+    run = two_node_run("--steps", str(steps), "--link-deadline", "0.05")
     summary = run.wait()
     assert summary["status"] == "completed" and summary["steps"] == steps
     assert hosts.dropped_packets() > 0  # the kernel did drop packets
@@ -89,12 +111,12 @@ def test_ten_percent_packet_loss_between_the_hosts(hosts, tmp_path):
         assert int(rows[-1]["step"]) == steps and float(rows[-1]["reward"]) > 0
 
 
-def test_partition_that_heals_after_ten_seconds(hosts, tmp_path):
+def test_partition_that_heals_after_ten_seconds(hosts, two_node_run):
     """Every packet between the hosts is dropped for 10 s. The env server declares agents 3-5
     dead and steps on with agents 0-2; the neighbours across the cut mark each other silent;
     node 1's agents find the env server silent and, with --on-env-loss wait, rejoin after the heal."""
     steps = 1000
-    run = TwoNodeRun(hosts, tmp_path, "--steps", str(steps), "--on-env-loss", "wait", "--reconnect-timeout", "90")
+    run = two_node_run("--steps", str(steps), "--on-env-loss", "wait", "--reconnect-timeout", "90")
     wait_for_env_rows(run.dirs[0], 10)
     hosts.cut()
     cut_at = run.env_step()
@@ -127,12 +149,12 @@ def test_partition_that_heals_after_ten_seconds(hosts, tmp_path):
         assert float(run.agent_rows(i)[-1]["n_peers"]) == 2.0, i
 
 
-def test_straggler_stopped_for_3_s_every_6_s(hosts, tmp_path):
+def test_straggler_stopped_for_3_s_every_6_s(two_node_run):
     """Agent 4 (node 1) is stopped (SIGSTOP) for 3 s every 6 s, three times: longer than the 2 s
     after which the env server declares it dead. The run steps on without it while it is stopped,
     and it rejoins each time (it does not take its own pause for the env server's silence)."""
-    steps = 800
-    run = TwoNodeRun(hosts, tmp_path, "--steps", str(steps), "--link-deadline", "0.2")
+    steps = 1000
+    run = two_node_run("--steps", str(steps), "--link-deadline", "0.2")
     wait_for_env_rows(run.dirs[0], 10)
     pid = pid_of(run.dirs[1], "agent 4")
     for _ in range(3):
@@ -153,3 +175,22 @@ def test_straggler_stopped_for_3_s_every_6_s(hosts, tmp_path):
         log = run.agent_log(i)
         assert log.count("neighbour 4 silent") == 3 and log.count("neighbour 4 is back") == 3, log
     assert re.search(r"agent 4 silent for [\d.]+ s", (run.dirs[0] / "env_server" / "log.txt").read_text())
+
+
+def test_delay_and_jitter_between_the_hosts(hosts, two_node_run):
+    """netem: every packet between the hosts delayed 20 ms ± 10 ms, both ways. The run completes;
+    agent 2 hears its neighbour across the hosts (agent 3) no sooner than two crossings after its
+    own result (3's result, then 3's scalars), so its exchange takes at least ~20 ms.
+    Skipped where the kernel has no netem (the reason says so)."""
+    steps = 200
+    try:
+        hosts.impair(delay_ms=20, jitter_ms=10)
+    except HostsUnavailable as exc:  # no netem in this kernel
+        pytest.skip(str(exc))
+    run = two_node_run("--steps", str(steps))
+    summary = run.wait()
+    assert summary["status"] == "completed" and summary["steps"] == steps
+    for i in range(6):
+        assert int(run.agent_rows(i)[-1]["step"]) == steps
+    exchange = json.loads((run.agent_dir(2) / "stats.json").read_text())["exchange_ms"]
+    assert exchange["p50"] >= 15.0, exchange
