@@ -25,6 +25,7 @@ Writes OUT/net_faults.csv (one row per run) and OUT/net_faults.md; run folders i
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -154,13 +155,22 @@ def measured(dirs: tuple[Path, Path], codes: list[int]) -> dict:
             "rejoins": sum(e["event"] == "rejoined" for e in events), "note": ""}
 
 
+def earlier_rows(path: Path, cells: list[tuple[str, str, str]]) -> list[dict]:
+    """Rows of net_faults.csv for cells this invocation does not run (they stay in the table)."""
+    try:
+        with open(path, newline="") as f:
+            return [r for r in csv.DictReader(f) if (r["env"], r["mode"], r["fault"]) not in cells]
+    except (OSError, KeyError):
+        return []
+
+
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the namespaces are removed (finally)
     args.out.mkdir(parents=True, exist_ok=True)
     cells = [(e, m, f) for e in args.envs for m in args.modes for f in args.faults]
     print(f"{len(cells)} runs, one at a time -> {args.out}/net_faults.md", flush=True)
-    t0, rows = time.time(), []
+    t0, rows = time.time(), earlier_rows(args.out / "net_faults.csv", cells)
     for i, (env, mode, fault) in enumerate(cells, 1):
         row = run_cell(args, env, mode, fault)
         rows.append(row)
@@ -173,14 +183,16 @@ def main() -> int:
 
 
 def write_table(args: argparse.Namespace, rows: list[dict], elapsed: float) -> None:
-    faults = [f for f in args.faults if any(r["fault"] == f for r in rows)]
+    rows = sorted(rows, key=lambda r: (list(ENVS).index(r["env"]), MODES.index(r["mode"]), FAULTS.index(r["fault"])))
+    faults = [f for f in FAULTS if any(r["fault"] == f for r in rows)]
+    envs = [e for e in ENVS if any(r["env"] == e for r in rows)]
     lines = ["# Network faults between two hosts: ring of 6, dri vs ind", "",
              f"{args.steps} steps x 8 copies per run, seed {args.seed}, one run per cell; two network namespaces "
              "joined by a veth pair (node 0: env server + agents 0-2, node 1: agents 3-5). Each cell: final team "
              "reward (env server's `final.mean_team_reward`, last 10 % of steps) / env steps/s.", "",
              "| env | mode | " + " | ".join(faults) + " |", "|---|---|" + "---|" * len(faults)]
-    for env in args.envs:
-        for mode in args.modes:
+    for env in envs:
+        for mode in MODES:
             cells = []
             for fault in faults:
                 r = next((r for r in rows if (r["env"], r["mode"], r["fault"]) == (env, mode, fault)), None)
@@ -189,7 +201,7 @@ def write_table(args: argparse.Namespace, rows: list[dict], elapsed: float) -> N
                 elif r["status"] != "completed":
                     cells.append(f"{r['status']}")
                 else:
-                    cells.append(f"{r['final_team_reward']} / {r['env_steps_per_s']:.0f}")
+                    cells.append(f"{r['final_team_reward']} / {float(r['env_steps_per_s']):.0f}")
             lines.append(f"| {env} | {mode} | " + " | ".join(cells) + " |")
     lines += ["", "What each fault left behind (sum over the six agents; deaths and rejoins: the env server's events):",
               "", "| env | mode | fault | late scalars | steps with a substitute action | deaths | rejoins "
@@ -200,8 +212,9 @@ def write_table(args: argparse.Namespace, rows: list[dict], elapsed: float) -> N
                          f"{r.get('missing_action_steps')} | {r.get('deaths')} | {r.get('rejoins')} | "
                          f"{r.get('kernel_dropped_packets')} | {r.get('wall_s')} | {r.get('load_avg_1min')} |")
     notes = sorted({r["note"] for r in rows if r["status"] == "n/a"})
-    lines += [""] + [f"n/a: {n}" for n in notes] + ["", f"Command: `python {shlex.join(sys.argv)}`  ",
-                                                      f"Wall time of this invocation: {elapsed:.0f} s.", ""]
+    lines += [""] + [f"n/a: {n}" for n in notes] + [
+        "", f"Command: `python {shlex.join(sys.argv)}`  ", f"Wall time of this invocation: {elapsed:.0f} s. "
+        "Cells it did not run are kept from earlier invocations (net_faults.csv).", ""]
     (args.out / "net_faults.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -67,6 +67,8 @@ class TwoHosts:
     dev: tuple[str, str]
     netem: bool = False
     """the kernel has netem, so `delay` works"""
+    dropped_before: int = 0
+    """packets dropped by faults already removed (their qdiscs, and counters, are gone)"""
 
     def prefix(self, rank: int) -> tuple[str, ...]:
         """A command prefix that runs a program on host `rank`."""
@@ -89,6 +91,7 @@ class TwoHosts:
         jitter_ms (netem). Replaces any fault set before."""
         if (delay_ms or jitter_ms) and not self.netem:
             raise HostsUnavailable("this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM): no delay or jitter")
+        self.dropped_before = self.dropped_packets()
         for rank in (0, 1):
             self._base(rank)
             if delay_ms or jitter_ms:
@@ -104,12 +107,13 @@ class TwoHosts:
 
     def heal(self) -> None:
         """No fault any more (removes the cut, loss and delay)."""
+        self.dropped_before = self.dropped_packets()
         for rank in (0, 1):
             _run("tc", "-n", self.ns[rank], "qdisc", "del", "dev", self.dev[rank], "root")
 
     def dropped_packets(self) -> int:
-        """Packets the faults dropped so far, both ends (the drop class's counter)."""
-        total = 0
+        """Packets the faults dropped so far, both ends (the drop classes' counters)."""
+        total = self.dropped_before
         for rank in (0, 1):
             out = _run("tc", "-n", self.ns[rank], "-s", "class", "show", "dev", self.dev[rank]).stdout
             block = out.split(f"class htb {_DROP_CLASS} ", 1)
