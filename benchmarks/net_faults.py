@@ -10,7 +10,9 @@ operating system's own tools, never inside a drima process:
   none        no fault
   loss10      10 % of the packets between the hosts dropped at random, both ways (tc)
   delay20     netem delay 20 ms, jitter 10 ms, both ways (only where the kernel has netem)
-  partition   every packet between the hosts dropped for 10 s, from step 50, then healed
+  partition   every packet between the hosts dropped for 10 s, from step 50, then healed; these runs
+              are --partition-steps long (1500): node 1's agents cannot learn that a run ended while
+              they were cut off, so they would wait --reconnect-timeout and exit 4
   straggler   agent 4 stopped (SIGSTOP) for 2 s every 5 s, for the whole run
 
 Every run uses --on-env-loss wait (node 1's agents rejoin after the partition) and the default
@@ -31,6 +33,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -56,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", choices=MODES, default=MODES)
     p.add_argument("--faults", nargs="+", choices=FAULTS, default=FAULTS)
     p.add_argument("--steps", type=int, default=400, help="steps per run (x 8 env copies)")
+    p.add_argument("--partition-steps", type=int, default=1500,
+                   help="steps of the partition runs: long enough that the heal comes before the end (node 1's "
+                        "agents cannot learn that a run ended while they were cut off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--run-timeout", type=float, default=900.0)
@@ -108,7 +114,8 @@ def run_cell(args: argparse.Namespace, env: str, mode: str, fault: str) -> dict:
     folder.mkdir(parents=True)
     dirs = (folder / "node0", folder / "node1")
     row = {"env": env, "mode": mode, "fault": fault}
-    launch_args = [*ENVS[env], "--mode", mode, "--topology", "ring", "--n", "6", "--steps", str(args.steps),
+    steps = args.partition_steps if fault == "partition" else args.steps
+    launch_args = [*ENVS[env], "--mode", mode, "--topology", "ring", "--n", "6", "--steps", str(steps),
                    "--seed", str(args.seed), "--log-every", "10", "--quiet", "--on-env-loss", "wait"]
     try:
         with two_hosts() as hosts:
@@ -122,8 +129,12 @@ def run_cell(args: argparse.Namespace, env: str, mode: str, fault: str) -> dict:
             finally:
                 faults.stop()
                 for p in nodes:
-                    if p.poll() is None:
-                        p.kill()
+                    if p.poll() is None:  # interrupted or timed out: the launcher stops its children
+                        p.terminate()
+                        try:
+                            p.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            p.kill()
             row["kernel_dropped_packets"] = hosts.dropped_packets()
             row["load_avg_1min"] = round(os.getloadavg()[0], 1)  # a shared machine: how busy it was
     except HostsUnavailable as exc:
@@ -187,7 +198,8 @@ def write_table(args: argparse.Namespace, rows: list[dict], elapsed: float) -> N
     faults = [f for f in FAULTS if any(r["fault"] == f for r in rows)]
     envs = [e for e in ENVS if any(r["env"] == e for r in rows)]
     lines = ["# Network faults between two hosts: ring of 6, dri vs ind", "",
-             f"{args.steps} steps x 8 copies per run, seed {args.seed}, one run per cell; two network namespaces "
+             f"{args.steps} steps x 8 copies per run ({args.partition_steps} for partition, so that the heal comes "
+             f"before the end), seed {args.seed}, one run per cell; two network namespaces "
              "joined by a veth pair (node 0: env server + agents 0-2, node 1: agents 3-5). Each cell: final team "
              "reward (env server's `final.mean_team_reward`, last 10 % of steps) / env steps/s.", "",
              "| env | mode | " + " | ".join(faults) + " |", "|---|---|" + "---|" * len(faults)]
