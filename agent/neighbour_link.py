@@ -6,7 +6,9 @@ Receiving is defensive: a malformed frame, a message from an agent that is not a
 or one for a step already learned from (late) is logged, counted and dropped.
 
 Liveness, Paranoid-Pirate style: a peer that misses `liveness` consecutive steps is marked
-silent and no longer waited for; any message from it marks it alive again.
+silent and no longer waited for; any message from it marks it alive again. Below that, each
+connection carries ZMTP heartbeats, so that one left half-open by a partition is closed and the
+subscriber reconnects (see _detect_dead_connections).
 
 Chaos injection, for fault tests and benchmarks: `drop` loses that fraction of the incoming
 scalar messages (independently per link, seeded), `delay_ms` holds every outgoing scalar
