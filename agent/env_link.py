@@ -43,6 +43,7 @@ class EnvLink:
         self.stop_requested = stop_requested
         self.poll_ms = max(1, min(100, int(heartbeat_interval_s * 500)))  # >= 2 polls per interval
         self.last_heard = time.monotonic()  # last frame from the env server
+        self.looked_at = self.last_heard  # last time this agent polled the env link (pauses show as gaps)
         self.last_sent = 0.0  # last frame to the env server
         self.busy_until = 0.0  # the server said it may be silent until then (a slow env step)
         self.sock = self._connect()
@@ -93,7 +94,7 @@ class EnvLink:
 
     def _read(self) -> protocol.Message | None:
         frame = self.sock.recv()
-        self.last_heard = time.monotonic()
+        self.last_heard = self.looked_at = time.monotonic()
         try:
             msg = protocol.decode(frame)
         except protocol.ProtocolError as exc:
@@ -107,11 +108,23 @@ class EnvLink:
         return None
 
     def _judge_silence(self, start: float, timeout_s: float | None) -> None:
+        """After an empty poll: raise EnvServerGone past timeout_s (start-up), or once the server
+        has been silent for `liveness` intervals (and past any busy_s it announced). If this agent
+        itself has not looked at the env link for that long, it was paused (SIGSTOP, swapped out)
+        or busy: libzmq's I/O thread, paused with it, may not have read yet what the server sent
+        meanwhile, so the server gets a new liveness window instead (as the env server does for
+        its own pauses)."""
         now = time.monotonic()
+        since_looked, self.looked_at = now - self.looked_at, now
+        window = self.interval * self.liveness
         if timeout_s is not None:
             if now - start > timeout_s:
                 raise EnvServerGone(f"no answer from the env server for {timeout_s:.0f} s")
-        elif now - self.last_heard > self.interval * self.liveness and now > self.busy_until:
+        elif since_looked > window:
+            log.warning("this agent was paused or busy for %.2f s: the env server gets a new liveness window",
+                        since_looked)
+            self.last_heard = now
+        elif now - self.last_heard > window and now > self.busy_until:
             silent = now - self.last_heard
             raise EnvServerGone(f"env server silent for {silent:.2f} s ({int(silent / self.interval)} missed "
                                 f"heartbeats)")

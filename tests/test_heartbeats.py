@@ -191,8 +191,8 @@ def test_env_server_ends_the_run_when_every_agent_is_gone(tmp_path, caplog):
 
 def start_agent(tmp_path, **overrides):
     cfg = AgentConfig(agent_id=0, env_address=f"ipc://{tmp_path}/env", link_bind=f"ipc://{tmp_path}/link0",
-                      peers={}, run_dir=str(tmp_path / "agent_0"), heartbeat_interval_s=INTERVAL,
-                      heartbeat_liveness=LIVENESS, checkpoint_every=1, **overrides)
+                      peers={}, run_dir=str(tmp_path / "agent_0"), checkpoint_every=1,
+                      **({"heartbeat_interval_s": INTERVAL, "heartbeat_liveness": LIVENESS} | overrides))
     (tmp_path / "agent_0").mkdir(exist_ok=True)
     path = tmp_path / "agent_0" / "config.json"
     save_config(cfg, path)
@@ -384,3 +384,35 @@ def test_an_env_server_with_slow_steps_says_so_and_its_agents_wait(tmp_path):
         for a in agents:
             if a.poll() is None:
                 a.kill()
+
+
+def test_a_paused_agent_does_not_take_its_own_pause_for_the_env_servers_silence(tmp_path):
+    """SIGSTOP an agent that waits for a result, for longer than the liveness window (a straggler,
+    a swapped-out host). The env server answers 0.5 s after the agent is continued. Before, the
+    poll the agent was stopped in timed out on waking, the silence looked 3 s long, and the agent
+    declared the env server lost (exit 4). Now an agent that has not looked at its env link for a
+    liveness window knows it was paused, and gives the server a new window, as the env server does
+    for its own pauses."""
+    import os
+    import signal
+
+    ctx = zmq.Context()
+    fake = FakeEnvServer(ctx, f"ipc://{tmp_path}/env")
+    try:
+        cfg, agent = start_agent(tmp_path, heartbeat_interval_s=0.25)  # a 1 s liveness window
+        fake.handshake()
+        play(fake, 0, 3)  # the agent now waits for result 3
+        os.kill(agent.pid, signal.SIGSTOP)
+        time.sleep(3.0)
+        os.kill(agent.pid, signal.SIGCONT)
+        time.sleep(0.5)
+        fake.result(3, protocol.to_bytes(np.full(K, 2.0)))
+        assert fake.recv_kind(protocol.ACTION, timeout_s=20).step == 3
+        fake.result(4, protocol.to_bytes(np.full(K, 2.0)), last=True)
+        assert agent.wait(timeout=20) == 0
+        log = (tmp_path / "agent_0" / "log.txt").read_text()
+        assert "env server silent" not in log
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        ctx.destroy(0)
