@@ -22,6 +22,7 @@ namespace or a qdisc cannot be made, and always removes what it made.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from drima.security import RUN_SECRET_ENV
 
 ADDRESSES = ("10.231.0.1", "10.231.0.2")
 _DROP_CLASS = "1:10"  # its queue holds nothing: whatever is filed here is dropped
@@ -157,11 +160,15 @@ def two_hosts() -> Iterator[TwoHosts]:
             _run("ip", "netns", "del", name)  # also removes the veth pair and its qdiscs
 
 
+RUN_SECRET = "the secret of this two-host run"  # CurveZMQ: every node is given it (DRIMA_RUN_SECRET)
+
+
 def launch_node(hosts: TwoHosts, rank: int, run_dir, args: list[str], log_path) -> subprocess.Popen:
-    """`drima-launch ARGS` as node `rank` of a 2-node run on host `rank` (tcp, rendezvous on host
-    0), its output in log_path. Start node 1 first: it waits at the rendezvous."""
+    """`drima-launch ARGS` as node `rank` of a 2-node run on host `rank` (tcp with CurveZMQ,
+    rendezvous on host 0), its output in log_path. Start node 1 first: it waits at the rendezvous."""
     cmd = [*hosts.prefix(rank), sys.executable, "-m", "drima.launch", *args, "--nodes", "2", "--node-rank", str(rank),
            "--transport", "tcp", "--host", ADDRESSES[rank], "--rendezvous", f"{ADDRESSES[0]}:29500",
            "--run-dir", str(run_dir)]
     with open(log_path, "w") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                env=os.environ | {RUN_SECRET_ENV: RUN_SECRET})
