@@ -2,6 +2,7 @@
 own folder, read back here with TensorBoard's own reader; the CSV is always written."""
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -73,10 +74,15 @@ def test_the_launch_config_logger_reaches_every_process(tmp_path):
 
 
 def test_missing_tensorboard_is_one_line_and_exit_2(tmp_path):
-    # this interpreter, with `import tensorboard` failing as if the package were not installed
-    without = "import sys; sys.modules['tensorboard'] = None; from drima.launch.cli import main; sys.exit(main())"
-    res = subprocess.run([sys.executable, "-c", without, "--run-dir", str(tmp_path / "r"), "--quiet", "--env", "pd",
-                          "--steps", "20", "--logger", "tensorboard"], capture_output=True, text=True, timeout=120)
+    # every process of the run (the launcher and the zygote that validates for it) finds a
+    # `tensorboard` whose import fails as if the package were not installed
+    stub = tmp_path / "no_tensorboard" / "tensorboard"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('raise ModuleNotFoundError("no tensorboard here", name="tensorboard")\n')
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "drima.launch", "--run-dir", str(tmp_path / "r"), "--quiet", "--env",
+                          "pd", "--steps", "20", "--logger", "tensorboard"], capture_output=True, text=True,
+                         timeout=120, env=env)
     assert res.returncode == 2, res
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == ('drima-launch: error: --logger tensorboard needs the tensorboard '
