@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from drima import protocol, security
+from drima.connections import detect_dead_connections
 
 log = logging.getLogger("drima.agent")
 
@@ -53,6 +54,7 @@ class EnvLink:
         sock.setsockopt(zmq.IDENTITY, str(self.agent_id).encode())
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
+        detect_dead_connections(sock)
         security.connect(sock, self.keys, self.server_key, self.address)
         return sock
 

@@ -21,7 +21,7 @@ closed) count as signs of life and make a silent peer live again: a peer whose s
 come after the deadline would otherwise cost every neighbour the whole deadline at every step
 while none of its data is used. Late scalars and hellos are counted, not believed. Below that,
 each connection carries ZMTP heartbeats, so that one left half-open by a partition is closed and
-the subscriber reconnects (see _detect_dead_connections).
+the subscriber reconnects (drima/connections.py).
 
 Chaos injection, for fault tests and benchmarks: `drop` loses that fraction of the incoming
 scalar messages (independently per link, seeded), `delay_ms` holds every outgoing scalar
@@ -40,28 +40,16 @@ import numpy as np
 import zmq
 
 from drima import protocol, security
+from drima.connections import detect_dead_connections
 
 log = logging.getLogger("drima.agent.link")
 
 MAX_PENDING_STEPS = 64  # open steps with early neighbour messages; a live peer is at most a step or two ahead
 TO_ALL = b"*."  # the topic every subscriber takes; b"<id>." is agent <id>'s own
-LINK_PING_MS = 1000  # ZMTP heartbeat on each neighbour connection, answered by libzmq's I/O thread
-LINK_PING_TIMEOUT_MS = 5000  # no answer for this long: the connection is closed (the SUB end reconnects)
-LINK_CONNECT_TIMEOUT_MS = 2000  # a connect not answered by then is retried afresh, not left to SYN back-off
 
 
 def topic_for(agent_id: int) -> bytes:
     return f"{agent_id}.".encode()  # the dot: "1." is no prefix of "12."
-
-
-def _detect_dead_connections(sock: zmq.Socket) -> None:
-    """Without these, a partition can leave a SUB socket deaf for good: the publisher's end gives
-    up on a connection it cannot deliver to (the peer's address no longer resolves) while the
-    subscriber, which sends nothing, keeps its half of it open and never reconnects
-    (tests/test_net_faults.py). A subscriber that pings finds out and reconnects."""
-    sock.setsockopt(zmq.HEARTBEAT_IVL, LINK_PING_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, LINK_PING_TIMEOUT_MS)
-    sock.setsockopt(zmq.CONNECT_TIMEOUT, LINK_CONNECT_TIMEOUT_MS)
 
 
 class NeighbourLink:
@@ -90,7 +78,7 @@ class NeighbourLink:
         self.sub.setsockopt(zmq.SUBSCRIBE, topic_for(agent_id))
         self.sub.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_LINK_FRAME_BYTES)  # a rogue publisher cannot balloon us
         for sock in (self.pub, self.sub):
-            _detect_dead_connections(sock)
+            detect_dead_connections(sock)
         for p, addr in self.peers.items():
             security.connect(self.sub, keys, peer_keys.get(p, ""), addr)
         self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message

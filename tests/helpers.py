@@ -70,3 +70,12 @@ def hand_driven_agents(ctx, addr: str, n: int) -> tuple[list, list[dict]]:
         s.send(protocol.encode(protocol.READY, i, 0, {}))
         socks.append(s)
     return socks, specs
+
+
+def without_package(tmp_path: Path, name: str) -> dict[str, str]:
+    """An environment in which every process of a run (the launcher, the zygote that validates
+    for it, the agents) finds a package `name` whose import fails as if it were not installed."""
+    stub = Path(tmp_path) / f"no_{name}" / name
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(f'raise ModuleNotFoundError("no {name} here", name="{name}")\n')
+    return os.environ | {"PYTHONPATH": os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")])}

@@ -2,7 +2,6 @@
 own folder, read back here with TensorBoard's own reader; the CSV is always written."""
 
 import csv
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 from drima.launch.plan import LaunchConfig, plan_run
 from drima.loggers import make_sinks, parse_loggers
 from drima.metrics import AXES, MetricsWriter
-from helpers import run_launch
+from helpers import run_launch, without_package
 
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
@@ -74,12 +73,7 @@ def test_the_launch_config_logger_reaches_every_process(tmp_path):
 
 
 def test_missing_tensorboard_is_one_line_and_exit_2(tmp_path):
-    # every process of the run (the launcher and the zygote that validates for it) finds a
-    # `tensorboard` whose import fails as if the package were not installed
-    stub = tmp_path / "no_tensorboard" / "tensorboard"
-    stub.mkdir(parents=True)
-    (stub / "__init__.py").write_text('raise ModuleNotFoundError("no tensorboard here", name="tensorboard")\n')
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")])}
+    env = without_package(tmp_path, "tensorboard")
     res = subprocess.run([sys.executable, "-m", "drima.launch", "--run-dir", str(tmp_path / "r"), "--quiet", "--env",
                           "pd", "--steps", "20", "--logger", "tensorboard"], capture_output=True, text=True,
                          timeout=120, env=env)

@@ -12,7 +12,7 @@ import pytest
 
 from drima.env_server.check import check_env
 from drima.env_server.envs import default_action_type, default_agents, has_positions, make_env
-from helpers import hand_driven_agents, load_summary, run_launch
+from helpers import hand_driven_agents, load_summary, run_launch, without_package
 
 
 def still(env) -> list[np.ndarray]:
@@ -169,10 +169,9 @@ def test_bad_specs_and_options_are_one_line_errors(spec, options, expected):
 
 
 def test_the_launcher_says_in_one_line_that_vmas_is_missing(tmp_path):
-    code = ("import sys; sys.modules['vmas'] = None  # as if vmas were not installed\n"
-            "from drima.launch.cli import main\n"
-            f"sys.exit(main(['--env', 'vmas:navigation', '--steps', '10', '--run-dir', {str(tmp_path)!r}]))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "drima.launch", "--env", "vmas:navigation", "--steps", "10",
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          env=without_package(tmp_path, "vmas"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         'drima-launch: error: --env vmas:navigation needs the vmas package: pip install -e ".[vmas]"']
