@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,7 @@ from .seats import Seats, SeatState
 log = logging.getLogger("drima.env_server")
 
 MISSING_ACTIONS = ("last", "noop", "random", "remove")
+ENV_CALL_WINDOW = 200  # env calls whose durations set busy_s: more than an MPE episode, so its reset is in it
 METRIC_FIELDS = ["step", "env_steps", "wall_s", "env_steps_per_s", "team_reward", "missing_actions"]
 
 
@@ -189,7 +191,9 @@ class EnvServer:
         self.last_heard = np.zeros(cfg.n_agents)
         self.last_sent = np.zeros(cfg.n_agents)
         self.next_tick = 0.0
-        self.slowest_env_s = 0.0  # the longest env reset or step so far (see _announce_busy)
+        # how long the recent env resets and steps took (see _announce_busy): a window, so that a
+        # one-off slow call (JAX compiling SMAX's step, SC2 starting its games) is forgotten
+        self.env_call_s: deque[float] = deque(maxlen=ENV_CALL_WINDOW)
         self.rng = np.random.default_rng(cfg.seed)  # for missing_action=random
         self.alone_since: float | None = None  # since when no agent is in the run
         self.abandoned = False
@@ -531,15 +535,20 @@ class EnvServer:
         return 130 if self.stop_requested else 3 if self.abandoned else 0
 
     def _timed(self, fn, *args):
-        """fn(*args), keeping the slowest env call so far (a reset of every world: seconds for
-        64 agents x 8 copies on a busy machine)."""
+        """fn(*args), its duration kept among the recent env calls (a reset of every world: seconds
+        for 64 agents x 8 copies on a busy machine)."""
         t0 = time.monotonic()
         out = fn(*args)
-        self.slowest_env_s = max(self.slowest_env_s, time.monotonic() - t0)
+        self.env_call_s.append(time.monotonic() - t0)
         return out
 
+    @property
+    def slowest_env_s(self) -> float:
+        """The longest of the recent env resets and steps."""
+        return max(self.env_call_s, default=0.0)
+
     def _announce_busy(self) -> None:
-        """Before a step that may outlast the agents' liveness window (the slowest env call so far,
+        """Before a step that may outlast the agents' liveness window (the slowest recent env call,
         twice over, is more than one heartbeat interval): a HEARTBEAT that says how long this
         server may now be silent. Nothing is sent while steps are quick."""
         busy_s = 2 * self.slowest_env_s

@@ -19,7 +19,7 @@ from drima.agent.config import AgentConfig
 from drima.config import save_config
 from drima.env_server.envs import make_env
 from drima.env_server.seats import SeatState
-from drima.env_server.server import EnvServer, EnvServerConfig
+from drima.env_server.server import ENV_CALL_WINDOW, EnvServer, EnvServerConfig
 
 K = 3
 INTERVAL, LIVENESS = 0.1, 4  # dead after 0.4 s of silence
@@ -416,3 +416,21 @@ def test_a_paused_agent_does_not_take_its_own_pause_for_the_env_servers_silence(
         if agent.poll() is None:
             agent.kill()
         ctx.destroy(0)
+
+
+def test_a_one_off_slow_env_call_is_forgotten(tmp_path):
+    """JAX compiling SMAX's first step, or SC2 starting its games, must not stretch the agents'
+    patience for the rest of the run: busy_s comes from the recent env calls only."""
+    cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env", env="pd", n_agents=2, steps=10, n_envs=K,
+                          run_dir=str(tmp_path / "srv"))
+    server = EnvServer(cfg, env=SlowSteps(make_env("pd", 2, K), 0.3, slow_step=0))  # only the reset is slow
+    try:
+        server._timed(server.env.reset)
+        assert server.slowest_env_s >= 0.3
+        actions = [np.zeros(K, np.int32)] * 2
+        for _ in range(ENV_CALL_WINDOW):
+            server._timed(server.env.step, actions)
+        assert server.slowest_env_s < 0.1
+    finally:
+        server.sock.close(0)
+        server.ctx.term()
