@@ -118,6 +118,12 @@ def env_steps_label(x: float, _pos=None) -> str:
     return f"{x:g}"
 
 
+def markdown_table(columns: list[str], rows: list[dict]) -> list[str]:
+    """The lines of a Markdown table of `rows`, one column per name in `columns`."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows)]
+
+
 def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)

@@ -13,7 +13,6 @@ process, with and without CURVE (less at the mercy of a busy machine than whole 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from common import markdown_table, write_csv
 from drima import security
 
 
@@ -96,18 +96,13 @@ def main() -> int:
         print(rows[-1], flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     cols = list(rows[0])
+    write_csv(out.with_suffix(".csv"), cols, rows)
     lines = [f"pd, a2c-dri, ring of {a.n}, tcp on one host; medians of {a.repeats} interleaved runs each; "
              f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
              f"command: python benchmarks/curve_cost.py {' '.join(sys.argv[1:])}".rstrip(), "",
              f"One DEALER-ROUTER round trip of a 256-byte frame over tcp loopback (median of 3 x {a.trips}): "
-             f"{trip_on:.1f} us with CURVE, {trip_off:.1f} us without.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+             f"{trip_on:.1f} us with CURVE, {trip_off:.1f} us without.", "", *markdown_table(cols, rows)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.csv')}")
     return 0

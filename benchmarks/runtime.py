@@ -16,7 +16,6 @@ row. Results: benchmarks/results/runtime.{md,csv}.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import shlex
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import markdown_table, write_csv
 from drima.env_server.envs import make_env
 from drima.reference import run_reference
 
@@ -113,16 +113,11 @@ def main() -> int:
                 print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out.with_suffix(".csv"), COLUMNS, rows)
     cmd = "python " + " ".join(shlex.quote(x) for x in sys.argv)
     lines = [f"Command: `{cmd}` ({a.env}, {a.algo}-{a.mode}, {a.topology} for n > 2, {a.steps} steps per run; "
              f"machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores; "
-             f"total {time.monotonic() - t0:.0f} s)", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+             f"total {time.monotonic() - t0:.0f} s)", "", *markdown_table(COLUMNS, rows)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.csv')}")
     return 0
