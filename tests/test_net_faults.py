@@ -24,6 +24,9 @@ pytestmark = pytest.mark.slow
 
 RING6 = ["--env", "pd", "--topology", "ring", "--n", "6", "--log-every", "10", "--quiet"]
 NODE_OF = {i: 0 if i < 3 else 1 for i in range(6)}
+# at most 50 steps/s whatever the machine: a fault of 10 or 18 s cannot outlast the run
+PACED = ["--env", f"pettingzoo:{Path(__file__).parent / 'tiny_envs.py'}:Paced", "--envs", "1",
+         "--env-options", json.dumps({"n": 6, "step_s": 0.02})]
 
 
 @pytest.fixture
@@ -67,11 +70,18 @@ class TwoNodeRun:
 
     def wait(self, timeout: float = 240) -> dict:
         """Both launchers exit 0; node 0's summary."""
-        for proc, log in ((self.node1, self.logs[1]), (self.node0, self.logs[0])):
-            assert proc.wait(timeout=timeout) == 0, log.read_text()
+        for rank, proc in ((1, self.node1), (0, self.node0)):
+            assert proc.wait(timeout=timeout) == 0, self.diagnosis(rank)
         assert json.loads((self.dirs[1] / "node_1.json").read_text())["status"] == "completed"
         assert not drima_processes_for(self.dirs[0]) and not drima_processes_for(self.dirs[1])
         return json.loads((self.dirs[0] / "summary.json").read_text())
+
+    def diagnosis(self, rank: int) -> str:
+        """Node `rank`'s launcher output, its summary and the end of its processes' logs."""
+        parts = [self.logs[rank].read_text()]
+        for path in sorted(self.dirs[rank].glob("*.json")) + sorted(self.dirs[rank].glob("*/log.txt")):
+            parts.append(f"--- {path.relative_to(self.dirs[rank])}\n" + "\n".join(path.read_text().splitlines()[-8:]))
+        return "\n".join(parts)
 
     def agent_dir(self, i: int) -> Path:
         return self.dirs[NODE_OF[i]] / f"agent_{i}"
@@ -116,7 +126,7 @@ def test_partition_that_heals_after_ten_seconds(hosts, two_node_run):
     dead and steps on with agents 0-2; the neighbours across the cut mark each other silent;
     node 1's agents find the env server silent and, with --on-env-loss wait, rejoin after the heal."""
     steps = 1000
-    run = two_node_run("--steps", str(steps), "--on-env-loss", "wait", "--reconnect-timeout", "90")
+    run = two_node_run(*PACED, "--steps", str(steps), "--on-env-loss", "wait", "--reconnect-timeout", "90")
     wait_for_env_rows(run.dirs[0], 10)
     hosts.cut()
     cut_at = run.env_step()
@@ -153,8 +163,8 @@ def test_straggler_stopped_for_3_s_every_6_s(two_node_run):
     """Agent 4 (node 1) is stopped (SIGSTOP) for 3 s every 6 s, three times: longer than the 2 s
     after which the env server declares it dead. The run steps on without it while it is stopped,
     and it rejoins each time (it does not take its own pause for the env server's silence)."""
-    steps = 1000
-    run = two_node_run("--steps", str(steps), "--link-deadline", "0.2")
+    steps = 1200
+    run = two_node_run(*PACED, "--steps", str(steps), "--link-deadline", "0.2")
     wait_for_env_rows(run.dirs[0], 10)
     pid = pid_of(run.dirs[1], "agent 4")
     for _ in range(3):

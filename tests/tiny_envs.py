@@ -3,6 +3,8 @@ wrong). The multi-process tests name them as `pettingzoo:<this file>:<factory>`.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -129,6 +131,43 @@ class Matching(ParallelEnv):
         if cut:
             self.agents = []
         return obs, rewards, {a: False for a in agents}, {a: cut for a in agents}, {a: {} for a in agents}
+
+
+class Paced(ParallelEnv):
+    """`n` agents, each earning 1 when its action matches its observed target, and no step sooner
+    than `step_s` after the one before: a run whose speed a test can bound from above (a partition
+    of 10 s must not outlast a run of 1000 steps on a fast machine)."""
+
+    metadata = {"name": "paced_v0"}
+
+    def __init__(self, n: int = 6, step_s: float = 0.02):
+        self.possible_agents = [f"agent_{i}" for i in range(n)]
+        self.step_s = step_s
+        self.rng = np.random.default_rng(0)
+        self.next_step_at = 0.0
+
+    def observation_space(self, agent):
+        return spaces.Box(0, 1, (2,), np.float32)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def _obs(self):
+        self.targets = {a: int(self.rng.integers(2)) for a in self.possible_agents}
+        return {a: np.eye(2, dtype=np.float32)[self.targets[a]] for a in self.agents}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        time.sleep(max(0.0, self.next_step_at - time.monotonic()))
+        self.next_step_at = time.monotonic() + self.step_s
+        rewards = {a: float(actions[a] == self.targets[a]) for a in self.agents}
+        agents = self.agents
+        return self._obs(), rewards, {a: False for a in agents}, {a: False for a in agents}, {a: {} for a in agents}
 
 
 # -- envs that break the contract --------------------------------------------------------------------
