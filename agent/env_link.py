@@ -31,6 +31,10 @@ class EnvServerGone(RuntimeError):
     """The env server did not answer in time, or went silent."""
 
 
+class RunCompletedMeanwhile(Exception):
+    """Coming back, the agent learns that the run completed while it was cut off or paused."""
+
+
 class EnvLink:
     def __init__(self, ctx: zmq.Context, agent_id: int, address: str, heartbeat_interval_s: float,
                  heartbeat_liveness: int, stop_requested: Callable[[], bool], keys: security.KeyPair | None = None,
@@ -140,7 +144,7 @@ class EnvLink:
     def reconnect(self, step: int, timeout_s: float) -> bool:
         """A fresh socket (the old one may hold a dead connection), HELLO until a SPEC comes back,
         then READY; the server then sends the current observation. False when refused or not
-        back within timeout_s."""
+        back within timeout_s; RunCompletedMeanwhile when the server says the run is over."""
         end = time.monotonic() + timeout_s
         lost_since = self.last_heard
         # a fresh socket and HELLO every liveness window: a server that was paused may still hold
@@ -158,6 +162,8 @@ class EnvLink:
                 log.info("reconnected to the env server after %.2f s of silence: rejoining",
                          self.last_heard - lost_since)
                 return True
+            if msg.kind == protocol.STOP and msg.body.get("completed") is True:
+                raise RunCompletedMeanwhile(str(msg.body.get("reason")))
             if msg.kind == protocol.STOP:
                 log.error("env server refused the rejoin: %s", msg.body.get("reason"))
                 return False

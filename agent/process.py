@@ -29,7 +29,7 @@ from drima.types import StepInfo
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
 from .config import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
 from .core import AgentCore
-from .env_link import EnvLink, EnvServerGone
+from .env_link import EnvLink, EnvServerGone, RunCompletedMeanwhile
 from .learners import ActsAhead, ReportsProgress, env_defaults, make_learner
 from .neighbour_link import NeighbourLink
 
@@ -157,8 +157,12 @@ class AgentProcess:
                 if cfg.on_env_loss != "wait":
                     raise
                 log.warning("%s: reconnecting for up to %.0f s (on_env_loss=wait)", exc, cfg.reconnect_timeout_s)
-                if not self.env.reconnect(self.step, cfg.reconnect_timeout_s):
-                    raise EnvServerGone(f"{exc}, and not back within {cfg.reconnect_timeout_s:.0f} s") from None
+                try:
+                    if not self.env.reconnect(self.step, cfg.reconnect_timeout_s):
+                        raise EnvServerGone(f"{exc}, and not back within {cfg.reconnect_timeout_s:.0f} s") from None
+                except RunCompletedMeanwhile as end:
+                    log.info("%s while this agent was cut off (its last step: %d): done", end, self.step)
+                    return
 
     def _shut_down(self, metrics: MetricsWriter, ckpt: Path, server_lost: bool) -> None:
         """On every exit: the last checkpoint (not when evaluating), metrics and stats, sockets closed."""

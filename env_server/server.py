@@ -127,6 +127,10 @@ class EnvServerConfig:
     agent_keys: dict = field(default_factory=dict)
     """agent id (str) -> that agent's CurveZMQ public key: only a connection that proved agent i's
     secret key may connect and speak for agent i. Empty = no CURVE (ipc, --insecure)"""
+    end_linger_s: float = 0.0
+    """after the last step, how long to stay and tell agents that missed the end (dead seats: cut
+    off by a partition, paused, reconnecting) that the run completed, so they exit cleanly instead
+    of waiting for a server that is gone. Only while some seat missed the end."""
 
     def __post_init__(self):
         if bool(self.agent_keys) != bool(self.curve_key_file):
@@ -508,13 +512,33 @@ class EnvServer:
                 metrics.write({"step": step + 1, "env_steps": (step + 1) * cfg.n_envs,
                                "wall_s": round(self.wall_offset + now - t0, 3), "env_steps_per_s": round(rate, 1)})
                 t_log = now
-        wall = time.monotonic() - t0
+        return self._end(metrics, start, step, time.monotonic() - t0, final_team, final_episodes)
+
+    def _end(self, metrics: MetricsWriter, start: int, step: int, wall: float, final_team: list[float],
+             final_episodes: list[dict]) -> int:
+        """After the step loop (completed, interrupted or abandoned): stats.json, the agents that
+        missed the end told, sockets closed; the exit status."""
+        cfg = self.cfg
         done_steps = step + 1 if not (self.stop_requested or self.abandoned) and cfg.steps > start else step
-        stepped = done_steps - start  # by this process
         if self.stop_requested or self.abandoned:
             self._broadcast_stop("run interrupted" if self.stop_requested else "no agent left")
         metrics.close()
-        stats = {"env": cfg.env, "steps": done_steps, "n_envs": cfg.n_envs, "env_steps": done_steps * cfg.n_envs,
+        stats = self._stats(done_steps, start, wall, final_team, final_episodes)
+        write_json_atomic(self.dir / "stats.json", stats)
+        getattr(self.env, "close", lambda: None)()  # SC2: end the game processes
+        if not (self.stop_requested or self.abandoned):
+            self._tell_those_who_missed_the_end(done_steps)
+        log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
+        self.sock.close()
+        security.term(self.ctx)
+        return 130 if self.stop_requested else 3 if self.abandoned else 0
+
+    def _stats(self, done_steps: int, start: int, wall: float, final_team: list[float],
+               final_episodes: list[dict]) -> dict:
+        """stats.json: the run's figures, its final share's averages, the agents' events."""
+        cfg = self.cfg
+        stepped = done_steps - start  # by this process
+        return {"env": cfg.env, "steps": done_steps, "n_envs": cfg.n_envs, "env_steps": done_steps * cfg.n_envs,
                  "wall_s": round(wall, 3), "env_steps_per_s": round(stepped * cfg.n_envs / max(wall, 1e-9), 1),
                  "resumed_from_step": start if cfg.resume else None,
                  "final": {"mean_team_reward": float(np.mean(final_team)) if final_team else None,
@@ -527,12 +551,6 @@ class EnvServer:
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested, "abandoned": self.abandoned,
                  "agent_events": self.seats.events, "replaced_actions": getattr(self.env, "replaced_actions", 0),
                  "memory": memory_mb()}
-        write_json_atomic(self.dir / "stats.json", stats)
-        getattr(self.env, "close", lambda: None)()  # SC2: end the game processes
-        log.info("done: %d steps in %.1f s (%.0f env steps/s)", done_steps, wall, stats["env_steps_per_s"])
-        self.sock.close()
-        security.term(self.ctx)
-        return 130 if self.stop_requested else 3 if self.abandoned else 0
 
     def _timed(self, fn, *args):
         """fn(*args), its duration kept among the recent env calls (a reset of every world: seconds
@@ -557,6 +575,33 @@ class EnvServer:
         for i in range(self.cfg.n_agents):
             if self.seats.gets_results(i):
                 self._send(i, protocol.HEARTBEAT, self.step, {"busy_s": round(busy_s, 3)})
+
+    def _tell_those_who_missed_the_end(self, last_step: int) -> None:
+        """The run is complete, but agents whose seats were dead at the end (cut off, paused,
+        reconnecting) never got the last result. For up to end_linger_s, answer each one's next
+        frame (a HELLO from a reconnecting agent, a heartbeat or action from a paused one) with a
+        STOP that says the run completed, so it ends cleanly rather than wait for a server that
+        is gone. Their seats stay as they are: the run's events and stats are already final."""
+        missed = {i for i in range(self.cfg.n_agents)
+                  if not self.seats.gets_results(i) and self.seats.state(i) is not SeatState.REMOVED}
+        if not missed or self.cfg.end_linger_s <= 0:
+            return
+        log.info("run complete at step %d; agents %s missed the end: telling them, for up to %.0f s",
+                 last_step, sorted(missed), self.cfg.end_linger_s)
+        body = {"reason": f"the run completed at step {last_step}", "completed": True, "step": last_step}
+        end = time.monotonic() + self.cfg.end_linger_s
+        while missed and time.monotonic() < end and not self.stop_requested:
+            if not self.sock.poll(100):
+                continue
+            parts, user = security.recv_multipart(self.sock, bool(self.cfg.agent_keys))
+            msg = self._parse_frame(parts, user)
+            if msg is not None and msg.sender in missed:
+                self._send(msg.sender, protocol.STOP, last_step, body)
+                missed.discard(msg.sender)
+                log.info("told agent %d (%s at step %d) that the run is over", msg.sender, msg.kind, msg.step)
+        if missed:
+            log.warning("agents %s did not come back within %.0f s to hear that the run is over",
+                        sorted(missed), self.cfg.end_linger_s)
 
     def _broadcast_stop(self, reason: str) -> None:
         for i in range(self.cfg.n_agents):

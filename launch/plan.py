@@ -130,6 +130,14 @@ EVALUATION_SEED_OFFSET = 100_003
 """an evaluation's env server seed is the trained run's plus this: battles it never trained on"""
 
 
+def end_linger_s(cfg: LaunchConfig) -> float:
+    """How long the env server stays after the last step for agents that missed the end: as long
+    as they may still come back (a paused one: one liveness window; one that waits for a lost
+    server: its reconnect window too)."""
+    window = cfg.heartbeat_interval_s * cfg.heartbeat_liveness
+    return window + (cfg.reconnect_timeout_s if cfg.on_env_loss == "wait" else 0.0)
+
+
 def final_fraction(cfg: LaunchConfig) -> float:
     """The share of the run, at its end, that summary.json's `final` figures average over: the last
     10 % of training, or all of an evaluation."""
@@ -260,7 +268,8 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              resume=cfg.resume, env_workers=cfg.env_workers,
                              final_fraction=final_fraction(cfg), logger=cfg.logger,
                              curve_key_file=key_files.get("env", ""),
-                             agent_keys=dict(keys["agents"]) if "env" in key_files else {})
+                             agent_keys=dict(keys["agents"]) if "env" in key_files else {},
+                             end_linger_s=end_linger_s(cfg))
     # JAX compiles SMAX's step (a minute on a busy 2-core machine) and SC2 starts K game processes
     # before the env server answers: give the agents that long to hear from it
     startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s

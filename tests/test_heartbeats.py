@@ -46,10 +46,11 @@ def recv_alive(sock, me: int, timeout_s: float = 10.0) -> protocol.Message:
     raise AssertionError("nothing from the env server")
 
 
-def start_server(tmp_path, missing_action: str, steps: int = 8):
+def start_server(tmp_path, missing_action: str, steps: int = 8, end_linger_s: float = 0.0):
     cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env", env="pd", n_agents=2, steps=steps, n_envs=K,
                           run_dir=str(tmp_path / "srv"), action_timeout_s=30.0,  # only heartbeats can unblock it
-                          heartbeat_interval_s=INTERVAL, heartbeat_liveness=LIVENESS, missing_action=missing_action)
+                          heartbeat_interval_s=INTERVAL, heartbeat_liveness=LIVENESS, missing_action=missing_action,
+                          end_linger_s=end_linger_s)
     server = EnvServer(cfg)
     result = {}
     thread = threading.Thread(target=lambda: result.update(code=server.run()))
@@ -102,6 +103,44 @@ def test_env_server_declares_a_silent_agent_dead_and_steps_on(tmp_path, caplog, 
         stats = json.loads((tmp_path / "srv" / "stats.json").read_text())
         assert [e["event"] for e in stats["agent_events"]] == ["dead"]
         assert ("removing it from the run" in dead[0]) == (missing_action == "remove")
+    finally:
+        server.stop_requested = True
+        thread.join(timeout=10)
+        ctx.destroy(0)
+
+
+def test_an_agent_that_missed_the_end_is_told_the_run_completed(tmp_path, caplog):
+    """Agent 1 goes silent (cut off, paused) and the run completes without it. The server stays
+    up to end_linger_s: agent 1's next frame (here a HELLO, as from a reconnecting agent) gets a
+    STOP that says the run completed, and only then does the server exit."""
+    caplog.set_level(logging.INFO, logger="drima.env_server")
+    cfg, server, thread, result = start_server(tmp_path, "last", steps=6, end_linger_s=60.0)
+    ctx = zmq.Context()
+    try:
+        a0, a1 = join_agents(ctx, cfg.address)
+        for step in range(cfg.steps + 1):  # agent 1 is silent; agent 0 plays to the end
+            msg = recv_alive(a0, 0)
+            assert msg.kind == protocol.RESULT and msg.step == step
+            if step < cfg.steps:
+                a0.send(protocol.encode(protocol.ACTION, 0, step, [protocol.to_bytes(np.full(K, C), "<i4")]))
+        stats = tmp_path / "srv" / "stats.json"
+        for _ in range(100):  # written just after the last result went out
+            if stats.exists():
+                break
+            time.sleep(0.1)
+        assert json.loads(stats.read_text())["steps"] == cfg.steps
+        thread.join(timeout=1.0)
+        assert thread.is_alive(), "the server left before telling agent 1"
+        while a1.poll(200):  # what reached agent 1 before it fell silent
+            a1.recv()
+        a1.send(protocol.encode(protocol.HELLO, 1, 2, {}))
+        reply = recv_alive(a1, 1)
+        assert reply.kind == protocol.STOP and reply.body["completed"] is True and reply.body["step"] == cfg.steps
+        thread.join(timeout=10)
+        assert not thread.is_alive() and result.get("code") == 0
+        assert any("told agent 1" in r.getMessage() for r in caplog.records)
+        events = json.loads((tmp_path / "srv" / "stats.json").read_text())["agent_events"]
+        assert [e["event"] for e in events] == ["dead"]  # stats were final before the wait
     finally:
         server.stop_requested = True
         thread.join(timeout=10)

@@ -159,6 +159,30 @@ def test_partition_that_heals_after_ten_seconds(hosts, two_node_run):
         assert float(run.agent_rows(i)[-1]["n_peers"]) == 2.0, i
 
 
+def test_a_run_that_ends_during_a_partition_completes_on_both_nodes(hosts, two_node_run):
+    """The cut comes near the end: node 0 finishes the run without agents 3-5 (at most 50 steps/s,
+    so 100 steps take >= 2 s) while they are cut off for 10 s. The env server stays for them; after
+    the heal, their reconnect gets a STOP that says the run completed, and node 1 completes too
+    (it used to end "failed": its agents waited in vain for a server that had gone)."""
+    steps = 200
+    run = two_node_run(*PACED, "--steps", str(steps), "--on-env-loss", "wait", "--reconnect-timeout", "90")
+    wait_for_env_rows(run.dirs[0], 10)
+    hosts.cut()
+    time.sleep(10.0)
+    ended_during_cut = (run.dirs[0] / "env_server" / "stats.json").exists()
+    hosts.heal()
+    summary = run.wait()
+    assert ended_during_cut, "the run did not end during the cut"
+    assert summary["status"] == "completed" and summary["steps"] == steps
+    assert sorted(e["agent"] for e in summary["agent_events"] if e["event"] == "dead") == [3, 4, 5]
+    node1 = json.loads((run.dirs[1] / "node_1.json").read_text())
+    assert all(node1["agents"][str(i)]["exits"] == [0] for i in (3, 4, 5)), node1
+    for i in (3, 4, 5):
+        assert f"the run completed at step {steps} while this agent was cut off" in run.agent_log(i)
+    server_log = (run.dirs[0] / "env_server" / "log.txt").read_text()
+    assert all(f"told agent {i}" in server_log for i in (3, 4, 5)), server_log
+
+
 def test_straggler_stopped_for_3_s_every_6_s(two_node_run):
     """Agent 4 (node 1) is stopped (SIGSTOP) for 3 s every 6 s, three times: longer than the 2 s
     after which the env server declares it dead. The run steps on without it while it is stopped,
