@@ -55,7 +55,7 @@ class EnvLink:
 
     def _connect(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, str(self.agent_id).encode())
+        # no IDENTITY: the env server names the connection and routes by the HELLO it proved
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         detect_dead_connections(sock)

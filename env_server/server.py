@@ -2,11 +2,17 @@
 each agent ITS OWN observation and reward. It trains nothing, and it never sends one
 agent's reward to another: agent i's RESULT frame carries exactly K rewards, agent i's.
 
-Protocol on its ROUTER socket (agents connect DEALER sockets whose identity is their id):
+Protocol on its ROUTER socket (agents connect DEALER sockets; the ROUTER names each connection):
   agent HELLO -> server SPEC;  agent READY (its neighbour links are up);
   once all agents are ready: server RESULT 0 (first obs) -> agent ACTION 0 ->
   server RESULT 1 (obs_1, r_0, done_0) -> ... -> RESULT S with last=True.
 Malformed frames, unknown agent ids and actions of the wrong shape are logged and dropped.
+
+Routes: agent i's frames go to the connection its last accepted HELLO came over (with CurveZMQ,
+one that proved agent i's key), and a frame that claims agent i counts only over that
+connection. Agents do not pick their routing ids, so no agent (not even one of the run, with a
+key of its own) can take over another's route; a reconnecting agent's HELLO moves its route to
+its new connection.
 
 Liveness, Paranoid-Pirate style: the server sends an agent a HEARTBEAT whenever it has sent
 it nothing for heartbeat_interval_s, and agents do the same while they are busy or waiting.
@@ -173,10 +179,6 @@ class EnvServer:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a vanished agent raises, not drops
-        # a reconnecting agent's new connection takes over its id, even while this server still holds
-        # the old one (half-open after a partition, or not yet seen closed); with CurveZMQ a frame
-        # still counts only over a connection that proved that agent's key
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         detect_dead_connections(self.sock)
         self.sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME_BYTES)
         if cfg.agent_keys:  # only the run's agents' keys get in, each as its agent id (User-Id)
@@ -188,6 +190,7 @@ class EnvServer:
         self.hello_steps: dict[int, int] = {}  # the step each agent says it is at (resume)
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
+        self.routes: dict[int, bytes] = {}  # agent -> the routing id of its connection (module docstring)
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
         self.dropped = 0
@@ -204,9 +207,12 @@ class EnvServer:
 
     # -- socket helpers --------------------------------------------------------------------------
     def _send(self, agent: int, kind: str, step: int, body) -> None:
+        route = self.routes.get(agent)
+        if route is None:  # it never said HELLO to this process: nowhere to send
+            return
         frame = protocol.encode(kind, protocol.SERVER_ID, step, body)
         try:
-            self.sock.send_multipart([str(agent).encode(), frame])
+            self.sock.send_multipart([route, frame])
             self.bytes_sent[agent] += len(frame)
             self.last_sent[agent] = time.monotonic()
             self.unreachable.discard(agent)
@@ -236,9 +242,10 @@ class EnvServer:
         return msg
 
     def _parse_frame(self, parts: list[bytes], user: str | None = None) -> protocol.Message | None:
-        """The message in [identity, frame] if it decodes and comes from the agent whose socket
-        sent it (with CURVE: over a connection that proved that agent's key, User-Id `user`);
-        None (dropped) otherwise."""
+        """The message in [routing id, frame] if it decodes and comes from the agent it claims:
+        with CURVE, over a connection that proved that agent's key (User-Id `user`); and, but for a
+        HELLO (which moves the agent's route here), over the connection of its route. None
+        (dropped) otherwise."""
         if len(parts) != 2:
             return self._drop(f"{len(parts)}-part message")
         ident, frame = parts
@@ -248,10 +255,12 @@ class EnvServer:
             return self._drop(f"malformed frame from {ident[:32]!r}: {exc}")
         if not 0 <= msg.sender < self.cfg.n_agents:
             return self._drop(f"{msg.kind} from unknown agent id {msg.sender} (agents are 0..{self.cfg.n_agents - 1})")
-        if ident != str(msg.sender).encode():
-            return self._drop(f"{msg.kind} claims agent {msg.sender} on the socket of {ident[:32]!r}")
         if self.cfg.agent_keys and user != str(msg.sender):
             return self._drop(f"{msg.kind} claims agent {msg.sender} over a connection with agent {user}'s key")
+        if msg.kind == protocol.HELLO:
+            self.routes[msg.sender] = ident
+        elif self.routes.get(msg.sender, ident) != ident:  # (no route yet: _recv drops it, logged once)
+            return self._drop(f"{msg.kind} claims agent {msg.sender} over a connection it did not say HELLO on")
         return msg
 
     def _drop(self, why: str) -> None:

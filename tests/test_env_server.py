@@ -43,7 +43,9 @@ def test_protocol_and_bad_input(tmp_path):
         intruder = dealer(ctx, addr, b"intruder")
         intruder.send(b"\xc1 not msgpack")
         intruder.send(msgpack.packb([protocol.PROTOCOL_VERSION, "hello", 7, 0, {}]))  # unknown agent id
-        intruder.send(protocol.encode(protocol.HELLO, 1, 0, {}))  # claims agent 1 on another socket
+        # without CurveZMQ nothing proves who is who: this HELLO claiming agent 1 is answered, and agent
+        # 1's own HELLO below moves its route to its own socket (tests/test_security.py: with CURVE)
+        intruder.send(protocol.encode(protocol.HELLO, 1, 0, {}))
         intruder.send_multipart([b"a", b"b", b"c"])  # wrong number of parts
         agents = [dealer(ctx, addr, str(i).encode()) for i in range(2)]
         for i, s in enumerate(agents):
@@ -82,7 +84,7 @@ def test_protocol_and_bad_input(tmp_path):
         np.testing.assert_array_equal(np.concatenate(rewards[0]), np.zeros(K * cfg.steps))
         np.testing.assert_array_equal(np.concatenate(rewards[1]), np.full(K * cfg.steps, 18.0))
         stats = json.loads((tmp_path / "srv" / "stats.json").read_text())
-        assert stats["dropped_frames"] >= 6
+        assert stats["dropped_frames"] >= 5
         assert stats["final"]["joint_action_freq"]["C,D"] == 1.0
     finally:
         server.stop_requested = True

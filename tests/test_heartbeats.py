@@ -250,10 +250,12 @@ class FakeEnvServer:
         spec = make_env("pd", 2, K).agent_spec(0)
         self.spec = spec | {"n_envs": K, "agent_id": 0, "n_agents": 2}
         self.obs = protocol.to_bytes(np.zeros((K, spec["obs_dim"])))
+        self.route = b""  # the routing id of the agent's connection (as the env server learns it)
 
     def recv(self, timeout_s=60.0) -> protocol.Message:
         assert self.sock.poll(int(timeout_s * 1000)), "the agent said nothing"
-        return protocol.decode(self.sock.recv_multipart()[1])
+        self.route, frame = self.sock.recv_multipart()
+        return protocol.decode(frame)
 
     def recv_kind(self, kind, timeout_s=60.0) -> protocol.Message:
         while (msg := self.recv(timeout_s)).kind == protocol.HEARTBEAT:
@@ -262,12 +264,19 @@ class FakeEnvServer:
         return msg
 
     def send(self, kind, step, body):
-        self.sock.send_multipart([b"0", protocol.encode(kind, protocol.SERVER_ID, step, body)])
+        self.sock.send_multipart([self.route, protocol.encode(kind, protocol.SERVER_ID, step, body)])
 
     def handshake(self):
+        """Every HELLO gets a SPEC over its own connection (a reconnecting agent may have said
+        HELLO on sockets it has closed since), until the READY."""
         self.recv_kind(protocol.HELLO)
-        self.send(protocol.SPEC, 0, self.spec)
-        self.recv_kind(protocol.READY)
+        while True:
+            self.send(protocol.SPEC, 0, self.spec)
+            while (msg := self.recv()).kind == protocol.HEARTBEAT:
+                pass
+            if msg.kind == protocol.READY:
+                return
+            assert msg.kind == protocol.HELLO, msg
 
     def result(self, step, reward: bytes, last=False):
         self.send(protocol.RESULT, step, [self.obs, reward, protocol.to_bytes(np.zeros(K)), last, {}])

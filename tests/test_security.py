@@ -38,6 +38,16 @@ def answered(sock: zmq.Socket, timeout_ms: int = 2000) -> protocol.Message | Non
     return protocol.decode(sock.recv()) if sock.poll(timeout_ms) else None
 
 
+def answered_not_heartbeat(sock: zmq.Socket, timeout_ms: int) -> protocol.Message | None:
+    """The first frame that is not a heartbeat within timeout_ms, or None."""
+    end = time.monotonic() + timeout_ms / 1000
+    while (left := end - time.monotonic()) > 0:
+        msg = answered(sock, int(left * 1000) + 1)
+        if msg is None or msg.kind != protocol.HEARTBEAT:
+            return msg
+    return None
+
+
 @pytest.fixture
 def curve_server(tmp_path):
     """An env server for 2 agents over tcp with CURVE, in a thread; yields (address, server keys,
@@ -97,6 +107,28 @@ def test_agent_js_key_cannot_speak_for_agent_i(curve_server):
         spec = answered(agent1, 10_000)
         assert spec is not None and spec.body["agent_id"] == 1
         agent1.close()
+    finally:
+        ctx.destroy(0)
+
+
+def test_agent_j_cannot_take_agent_is_route(curve_server):
+    """Agent 1, with its own valid key, connects with agent 0's routing id while agent 0 is
+    connected (agents used to set their id as routing id, and the server handed an id over to
+    its newest connection). Routes are not handed over on a routing id: agent 0 still gets its SPEC and its
+    results, and nothing for agent 0 reaches the squatter."""
+    addr, server_keys, agents, server = curve_server
+    ctx = zmq.Context()
+    try:
+        agent0 = dealer(ctx, addr, b"0", agents[0], server_keys.public)  # (real agents set no id at all)
+        agent0.send(protocol.encode(protocol.HELLO, 0, 0, {}))
+        assert answered(agent0, 10_000).kind == protocol.SPEC
+        squatter = dealer(ctx, addr, b"0", agents[1], server_keys.public)  # agent 1's key, agent 0's routing id
+        squatter.send(protocol.encode(protocol.HEARTBEAT, 0, 0, {}))  # claims agent 0: dropped (agent 1's key)
+        time.sleep(0.5)
+        agent0.send(protocol.encode(protocol.HELLO, 0, 0, {}))  # agent 0 is still reachable on its own connection
+        reply = answered_not_heartbeat(agent0, 10_000)
+        assert reply is not None and reply.kind == protocol.SPEC
+        assert answered_not_heartbeat(squatter, 500) is None
     finally:
         ctx.destroy(0)
 
