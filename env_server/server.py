@@ -8,11 +8,11 @@ Protocol on its ROUTER socket (agents connect DEALER sockets; the ROUTER names e
   server RESULT 1 (obs_1, r_0, done_0) -> ... -> RESULT S with last=True.
 Malformed frames, unknown agent ids and actions of the wrong shape are logged and dropped.
 
-Routes: agent i's frames go to the connection its last accepted HELLO came over (with CurveZMQ,
-one that proved agent i's key), and a frame that claims agent i counts only over that
-connection. Agents do not pick their routing ids, so no agent (not even one of the run, with a
-key of its own) can take over another's route; a reconnecting agent's HELLO moves its route to
-its new connection.
+Routes: agent i's frames go to the connection its last accepted frame came over (with
+CurveZMQ, one that proved agent i's key). Agents do not pick routing ids, so no agent (not even
+one of the run, with a key of its own) can take over another's route; an agent that reconnects
+(a new socket, or libzmq reconnecting the old one under a new id) moves its route with its next
+frame.
 
 Liveness, Paranoid-Pirate style: the server sends an agent a HEARTBEAT whenever it has sent
 it nothing for heartbeat_interval_s, and agents do the same while they are busy or waiting.
@@ -242,10 +242,9 @@ class EnvServer:
         return msg
 
     def _parse_frame(self, parts: list[bytes], user: str | None = None) -> protocol.Message | None:
-        """The message in [routing id, frame] if it decodes and comes from the agent it claims:
-        with CURVE, over a connection that proved that agent's key (User-Id `user`); and, but for a
-        HELLO (which moves the agent's route here), over the connection of its route. None
-        (dropped) otherwise."""
+        """The message in [routing id, frame] if it decodes and, with CURVE, comes over a
+        connection that proved the key of the agent it claims (User-Id `user`); that connection
+        becomes the agent's route. None (dropped) otherwise."""
         if len(parts) != 2:
             return self._drop(f"{len(parts)}-part message")
         ident, frame = parts
@@ -257,10 +256,7 @@ class EnvServer:
             return self._drop(f"{msg.kind} from unknown agent id {msg.sender} (agents are 0..{self.cfg.n_agents - 1})")
         if self.cfg.agent_keys and user != str(msg.sender):
             return self._drop(f"{msg.kind} claims agent {msg.sender} over a connection with agent {user}'s key")
-        if msg.kind == protocol.HELLO:
-            self.routes[msg.sender] = ident
-        elif self.routes.get(msg.sender, ident) != ident:  # (no route yet: _recv drops it, logged once)
-            return self._drop(f"{msg.kind} claims agent {msg.sender} over a connection it did not say HELLO on")
+        self.routes[msg.sender] = ident  # its latest connection (libzmq may have reconnected it under a new id)
         return msg
 
     def _drop(self, why: str) -> None:
