@@ -23,7 +23,7 @@ writes neither the entities' `action` nor mpe2's silent `state.c` (nothing reads
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -41,6 +41,8 @@ class WorldBatch(Protocol):
 
     def __len__(self) -> int: ...
 
+    def __iter__(self) -> Iterator[ArenaWorld]: ...
+
     def step(self, agent_force: np.ndarray) -> None:
         """One physics step of every world; agent_force (K, n_agents, 2) is each learner's
         action force, already scaled by its acceleration."""
@@ -54,7 +56,7 @@ class ScriptBatch(Protocol):
 
 
 def make_world_batch(kind: str, worlds: Iterable[ArenaWorld],
-                     batch_scripts: Mapping[Callable, ScriptBatch] | None = None) -> BatchedWorlds | LoopedWorlds:
+                     batch_scripts: Mapping[Callable, ScriptBatch] | None = None) -> WorldBatch:
     """`kind` "batched" (the default everywhere) or "looped" (mpe2's integration, one world at a
     time). `batch_scripts` maps action callbacks to their batched forms (used when batched)."""
     if kind == "batched":
