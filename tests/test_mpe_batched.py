@@ -153,6 +153,9 @@ def test_seeded_batched_runs_replay_exactly():
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_unknown_physics_is_a_clear_error():
+def test_unknown_physics_and_unlike_worlds_are_clear_errors():
     with pytest.raises(ValueError, match="MPE physics must be one of"):
         MPEVectorEnv("hunting", 3, 2, physics="gpu")
+    scenario = HuntingScenario()
+    with pytest.raises(ValueError, match="needs K worlds built alike"):
+        make_world_batch("batched", [scenario.make_world(), scenario.make_world(n_prey=2)])

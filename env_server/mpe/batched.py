@@ -108,7 +108,8 @@ class BoundState(AgentState):
 
 
 def _initialised(state: EntityState, name: str) -> np.ndarray | None:
-    """The state's field, or None before mpe2's first assignment (its getter asserts)."""
+    """The state's field, or None before mpe2's first assignment (its getter asserts); a
+    landmark's `EntityState` has no `c` at all."""
     try:
         return getattr(state, name)
     except (AssertionError, AttributeError):
@@ -126,6 +127,8 @@ class BatchedWorlds(list[ArenaWorld], StateArrays):
         super().__init__(worlds)
         w0 = self[0]
         entities = w0.entities
+        if any(len(w.agents) != len(w0.agents) or len(w.entities) != len(entities) for w in self):
+            raise ValueError("batched MPE physics needs K worlds built alike (the same entities in each)")
         self.groups = _group_slices(w0)
         self.pos = np.zeros((len(self), len(entities), w0.dim_p))
         self.vel = np.zeros_like(self.pos)
