@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from . import SCENARIOS
+from .batched import make_world_batch
+from .hunting_batch import BATCH_SCRIPTS
 from .world import stacked
 
 EPISODE_LENGTH = {"hunting": 30, "collection": 50}
@@ -49,7 +51,9 @@ def count_learners(name: str, options: dict[str, Any]) -> int:
 
 class MPEVectorEnv:
     def __init__(self, name: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
-                 options: dict[str, Any] | None = None):
+                 options: dict[str, Any] | None = None, physics: str = "batched"):
+        """`physics`: "batched" steps the K worlds as one numpy computation; "looped" runs mpe2's
+        own integration one world at a time (the reference it matches; see batched.py)."""
         if name not in SCENARIOS:
             raise ValueError(f"unknown MPE scenario {name!r}; choose from {sorted(SCENARIOS)}")
         if action_type not in ("discrete", "continuous"):
@@ -61,9 +65,10 @@ class MPEVectorEnv:
             options.setdefault("n_agents", n_agents)
         self.scenario, world_options = build_scenario(name, options)
         try:
-            self.worlds = [self.scenario.make_world(**world_options) for _ in range(n_envs)]
+            worlds = [self.scenario.make_world(**world_options) for _ in range(n_envs)]
         except TypeError as exc:  # an option the scenario does not take
             raise ValueError(f"--env {name}: {exc}") from None
+        self.worlds = make_world_batch(physics, worlds, BATCH_SCRIPTS)
         self.n_agents = len(self.worlds[0].agents)
         if self.n_agents != n_agents:
             raise ValueError(f"--env {name} with {options or 'its defaults'} has {self.n_agents} learning agents, "
@@ -77,6 +82,8 @@ class MPEVectorEnv:
         self._episode_sums = np.zeros(len(self.metric_names))  # this episode so far, summed over copies
         self._finished: list[np.ndarray] = []  # per finished episode: metrics averaged over copies
         self._obs_dim = len(self.scenario.observation(self.worlds[0].agents[0], self.worlds[0]))
+        # (n_agents, 1): each learner's force scale; 5.0 is mpe2's default sensitivity
+        self._accel = np.array([[5.0 if a.accel is None else a.accel] for a in self.worlds[0].agents])
 
     def agent_spec(self, agent: int) -> dict:
         if self.action_type == "discrete":
@@ -105,13 +112,7 @@ class MPEVectorEnv:
         return np.clip(np.array([np.asarray(a, np.float64).reshape(self.n_envs, 2) for a in actions]), -1.0, 1.0)
 
     def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        forces = self._forces(actions)
-        for k, w in enumerate(self.worlds):
-            for i, agent in enumerate(w.agents):
-                accel = 5.0 if agent.accel is None else agent.accel  # mpe2's default sensitivity
-                agent.action.u = forces[i, k] * accel
-                agent.action.c = np.zeros(w.dim_c)
-            w.step()
+        self.worlds.step(self._forces(actions).transpose(1, 0, 2) * self._accel)
         # Rewards, metrics and observations of all K worlds at once: in Python, one world at a
         # time, they cost three times the physics.
         rewards, metrics = self.scenario.batch_outcome(self.worlds)

@@ -160,9 +160,20 @@ def encode_slots_batch(observer_pos: np.ndarray, positions: np.ndarray, radius: 
     return slots.reshape(lead[:-1] + (-1,))
 
 
+class StateArrays:
+    """Base of K worlds whose entity states live in shared (K, E, 2) arrays (batched.BatchedWorlds):
+    `stacked` slices them instead of gathering entity by entity. A base class, not a runtime
+    Protocol: `stacked` runs a few times per env step, and a Protocol isinstance costs ~20 us."""
+
+    def stacked(self, group: str, field: str = "p_pos") -> np.ndarray:
+        raise NotImplementedError
+
+
 def stacked(worlds: Sequence[World], group: str, field: str = "p_pos") -> np.ndarray:
     """(K, m, 2): the `field` ("p_pos" or "p_vel") of every entity of `group` ("agents",
     "scripted" or "landmarks") in each of K worlds built alike."""
+    if isinstance(worlds, StateArrays):
+        return worlds.stacked(group, field)
     rows = [[getattr(e.state, field) for e in getattr(w, group)] for w in worlds]
     return np.array(rows, dtype=np.float64).reshape(len(worlds), -1, 2)
 
