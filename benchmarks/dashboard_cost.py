@@ -1,0 +1,139 @@
+"""What watching a run costs it: the same pd ring run without a dashboard, with `--dashboard`
+and a headless Chromium page polling it (every second, as a user's browser does), and with
+`--dashboard` polled by a plain HTTP client (the server's own cost, without the browser's). Runs
+are interleaved, the order rotating, so that a machine's load drifting over time hits every
+configuration alike. Prints env steps/s per run (summary.json) and the medians' ratio to the run
+without a dashboard, and writes them as Markdown.
+
+    python benchmarks/dashboard_cost.py                  # -> benchmarks/results/dashboard_cost.md
+    python benchmarks/dashboard_cost.py --steps 6000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from statistics import median
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the Chromium client is the tests'
+
+from chromium import Chromium, agent_states  # noqa: E402 (after the path above)
+
+CONFIGS = ("no dashboard", "dashboard + Chromium page", "dashboard + HTTP poller")
+
+
+def _launch(run_dir: Path, steps: int, dashboard: bool) -> tuple[subprocess.Popen, Path, list[str]]:
+    args = ["--env", "pd", "--topology", "ring", "--n", "6", "--steps", str(steps), "--seed", "0",
+            "--run-dir", str(run_dir), "--quiet"] + (["--dashboard", "0"] if dashboard else [])
+    log = run_dir.parent / f"{run_dir.name}.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "drima.launch", *args], stdout=f, stderr=subprocess.STDOUT)
+    return proc, log, args
+
+
+def _url(log: Path, proc: subprocess.Popen) -> str:
+    while proc.poll() is None:
+        found = re.search(r"dashboard: (http://\S+)", log.read_text())
+        if found:
+            return found.group(1)
+        time.sleep(0.1)
+    raise RuntimeError(f"the launcher ended without a dashboard: {log.read_text()[-1000:]}")
+
+
+def _poll_http(url: str, proc: subprocess.Popen) -> int:
+    """GET /status.json every second until the run ends; how many answers came back."""
+    answers = 0
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "status.json", timeout=10) as r:
+                json.load(r)
+                answers += 1
+        except OSError:  # starting, or the run just ended
+            pass
+        time.sleep(1.0)
+    return answers
+
+
+def _watch_in_chromium(url: str, proc: subprocess.Popen) -> int:
+    """Keep the page open (it polls every second by itself) until the run ends; how often the page
+    was seen showing the agents."""
+    seen = 0
+    with Chromium() as browser:
+        page = browser.open(url)
+        while proc.poll() is None:
+            time.sleep(2.0)
+            try:
+                seen += bool(agent_states(page))
+            except Exception:  # the page between two polls, or the run just ended
+                pass
+    return seen
+
+
+def one_run(config: str, run_dir: Path, steps: int) -> dict:
+    proc, log, args = _launch(run_dir, steps, dashboard=config != CONFIGS[0])
+    watched = None
+    if config == CONFIGS[1]:
+        watched = _watch_in_chromium(_url(log, proc), proc)
+    elif config == CONFIGS[2]:
+        watched = _poll_http(_url(log, proc), proc)
+    if proc.wait() != 0:
+        raise RuntimeError(f"{config}: the run failed: {log.read_text()[-2000:]}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"config": config, "env_steps_per_s": summary["env_steps_per_s"], "wall_s": summary["wall_s"],
+            "watched": watched, "command": "drima-launch " + shlex.join(args)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "dashboard_cost.md"))
+    a = p.parse_args(argv)
+    load = os.getloadavg()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="dashboard-cost-") as tmp:
+        for r in range(a.repeats):
+            order = CONFIGS[r % 3:] + CONFIGS[:r % 3]
+            for config in order:
+                run = one_run(config, Path(tmp) / f"r{r}-{CONFIGS.index(config)}", a.steps) | {"repeat": r}
+                print(f"repeat {r}: {config:28s} {run['env_steps_per_s']:8.1f} env steps/s "
+                      f"(watched: {run['watched']})", flush=True)
+                runs.append(run)
+    base = median(x["env_steps_per_s"] for x in runs if x["config"] == CONFIGS[0])
+    lines = [
+        "# What watching a run costs it: `--dashboard`",
+        "",
+        f"`python benchmarks/dashboard_cost.py --steps {a.steps} --repeats {a.repeats}`, on "
+        f"{os.cpu_count()} cores, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the start "
+        f"(a shared machine). Each run: `{runs[0]['command'].replace(' --run-dir', ' ... --run-dir')}` "
+        f"(with `--dashboard 0` for the dashboard rows). Runs interleaved, the order rotating.",
+        "",
+        "| configuration | env steps/s per run | median | ratio to no dashboard |",
+        "|---|---|---|---|",
+    ]
+    for config in CONFIGS:
+        rates = [x["env_steps_per_s"] for x in runs if x["config"] == config]
+        lines.append(f"| {config} | {', '.join(f'{v:.0f}' for v in rates)} | {median(rates):.0f} | "
+                     f"{median(rates) / base:.3f} |")
+        print(f"{config:28s} median {median(rates):8.1f} env steps/s, ratio {median(rates) / base:.3f}")
+    lines += ["", "`watched`: Chromium: the times the page was seen showing the agents (checked every 2 s); "
+              "HTTP poller: /status.json answers (one a second).", "",
+              "| repeat | configuration | env steps/s | wall s | watched |", "|---|---|---|---|---|"]
+    lines += [f"| {x['repeat']} | {x['config']} | {x['env_steps_per_s']:.1f} | {x['wall_s']:.1f} | "
+              f"{x['watched'] if x['watched'] is not None else '-'} |" for x in runs]
+    Path(a.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
