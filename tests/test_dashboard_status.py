@@ -135,3 +135,26 @@ def test_not_a_run_folder(tmp_path):
         run_status(tmp_path / "nowhere")
     with pytest.raises(RunDirError, match="no launch.json"):
         run_status(tmp_path)
+
+
+def test_links_json_rates_over_the_window_and_at_most_every_interval(tmp_path):
+    from drima.agent.link_status import LinkStatus
+
+    path = tmp_path / "links.json"
+    status = LinkStatus(path, min_interval_s=0.2)
+    status.write(50, {1: {"recv": 10, "late": 0, "missed": 0}}, live=[1])
+    assert not path.exists()  # less than min_interval_s since it was made
+    time.sleep(0.3)
+    status.write(100, {1: {"recv": 40, "late": 1, "missed": 3}}, live=[])
+    first = json.loads(path.read_text())
+    peer = first["peers"]["1"]
+    assert first["step"] == 100 and first["window_s"] >= 0.2
+    assert (peer["recv"], peer["late"], peer["missed"], peer["live"]) == (40, 1, 3, False)
+    assert peer["recv_per_s"] == pytest.approx(40 / first["window_s"], rel=0.05)
+    status.write(150, {1: {"recv": 50, "late": 1, "missed": 3}}, live=[1])
+    assert json.loads(path.read_text()) == first  # too soon: not rewritten
+    time.sleep(0.3)
+    status.write(200, {1: {"recv": 70, "late": 1, "missed": 3}}, live=[1])
+    second = json.loads(path.read_text())
+    assert second["peers"]["1"]["recv_per_s"] == pytest.approx(30 / second["window_s"], rel=0.05)
+    assert second["peers"]["1"]["missed_per_s"] == 0
