@@ -104,7 +104,7 @@ def _poll_http(url: str, proc: subprocess.Popen) -> int:
 def _watch_in_chromium(url: str, proc: subprocess.Popen) -> tuple[int, float]:
     """Keep the page open (it polls every second by itself) until the run ends; how often the page
     was seen showing the agents, and the CPU seconds of the browser's processes."""
-    seen, cpu0 = 0, _children_cpu_s()
+    seen = 0
     with Chromium() as browser:
         page = browser.open(url)
         while proc.poll() is None:
@@ -113,7 +113,9 @@ def _watch_in_chromium(url: str, proc: subprocess.Popen) -> tuple[int, float]:
                 seen += bool(agent_states(page))
             except Exception:  # the page between two polls, or the run just ended
                 pass
-    return seen, _children_cpu_s() - cpu0  # the browser is closed and reaped, the launcher not yet
+        # the launcher was reaped by proc.poll() above: from here on only the browser is, as it closes
+        cpu0 = _children_cpu_s()
+    return seen, _children_cpu_s() - cpu0
 
 
 def one_run(config: str, run_dir: Path, steps: int) -> dict:
