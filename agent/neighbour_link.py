@@ -82,6 +82,8 @@ class NeighbourLink:
         for p, addr in self.peers.items():
             security.connect(self.sub, keys, peer_keys.get(p, ""), addr)
         self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message
+        # per peer, since the start: scalars used (in time), come late, and steps waited for in vain
+        self.per_peer = {p: {"recv": 0, "late": 0, "missed": 0} for p in self.peers}
         self.heard: set[int] = set()  # peers heard from during the handshake
         self._pending: dict[int, dict[int, tuple[np.ndarray, float]]] = {}
         self._learned_up_to = -1  # steps <= this are closed: later messages for them are late
@@ -167,12 +169,14 @@ class NeighbourLink:
                 self.stats["ignored_out_of_range"] += 1  # not late: it was not waited for
                 return
             self.stats["dropped_late"] += 1
+            self.per_peer[msg.sender]["late"] += 1
             log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
             return
         self.heard.add(msg.sender)
         if self.missed[msg.sender] >= self.liveness:
             log.info("neighbour %d is back (scalars for step %d in time)", msg.sender, msg.step)
         self.missed[msg.sender] = 0  # in time: a sign of life for the step exchange
+        self.per_peer[msg.sender]["recv"] += 1
         if msg.step not in self._pending and len(self._pending) >= MAX_PENDING_STEPS:
             # only a broken or hostile peer gets this far ahead: evict the farthest step, keep memory bounded
             self.stats["dropped_flood"] += 1
@@ -221,6 +225,7 @@ class NeighbourLink:
         for p in wanted:  # a peer we did not wait for is not counted as silent
             if p not in got:
                 self.missed[p] += 1
+                self.per_peer[p]["missed"] += 1
                 if self.missed[p] == self.liveness:
                     log.warning("neighbour %d silent for %d steps (last at step <= %d): learning without it",
                                 p, self.liveness, step - self.liveness)

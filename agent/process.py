@@ -31,6 +31,7 @@ from .config import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
 from .core import AgentCore
 from .env_link import EnvLink, EnvServerGone, RunCompletedMeanwhile
 from .learners import ActsAhead, ReportsProgress, env_defaults, make_learner
+from .link_status import LinkStatus
 from .neighbour_link import NeighbourLink
 
 log = logging.getLogger("drima.agent")
@@ -56,6 +57,7 @@ class AgentProcess:
         self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
                                  drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed,
                                  keys=self.keys, peer_keys={int(k): v for k, v in cfg.peer_keys.items()})
+        self.link_status = LinkStatus(self.dir / "links.json")  # for the dashboard, at the metrics cadence
         self.core: AgentCore | None = None
         self.agent_name: str | None = None  # the env's name for this agent (PettingZoo, MPE, battles)
         self.step = 0
@@ -236,6 +238,7 @@ class AgentProcess:
         if self.step % self.cfg.log_every == 0:
             metrics.write({"step": self.step, "env_steps": self.step * n_envs,
                            "wall_s": round(time.monotonic() - self.t0, 3)})
+            self.link_status.write(self.step, self.link.per_peer, self.link.live_peers())
         if self.step % self.cfg.checkpoint_every == 0 and not self.cfg.evaluate:
             save_checkpoint(ckpt, self.core, self.step)
 

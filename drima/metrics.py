@@ -82,20 +82,29 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
 
 def last_row(path: str | Path) -> dict[str, str] | None:
     """The last complete row, reading only the header and the file's tail (cheap to poll)."""
+    rows = tail_rows(path, 1)
+    return rows[-1] if rows else None
+
+
+def tail_rows(path: str | Path, n: int, row_bytes: int = 400) -> list[dict[str, str]]:
+    """Up to the last `n` complete rows, reading only the header and about n * row_bytes bytes of
+    the file's tail (cheap to poll however long the run)."""
     try:
         with open(path, "rb") as f:
             header = f.readline().decode()
             f.seek(0, io.SEEK_END)
-            size = f.tell()
-            f.seek(max(len(header), size - 4096))
+            start = max(len(header), f.tell() - max(4096, n * row_bytes))
+            f.seek(start)
             tail = f.read().decode(errors="replace")
     except FileNotFoundError:
-        return None
+        return []
     lines = [ln for ln in tail.split("\n")[:-1] if ln]  # the part after the last newline may be torn
+    if start > len(header):
+        lines = lines[1:]  # the first line read may be the end of a row
     if not header or not lines:
-        return None
-    row = next(csv.DictReader([header, lines[-1]]), None)
-    return row if row and None not in row.values() and None not in row else None
+        return []
+    rows = csv.DictReader([header, *lines[-n:]])
+    return [r for r in rows if None not in r.values() and None not in r]
 
 
 def write_json_atomic(path: str | Path, data: object) -> None:

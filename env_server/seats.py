@@ -25,6 +25,8 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from drima.events import EventFeed
+
 log = logging.getLogger("drima.env_server")
 
 
@@ -72,12 +74,21 @@ class Seat:
 class Seats:
     """The seats of one run: n agents, a state machine each."""
 
-    def __init__(self, n_agents: int, agent_liveness: int, remove_dead: bool):
+    def __init__(self, n_agents: int, agent_liveness: int, remove_dead: bool, feed: EventFeed | None = None):
+        """`feed`: where every event also goes the moment it happens (the dashboard reads it)."""
         self.seats = [Seat(i) for i in range(n_agents)]
         self.agent_liveness = agent_liveness
         self.remove_dead = remove_dead
         self.running = False  # past start-up: a HELLO now means a rejoin
         self.events: list[dict] = []  # deaths and rejoins, for stats.json
+        self.feed = feed
+
+    def record(self, event: dict, kept: bool = True) -> None:
+        """An event for the feed, and (kept) for stats.json's agent_events."""
+        if kept:
+            self.events.append(event)
+        if self.feed is not None:
+            self.feed.write(event)
 
     def __getitem__(self, agent: int) -> Seat:
         return self.seats[agent]
@@ -172,7 +183,8 @@ class Seats:
                     step,
                     "removing it from the run" if remove else
                     f"not waiting for it; its seat plays missing_action={missing_action}")
-        self.events.append({"event": "dead", "agent": agent, "step": step, "silent_s": round(silent_s, 3)})
+        self.record({"event": "dead", "agent": agent, "step": step, "silent_s": round(silent_s, 3)}
+                    | ({"removed": True} if remove else {}))
         self._move(agent, S.REMOVED if remove else S.DEAD)
 
     def step_done(self, step: int, acted: set[int], missing_action: str) -> None:
@@ -181,6 +193,7 @@ class Seats:
             if seat.agent in acted:
                 if seat.state is S.LAGGING:
                     log.info("agent %d acts again at step %d", seat.agent, step)
+                    self.record({"event": "acting", "agent": seat.agent, "step": step}, kept=False)
                     self._move(seat.agent, S.PLAYING)
                 seat.missed = 0
             elif seat.state in COUNTED:
@@ -188,12 +201,14 @@ class Seats:
                 if seat.missed == self.agent_liveness:
                     log.warning("agent %d alive but without an action for %d steps: not waiting for it "
                                 "(missing_action=%s)", seat.agent, seat.missed, missing_action)
+                    self.record({"event": "late", "agent": seat.agent, "step": step, "missed": seat.missed},
+                                kept=False)
                     self._move(seat.agent, S.LAGGING)
 
     def results_sent(self, step: int) -> None:
         """The rejoining agents got their first result: they play from here."""
         for seat in self.seats:
             if seat.state is S.REJOINING:
-                self.events.append({"event": "rejoined", "agent": seat.agent, "step": step})
+                self.record({"event": "rejoined", "agent": seat.agent, "step": step})
                 seat.missed = 0
                 self._move(seat.agent, S.PLAYING)

@@ -45,6 +45,7 @@ import zmq
 
 from drima import protocol, security
 from drima.connections import detect_dead_connections
+from drima.events import EventFeed
 from drima.loggers import make_sinks
 from drima.metrics import MetricsWriter, last_row, write_json_atomic
 from drima.procinfo import memory_mb
@@ -186,7 +187,8 @@ class EnvServer:
         self.sock.bind(cfg.address)
         self.stop_requested = False
         self.step = 0
-        self.seats = Seats(cfg.n_agents, cfg.agent_liveness, remove_dead=cfg.missing_action == "remove")
+        self.seats = Seats(cfg.n_agents, cfg.agent_liveness, remove_dead=cfg.missing_action == "remove",
+                           feed=EventFeed(self.dir / "events.jsonl", "env_server", append=cfg.resume))
         self.hello_steps: dict[int, int] = {}  # the step each agent says it is at (resume)
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
@@ -483,7 +485,7 @@ class EnvServer:
         if cfg.resume:
             log.info("resuming the run at step %d (last metrics row: step %d; agents at %s)", start,
                      self.resumed_row_step, dict(sorted(self.hello_steps.items())))
-            self.seats.events.append({"event": "env_server_resumed", "step": start})
+            self.seats.record({"event": "env_server_resumed", "step": start})
         obs = self._timed(self.env.reset)
         last_actions = [self._idle_action(i) for i in range(cfg.n_agents)]
         final_from = cfg.steps - max(1, round(cfg.steps * cfg.final_fraction))

@@ -11,6 +11,7 @@ a `threading.Event` stops it. `drima-launch` is a thin layer over it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -19,17 +20,21 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from drima.agent.config import EXIT_ENV_LOST
+from drima.events import EventFeed, launcher_feed_name
 from drima.metrics import write_json_atomic
 
+from .dashboard.server import DashboardServer
 from .plan import LaunchConfig, RunPlan, plan_run
 from .progress import Progress
 from .rendezvous import exchange
 from .report import plot_run, write_summary
 from .supervisor import AgentWatch, describe_exit, spawn_env_server, stop_all, tail
+from .validate import ConfigError
 from .zygote import Zygote
 
 log = logging.getLogger("drima.launch")
@@ -82,11 +87,11 @@ class _Processes:
     """This node's processes during a run: the env server (node 0 only; restarted with
     --restart-failed) and the agents (AgentWatch)."""
 
-    def __init__(self, cfg: LaunchConfig, plan: RunPlan, zygote: Zygote):
-        self.cfg, self.plan, self.zygote = cfg, plan, zygote
+    def __init__(self, cfg: LaunchConfig, plan: RunPlan, zygote: Zygote, feed: EventFeed):
+        self.cfg, self.plan, self.zygote, self.feed = cfg, plan, zygote, feed
         self.server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
         self.server_exits: list[int] = []  # of env servers that died and were restarted
-        self.watch = AgentWatch(cfg, plan.agents, zygote)
+        self.watch = AgentWatch(cfg, plan.agents, zygote, feed)
 
     def supervise(self, stop: threading.Event, line: Progress, run_dir: Path) -> bool:
         """Until the run ends; True if it was interrupted (stop, or a KeyboardInterrupt)."""
@@ -109,7 +114,11 @@ class _Processes:
         """The env server ended: restart it if it crashed and --restart-failed allows; False when
         the run is over."""
         cfg, code = self.cfg, self.server.proc.returncode
-        if not _restartable_server_exit(cfg, code, len(self.server_exits)):
+        restart = _restartable_server_exit(cfg, code, len(self.server_exits))
+        if code != 0:
+            self.feed.write({"event": "env_server_exited", "status": code, "how": describe_exit(code),
+                             "restarting": restart})
+        if not restart:
             return False
         self.server_exits.append(code)
         log.warning("env server %s: restarting it in %.1f s (restart %d of %d); the agents rejoin it. "
@@ -117,6 +126,7 @@ class _Processes:
                     cfg.max_restarts, tail(self.server.log_path, 20))
         if not stop.wait(cfg.restart_delay_s):
             self.server = spawn_env_server(dataclasses.replace(self.plan.env_server, resume=True))
+            self.feed.write({"event": "env_server_restarted", "restart": len(self.server_exits)})
         return True
 
     def outcome(self, interrupted: bool) -> tuple[str, str | None]:
@@ -188,9 +198,29 @@ def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: boo
     validates `cfg`, so that this process never imports torch (launch/zygote.py)."""
     zygote = Zygote(cfg.run_dir)
     try:
-        return _run(zygote.validate(cfg), zygote, stop or threading.Event(), progress)
+        cfg = zygote.validate(cfg)
+        with _dashboard(cfg):
+            return _run(cfg, zygote, stop or threading.Event(), progress)
     finally:
         zygote.close()
+
+
+@contextlib.contextmanager
+def _dashboard(cfg: LaunchConfig) -> Iterator[None]:
+    """With cfg.dashboard, the run's live view is served from a thread of this process while it runs."""
+    if cfg.dashboard is None:
+        yield
+        return
+    try:
+        server = DashboardServer(cfg.run_dir, cfg.dashboard, cfg.dashboard_bind).start()
+    except OSError as exc:  # the port is taken, the address is not this host's
+        raise ConfigError(f"--dashboard {cfg.dashboard}: cannot serve on {cfg.dashboard_bind}:{cfg.dashboard} "
+                          f"({exc.strerror or exc})") from None
+    log.info("dashboard: %s", server.url)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def _run(cfg: LaunchConfig, zygote: Zygote, stop: threading.Event, progress: bool) -> RunResult:
@@ -199,7 +229,8 @@ def _run(cfg: LaunchConfig, zygote: Zygote, stop: threading.Event, progress: boo
     (run_dir / "launch.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     plan = plan_run(cfg, exchange=functools.partial(exchange, cfg, stop=stop) if cfg.nodes > 1 else None)
     t0 = time.monotonic()
-    procs = _Processes(cfg, plan, zygote)
+    feed = EventFeed(run_dir / launcher_feed_name(cfg.node_rank), "launcher", append=cfg.resume)
+    procs = _Processes(cfg, plan, zygote, feed)
     line = Progress(cfg, quiet=not progress)
     try:
         interrupted = procs.supervise(stop, line, run_dir)

@@ -25,6 +25,7 @@ from drima.procinfo import set_process_title
 from drima.types import ALGOS, REWARD_MODES
 
 from .api import RunResult, run
+from .dashboard.server import DEFAULT_PORT
 from .plan import LaunchConfig
 from .rendezvous import RendezvousError
 from .validate import ConfigError
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render", action="store_true",
                    help="MPE: after the run, play one episode with the learned policies into RUN_DIR/episode.gif")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--dashboard", type=int, nargs="?", const=DEFAULT_PORT, default=None, metavar="PORT",
+                   help=f"serve the run's live view in the browser on PORT (default {DEFAULT_PORT}; 0: any free port) "
+                        f"while it runs; docs/dashboard.md")
+    p.add_argument("--dashboard-bind", default=d.dashboard_bind, metavar="ADDR",
+                   help="the address the dashboard listens on (0.0.0.0: every interface; the page shows the run "
+                        "to whoever reaches it)")
     g = p.add_argument_group("continuing and evaluating a run (the run's own settings, from its launch.json)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir up to --steps steps in all: agents from their checkpoints, "
@@ -174,8 +181,11 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
     a = parser.parse_args(argv)
     if a.resume and a.evaluate:  # before reading either run's launch.json
         parser.error("--resume and --evaluate: one at a time")
-    if a.resume or a.evaluate:
-        return continued_config(a, parser), a.quiet
+    if a.dashboard_bind != LaunchConfig.dashboard_bind and a.dashboard is None:
+        parser.error("--dashboard-bind is an option of --dashboard")
+    if a.resume or a.evaluate:  # the dashboard is this call's, not the saved run's
+        cfg = continued_config(a, parser)
+        return dataclasses.replace(cfg, dashboard=a.dashboard, dashboard_bind=a.dashboard_bind), a.quiet
     learner = _json_object(parser, "--learner", a.learner)
     env_options = _json_object(parser, "--env-options", a.env_options)
     hunting = {"n_prey": a.prey, "n_attackers": a.attackers, "n_interceptors": a.interceptors}
@@ -200,7 +210,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
                        max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent,
                        bind_host=a.bind_host, nodes=a.nodes, node_rank=a.node_rank, rendezvous=a.rendezvous,
                        rendezvous_timeout_s=a.rendezvous_timeout, insecure=a.insecure,
-                       run_secret_file=a.run_secret_file)
+                       run_secret_file=a.run_secret_file, dashboard=a.dashboard, dashboard_bind=a.dashboard_bind)
     return cfg, a.quiet
 
 

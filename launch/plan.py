@@ -124,6 +124,12 @@ class LaunchConfig:
     logger: str = "csv"
     """csv | tensorboard (or a comma list): where every process's metrics rows go; metrics.csv is
     always written, tensorboard adds an event file in each process's folder (drima/loggers.py)"""
+    dashboard: int | None = None
+    """serve the live dashboard of this run on this port while it runs (0: any free port; None:
+    none). The launcher serves it from a thread; it reads the run folder (launch/dashboard/)"""
+    dashboard_bind: str = "127.0.0.1"
+    """the address the dashboard listens on: loopback unless asked, since the page shows the run
+    to whoever reaches it"""
 
 
 EVALUATION_SEED_OFFSET = 100_003

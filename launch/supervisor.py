@@ -30,6 +30,7 @@ from typing import Protocol
 from drima.agent.config import EXIT_REFUSED, EXIT_ZYGOTE_LOST, AgentConfig
 from drima.config import save_config
 from drima.env_server.server import EnvServerConfig
+from drima.events import EventFeed
 from drima.metrics import last_row
 from drima.procinfo import die_with_parent
 
@@ -136,8 +137,10 @@ class AgentWatch:
     """The agent children of one run: reports their exits, restarts the failed ones
     (--restart-failed) and injects the kills asked for (--kill-agent)."""
 
-    def __init__(self, cfg: LaunchConfig, configs: list[AgentConfig], zygote: Zygote | None = None):
-        self.cfg, self.zygote = cfg, zygote
+    def __init__(self, cfg: LaunchConfig, configs: list[AgentConfig], zygote: Zygote | None = None,
+                 feed: EventFeed | None = None):
+        """`feed`: where exits, restarts and kills go the moment they happen (the dashboard reads it)."""
+        self.cfg, self.zygote, self.feed = cfg, zygote, feed
         self.configs = {a.agent_id: a for a in configs}
         self.children = {i: spawn_agent(a, zygote) for i, a in self.configs.items()}
         self.restarts = {i: 0 for i in self.configs}
@@ -155,9 +158,12 @@ class AgentWatch:
             if code is None or len(self.exits[i]) > self.restarts[i]:  # running, or this exit already handled
                 continue
             self.exits[i].append(code)
+            restart = self.cfg.restart_failed and self.restarts[i] < self.cfg.max_restarts and code not in NOT_RESTARTED
+            self._event({"event": "exited", "agent": i, "status": code, "how": describe_exit(code),
+                         "restarting": bool(code and restart)})
             if code == 0:
                 continue
-            if self.cfg.restart_failed and self.restarts[i] < self.cfg.max_restarts and code not in NOT_RESTARTED:
+            if restart:
                 log.warning("agent %d %s: restarting it from its last checkpoint in %.1f s (restart %d of %d). "
                             "Its log:\n%s", i, describe_exit(code), self.cfg.restart_delay_s,
                             self.restarts[i] + 1, self.cfg.max_restarts, tail(child.log_path))
@@ -170,6 +176,12 @@ class AgentWatch:
                 del self.restart_at[i]
                 self.restarts[i] += 1
                 self.children[i] = spawn_agent(dataclasses.replace(self.configs[i], resume=True), self.zygote)
+                self._event({"event": "restarted", "agent": i, "restart": self.restarts[i],
+                             "max_restarts": self.cfg.max_restarts})
+
+    def _event(self, event: dict) -> None:
+        if self.feed is not None:
+            self.feed.write(event)
 
     def _inject_kills(self, env_step: int) -> None:
         while self.pending_kills and env_step >= self.pending_kills[0][1]:
@@ -181,6 +193,7 @@ class AgentWatch:
             child.proc.kill()
             log.warning("fault injection: SIGKILL agent %d (pid %d) at step %d", agent, child.proc.pid, env_step)
             self.kills.append({"agent": agent, "asked_step": at, "env_step": env_step})
+            self._event({"event": "killed", "agent": agent, "step": env_step})
 
     def running(self) -> bool:
         """Some agent of this node is alive or about to be restarted."""

@@ -70,6 +70,7 @@ def _check_values(cfg: LaunchConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose from {', '.join(allowed)}")
     _check_faults(cfg)
     _check_nodes(cfg)
+    _check_dashboard(cfg)
     if cfg.mu_step_size <= 0 or cfg.mu_step_size > 1:
         raise ConfigError("--mu-step-size must be in (0, 1]")
     for name in ("learner", "env_options"):
@@ -105,6 +106,13 @@ def _check_nodes(cfg: LaunchConfig) -> None:
         raise ConfigError("--nodes must be >= 1 and --node-rank in 0..nodes-1")
     if cfg.nodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", cfg.rendezvous):
         raise ConfigError("--nodes > 1 needs --rendezvous HOST:PORT (node 0's address)")
+
+
+def _check_dashboard(cfg: LaunchConfig) -> None:
+    if cfg.dashboard is not None and not (isinstance(cfg.dashboard, int) and 0 <= cfg.dashboard <= 65535):
+        raise ConfigError(f"--dashboard {cfg.dashboard!r}: a port is 0..65535 (0: any free port)")
+    if not (isinstance(cfg.dashboard_bind, str) and cfg.dashboard_bind.strip()):
+        raise ConfigError("--dashboard-bind must be an address, e.g. 127.0.0.1 or 0.0.0.0")
 
 
 def _check_agent_ids(cfg: LaunchConfig) -> None:
