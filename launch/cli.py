@@ -260,8 +260,8 @@ def _final_lines(result: RunResult) -> str:
     return (f"{outcome}: {summary['steps']} steps, {summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
             f"final team reward per step {fin.get('mean_team_reward')}, "
             + (f"per episode {tasks}" if tasks else f"top joint actions {freq}")
-            + (f"\n{learned}" if (learned := learned_line(summary)) else "")
-            + f"\nresults: {result.summary_path}" + (f", {result.plot_path}" if result.plot_path else ""))
+            + f"\nresults: {result.summary_path}" + (f", {result.plot_path}" if result.plot_path else "")
+            + (f"\n{learned}" if (learned := learned_line(summary)) else ""))  # last: what the run is for
 
 
 if __name__ == "__main__":
