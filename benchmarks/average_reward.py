@@ -9,7 +9,7 @@ delta = r~ - mubar + V(s') - V(s) through every episode end; agent/learners/cont
 pd: 2 agents, full graph, dri, 3000 steps; the figure is the frequency of (C,C) over the last
 10 % of steps. collection: the quick start (ring, 6 agents, dri), 6000 steps; the figure is the
 group reward per episode over the last 10 %. Runs one at a time; completed runs are reused.
-Writes benchmarks/results/average_reward/results.md and runs.csv.
+Writes benchmarks/results/average_reward/<envs>.md and .csv (e.g. pd.md, or pd_collection.md).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def main() -> int:
     done, failed = run_grid(keys, lambda k: run_one(k, out), 1, lambda k, s, note: str(s["row"]))
     rows = [done[k]["row"] for k in keys if k in done]
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "runs.csv", FIELDS, rows)
+    name = a.envs.replace(",", "_")  # one table per env set: pd and collection may run different seeds
+    write_csv(out / f"{name}.csv", FIELDS, rows)
     table = []
     for env, algo, form in dict.fromkeys((r["env"], r["algo"], r["form"]) for r in rows):
         cell = [r for r in rows if (r["env"], r["algo"], r["form"]) == (env, algo, form)]
@@ -75,7 +76,7 @@ def main() -> int:
              "at a time. Final figure, over the last 10 % of steps: pd, the frequency of (C,C); collection, the "
              "group reward per episode. Mean ± std over seeds.", "",
              *markdown_table(list(table[0].keys()) if table else ["none"], table), ""]
-    (out / "results.md").write_text("\n".join(lines))
+    (out / f"{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return report_failures(failed, len(keys))
 
