@@ -15,6 +15,7 @@ Writes benchmarks/results/average_reward/<envs>.md and .csv (e.g. pd.md, or pd_c
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -25,13 +26,25 @@ from common import launch, markdown_table, report_failures, run_grid, write_csv
 FORMS = {"discounted": {}, "continuing": {"continuing": True, "gamma": 1.0}}
 SETUPS = {"pd": ["--env", "pd", "--n", "2", "--topology", "full", "--steps", "3000"],
           "collection": ["--env", "collection", "--n", "6", "--topology", "ring", "--steps", "6000"]}
-FIELDS = ["env", "algo", "form", "seed", "figure", "team_reward", "wall_s"]
+FIELDS = ["env", "algo", "form", "seed", "figure", "team_reward", "reached_at", "wall_s"]
+PD_NEAR_CC = 19.0
+"""pd: a metrics row (a 50-step mean) whose team reward is at least this is at (C,C) (20) nearly always"""
 
 
 def figure(env: str, summary: dict) -> float:
     """pd: (C,C) frequency over the final window; collection: group reward per episode there."""
     final = summary["final"]
     return final.get("joint_action_freq", {}).get("C,C", 0.0) if env == "pd" else final["episode_team_return"]
+
+
+def reached_at(env: str, run_dir: Path) -> int | str:
+    """pd: the first step whose metrics row has a team reward >= PD_NEAR_CC (how fast (C,C) was
+    found); elsewhere ''."""
+    if env != "pd":
+        return ""
+    with open(run_dir / "env_server" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return next((int(r["step"]) for r in rows if float(r["team_reward"]) >= PD_NEAR_CC), -1)
 
 
 def run_one(key: tuple, out: Path) -> tuple[dict | None, str]:
@@ -44,7 +57,8 @@ def run_one(key: tuple, out: Path) -> tuple[dict | None, str]:
     if s is None:
         return None, note
     row = {"env": env, "algo": algo, "form": form, "seed": seed, "figure": round(figure(env, s), 3),
-           "team_reward": round(s["final"]["mean_team_reward"], 3), "wall_s": round(s["wall_s"], 1)}
+           "team_reward": round(s["final"]["mean_team_reward"], 3), "reached_at": reached_at(env, run_dir),
+           "wall_s": round(s["wall_s"], 1)}
     return s | {"row": row}, note
 
 
@@ -70,7 +84,8 @@ def main() -> int:
         table.append({"env": env, "algo": algo, "form": form, "seeds": len(cell),
                       "final figure": f"{fig.mean():.2f} ± {fig.std():.2f}",
                       "per seed": ", ".join(f"{x:g}" for x in fig),
-                      "team reward/step": f"{np.mean([r['team_reward'] for r in cell]):.3f}"})
+                      "team reward/step": f"{np.mean([r['team_reward'] for r in cell]):.3f}",
+                      "pd: step with team reward >= 19, per seed": ", ".join(str(r["reached_at"]) for r in cell)})
     lines = ["# Average-reward (continuing, gamma 1) against the discounted default, dri", "",
              f"`python benchmarks/average_reward.py --envs {a.envs} --algos {a.algos} --seeds {a.seeds}`, one run "
              "at a time. Final figure, over the last 10 % of steps: pd, the frequency of (C,C); collection, the "
