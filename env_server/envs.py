@@ -51,6 +51,18 @@ class EpisodeEnds:
     """(n_agents, K) bool: the agent was in the episode for the step just taken (its action played)"""
 
 
+def time_limit_ends(truncated: np.ndarray, terminated: np.ndarray, final_obs: list[np.ndarray] | None,
+                    n_agents: int) -> EpisodeEnds:
+    """EpisodeEnds of an env whose agents start and end episodes together (MPE, battles): per copy,
+    cut by the time limit (`truncated`, (K,) bool; `final_obs` the per-agent observations before the
+    reset) or ended in a terminal state (`terminated`, (K,) bool). Every agent takes part throughout."""
+    truncated = truncated & ~terminated  # a terminal state reached at the time limit is terminal
+    every = np.ones((n_agents, len(truncated)), bool)
+    return EpisodeEnds(np.broadcast_to(terminated, every.shape).copy(), np.broadcast_to(truncated, every.shape).copy(),
+                       list(final_obs) if truncated.any() and final_obs is not None else [None] * n_agents,
+                       every, every)
+
+
 def peer_masks(near: np.ndarray | None, ends: EpisodeEnds | None) -> np.ndarray | None:
     """(n_agents, n_agents, K) bool: row [i, j] says in which copies agent j counts as agent i's
     neighbour for the step just taken: within range (`near`, range topologies) and in the episode

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .smax import Battles, battle_rewards
+from .smax import Battles, battle_ends, battle_rewards
 
 log = logging.getLogger("drima.env_server")
 
@@ -139,9 +139,13 @@ class SC2VectorEnv(Battles):
                                  self.health_coef, self.won_bonus)
         self._alive = after[:, :n] > 0  # at the end of this step, before any reset
         self._book(rewards, done, won, self._alive, after[:, n:] > 0)
+        before_reset_alive = after > 0
+        final = np.zeros((self.n_envs, n, self.obs_dim), np.float32)
         for k in np.flatnonzero(done):  # this battle is over: the copy starts the next one by itself
+            final[k] = np.asarray(self.envs[k].get_obs(), np.float32)  # what it ended on, before the reset
             self.envs[k].reset()
             after[k] = self._units(self.envs[k])[0]
+        self._ends = battle_ends(done, before_reset_alive, n, final)
         self._hp = after
         return self._observe(), rewards, done.astype(np.float32)
 

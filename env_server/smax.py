@@ -6,8 +6,10 @@ closest enemy in range, else advance), as in JaxMARL's own SMAX baselines.
 
 K copies are stepped by one jitted `jax.vmap` of the step. Battles end at different times: a copy
 whose battle ended is reset by itself, its `done` is 1 at that step and the observation sent is the
-new battle's first. Only the env-server process imports JAX (inside SMAXVectorEnv); the launcher
-and the agents use the JAX-free parts of this module.
+new battle's first. A battle ends in a terminal state when one side is destroyed; one still going at
+the episode limit was cut (a truncation), and episode_ends() says so, with the observation it ended
+on, so that learners bootstrap there (battle_ends). Only the env-server process imports JAX (inside
+SMAXVectorEnv); the launcher and the agents use the JAX-free parts of this module.
 
 Actions of an allied unit, n_actions = 5 + n_enemies:
   0..3 move, 4 stop, 5 + j attack enemy j.
@@ -48,6 +50,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from .envs import EpisodeEnds, time_limit_ends
 
 # jaxmarl 0.2.0's MAP_NAME_TO_SCENARIO as (allies, enemies), so that the launcher can check a map
 # and size a run without importing JAX (tests compare this table with jaxmarl's).
@@ -101,6 +105,16 @@ def sight_neighbours(positions: np.ndarray, alive: np.ndarray, reach: np.ndarray
     return near.transpose(1, 2, 0)
 
 
+def battle_ends(done: np.ndarray, alive: np.ndarray, n_allies: int, final_obs: np.ndarray) -> EpisodeEnds:
+    """How the battles ended: one side destroyed is a terminal state; a battle still going at the
+    episode limit (done with both sides alive) was cut, a truncation. done (K,), alive (K, units)
+    bool after the step, final_obs (K, n_allies, obs_dim) the observations the battles ended on."""
+    both_alive = alive[:, :n_allies].any(1) & alive[:, n_allies:].any(1)
+    done = np.asarray(done, bool)
+    return time_limit_ends(done & both_alive, done & ~both_alive,
+                           [final_obs[:, i] for i in range(n_allies)], n_allies)
+
+
 class Battles:
     """What the SMAX and StarCraft II adapters share: per-battle metrics and the views the env
     server reads. After every reset and step a subclass sets `_avail` (K, n, n_actions) uint8 and
@@ -118,6 +132,8 @@ class Battles:
         return np.where(self._avail[..., self.stop_action] == 1, self.stop_action, self.no_op_action).astype(np.int32)
 
     def _start_books(self) -> None:
+        no_end = np.zeros(self.n_envs, bool)
+        self._ends = time_limit_ends(no_end, no_end, None, self.n_agents)
         self._ep_return = np.zeros(self.n_envs)  # per copy, this battle so far
         self._ep_len = np.zeros(self.n_envs, np.int64)
         self._finished: list[dict[str, float]] = []
@@ -134,6 +150,11 @@ class Battles:
                                    "episode_length": float(self._ep_len[k])})
         self._ep_return[done] = 0.0
         self._ep_len[done] = 0
+
+    def episode_ends(self) -> EpisodeEnds:
+        """How the last step ended battles: destroyed sides terminal, the episode limit a truncation
+        (AgentEpisodes; battle_ends)."""
+        return self._ends
 
     def avail_actions(self) -> list[np.ndarray]:
         """Per agent (K, n_actions) uint8: the actions allowed at the current observation."""
@@ -214,8 +235,9 @@ def _jitted_battles(jax, env, n_envs: int) -> tuple[Callable, Callable, Callable
         done = dones["__all__"]
         fresh = reset_one(k_reset)
         nxt = jax.tree.map(lambda f, x: jnp.where(done, f, x), fresh, after)
+        final = env.get_obs(after)  # what a battle cut by the time limit ended on: its value is bootstrapped
         end = (health(state.state), health(after.state), after.state.unit_alive, after.state.unit_positions,
-               env.unit_type_sight_ranges[after.state.unit_types], done)
+               env.unit_type_sight_ranges[after.state.unit_types], done, jnp.stack([final[a] for a in ally_names]))
         return nxt, end
 
     def reset_all(key):
@@ -290,9 +312,10 @@ class SMAXVectorEnv(Battles):
     def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         acts = np.stack(actions, axis=1).astype(np.int32)  # (K, n_allies)
         self._key, self._states, out, end = self._step_all(self._key, self._states, acts)
-        before, after, alive, pos, sight, done = (np.asarray(x) for x in end)
+        before, after, alive, pos, sight, done, final = (np.asarray(x) for x in end)
         n = self.n_agents
         won = (~alive[:, n:]).all(1) & alive[:, :n].any(1)
+        self._ends = battle_ends(done, alive, n, np.array(final, np.float32))
         rewards = battle_rewards(before[:, :n], after[:, :n], before[:, n:], after[:, n:], won,
                                  self.health_coef, self.won_bonus)
         self._alive, self._pos, self._sight = alive[:, :n], pos[:, :n], sight[:, :n]

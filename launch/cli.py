@@ -26,8 +26,10 @@ from drima.types import ALGOS, REWARD_MODES
 
 from .api import RunResult, run
 from .dashboard.server import DEFAULT_PORT
+from .defaults import GENERIC, RUN_DEFAULTS, run_defaults
 from .plan import LaunchConfig
 from .rendezvous import RendezvousError
+from .report import learned_line
 from .validate import ConfigError
 
 
@@ -43,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         " | vmas:SCENARIO (VMAS, e.g. vmas:navigation; the vmas extra; docs/vmas.md)")
     p.add_argument("--algo", default=d.algo,
                    help=f"each agent's own learner: {' | '.join(ALGOS)} | MODULE:CLASS (a learner of your own, "
-                        f"docs/learners.md; MODULE is a dotted module or a .py file)")
+                        f"docs/learners.md; MODULE is a dotted module or a .py file); default (%(default)s): "
+                        f"per env, {_per_env('algo')}")
     p.add_argument("--mode", default=d.mode, choices=REWARD_MODES, help="reward mode")
     p.add_argument("--topology", default=d.topology,
                    help="full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES"
@@ -52,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None,
                    help="number of agent processes (default: the game's players; hunting: attackers + "
                         "interceptors; collection: 6; smax/sc2: the map's allied units)")
-    p.add_argument("--steps", type=int, default=d.steps, help="environment steps (each steps all K copies)")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="environment steps (each steps all K copies); default (%(default)s): per env, "
+                        f"{_per_env('steps')}")
     p.add_argument("--envs", type=int, default=d.envs, help="K environment copies stepped together")
     p.add_argument("--env-workers", type=int, default=d.env_workers,
                    help="pettingzoo envs: processes that step the K copies at the same time (1: the env server)")
@@ -138,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _per_env(field: str) -> str:
+    """'collection: dqn, else a2c': a run default of launch/defaults.py, per env."""
+    special = ", ".join(f"{env}: {getattr(d, field)}" for env, d in RUN_DEFAULTS.items())
+    return f"{special}, else {getattr(GENERIC, field)}"
+
+
 def continued_config(a: argparse.Namespace, parser: argparse.ArgumentParser) -> LaunchConfig:
     """--resume / --evaluate: the trained run's own settings, with this call's --steps (and
     --render); `validate` checks that its checkpoints are there."""
@@ -148,12 +159,12 @@ def continued_config(a: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     except (OSError, ValueError, TypeError) as exc:
         parser.error(f"{source}/launch.json: not a drima run's settings ({exc})")
     if a.resume:
-        return dataclasses.replace(cfg, steps=a.steps, run_dir=str(source), resume=True, evaluate_from="",
-                                   kill_agents=[], render=a.render)
+        return dataclasses.replace(cfg, steps=a.steps or run_defaults(cfg.env).steps, run_dir=str(source),
+                                   resume=True, evaluate_from="", kill_agents=[], render=a.render)
     run_dir = a.run_dir if a.run_dir != LaunchConfig.run_dir else str(source / "eval")
-    return dataclasses.replace(cfg, steps=a.steps, run_dir=run_dir, evaluate_from=str(source), resume=False,
-                               kill_agents=[], restart_failed=False, link_drop=0.0, link_delay_ms=0.0,
-                               render=a.render)
+    return dataclasses.replace(cfg, steps=a.steps or run_defaults(cfg.env).steps, run_dir=run_dir,
+                               evaluate_from=str(source), resume=False, kill_agents=[], restart_failed=False,
+                               link_drop=0.0, link_delay_ms=0.0, render=a.render)
 
 
 def _logger_spec(text: str) -> str:
@@ -197,7 +208,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
             parser.error("--prey, --attackers and --interceptors are options of --env hunting")
         env_options |= {k: v for k, v in hunting.items() if v is not None}
     env = absolute_spec(a.env) if is_pettingzoo(a.env) else a.env  # agents may start in another folder
-    cfg = LaunchConfig(env=env, algo=absolute_reference(a.algo), mode=a.mode, topology=a.topology, n=a.n,
+    cfg = LaunchConfig(env=env, algo=a.algo and absolute_reference(a.algo), mode=a.mode, topology=a.topology, n=a.n,
                        steps=a.steps, envs=a.envs, env_workers=a.env_workers, logger=a.logger, seed=a.seed,
                        run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,
@@ -259,7 +270,8 @@ def _final_lines(result: RunResult) -> str:
     return (f"{outcome}: {summary['steps']} steps, {summary['env_steps_per_s'] or 0:,.0f} env steps/s, "
             f"final team reward per step {fin.get('mean_team_reward')}, "
             + (f"per episode {tasks}" if tasks else f"top joint actions {freq}")
-            + f"\nresults: {result.summary_path}" + (f", {result.plot_path}" if result.plot_path else ""))
+            + f"\nresults: {result.summary_path}" + (f", {result.plot_path}" if result.plot_path else "")
+            + (f"\n{learned}" if (learned := learned_line(summary)) else ""))  # last: what the run is for
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from drima.env_server.envs import battle_kind, default_action_type
 from drima.env_server.server import EnvServerConfig
 from drima.topology import build_topology, is_dynamic, neighbour_map, range_radius
 
+from .defaults import with_run_defaults
+
 log = logging.getLogger("drima.launch")
 
 
@@ -29,8 +31,9 @@ class LaunchConfig:
     env: str = "pd"
     """pd | maintain | meeting3 | payoff:FILE | hunting | collection | smax:MAP | sc2:MAP
     | pettingzoo:MODULE[:FACTORY] | vmas:SCENARIO"""
-    algo: str = "a2c"
-    """a2c | dqn | ddpg | ppo | MODULE:CLASS: every agent runs its own learner of this kind"""
+    algo: str | None = None
+    """a2c | dqn | ddpg | ppo | MODULE:CLASS: every agent runs its own learner of this kind; None: the
+    env's default (launch/defaults.py: dqn for collection, else a2c), filled in by `validate`"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde (learn from the team reward the env server sends)"""
     topology: str = "full"
@@ -39,8 +42,9 @@ class LaunchConfig:
     n: int | None = None
     """number of agent processes; None: the env's own count (the game's players, the scenario's
     learners, the map's allied units), filled in by `validate`"""
-    steps: int = 3000
-    """environment steps (each steps all K copies)"""
+    steps: int | None = None
+    """environment steps (each steps all K copies); None: the env's default (launch/defaults.py:
+    6000 for collection, else 3000), filled in by `validate`"""
     envs: int = 8
     """K: environment copies per step; each message and learner update carries K samples"""
     seed: int = 0
@@ -250,6 +254,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
     """Build the configs of this node's processes. With several nodes, `exchange` trades this
     node's advertised addresses for everyone's (the rendezvous). `cfg` is one that `validate`
     returned (n filled in)."""
+    cfg = with_run_defaults(cfg)  # as validate does: a config built by hand may leave algo and steps out
     radius: float | None = 0.0  # None: range:sight
     if cfg.mode == "ctde":  # learns from the team reward: no neighbour scalars to trade
         nbrs = {i: [] for i in range(cfg.n)}

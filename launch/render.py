@@ -22,6 +22,7 @@ from drima.agent.core import AgentCore
 from drima.agent.learners import env_defaults, make_learner
 from drima.env_server.envs import is_mpe, make_env
 
+from .defaults import with_run_defaults
 from .plan import LaunchConfig, action_type
 
 
@@ -34,7 +35,8 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: in
     launch_file = run_dir / "launch.json"
     if not launch_file.exists():
         raise ValueError(f"{run_dir}: no launch.json here, is it a drima-launch run folder?")
-    cfg = LaunchConfig(**json.loads(launch_file.read_text()))
+    # a hand-written launch.json may leave algo and steps out: the env's defaults, as validate fills them
+    cfg = with_run_defaults(LaunchConfig(**json.loads(launch_file.read_text())))
     if not is_mpe(cfg.env):
         raise ValueError(f"{run_dir}: env {cfg.env!r} has nothing to draw (only MPE envs render)")
     env = make_env(cfg.env, cfg.n, 1, seed, action_type(cfg), cfg.env_options)

@@ -13,10 +13,36 @@ from drima.metrics import read_rows, write_json_atomic
 
 from .plan import LaunchConfig, final_fraction
 
+FIRST_FRACTION = 0.1
+"""summary.json's `first` figures average over this share of the run, at its start"""
+
 
 def _final_mean(rows: list[dict[str, str]], key: str, from_step: float) -> float | None:
     vals = [float(r[key]) for r in rows if r.get(key) not in (None, "") and float(r["step"]) > from_step]
     return float(np.mean(vals)) if vals else None
+
+
+def _first_window(run_dir: Path, until_step: float) -> dict:
+    """The env server's figures over the run's first steps (up to `until_step`): where learning
+    started from, to set beside `final`."""
+    rows = [r for r in read_rows(run_dir / "env_server" / "metrics.csv") if float(r["step"]) <= until_step]
+    out = {"mean_team_reward": _final_mean(rows, "team_reward", -1.0),
+           "episode_team_return": _final_mean(rows, "episode_team_return", -1.0)}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def learned_line(summary: dict) -> str | None:
+    """What the run learned, in one line: the team reward per step (and, in episodic tasks, the
+    group reward per episode) over the first 10 % of steps against the last 10 %. None for an
+    evaluation, or when either window logged nothing."""
+    first, final = summary.get("first") or {}, summary.get("final") or {}
+    if first.get("mean_team_reward") is None or final.get("mean_team_reward") is None:
+        return None
+    line = (f"learned: team reward per step {first['mean_team_reward']:.3f} over the first 10 % of steps -> "
+            f"{final['mean_team_reward']:.3f} over the last 10 %")
+    if first.get("episode_team_return") is not None and final.get("episode_team_return") is not None:
+        line += f"; group reward per episode {first['episode_team_return']:.1f} -> {final['episode_team_return']:.1f}"
+    return line
 
 
 def _read_json(path: Path) -> dict:
@@ -64,6 +90,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "env_steps": stats.get("env_steps", 0),
         "env_steps_per_s": stats.get("env_steps_per_s"),
         "wall_s": round(wall_s, 2),
+        "first": {} if cfg.evaluate_from else _first_window(run_dir, FIRST_FRACTION * cfg.steps),
         "final": dict(stats.get("final", {"mean_team_reward": None, "joint_action_freq": {}})) | {
             "mean_conflict_rate": float(np.mean(conflict)) if conflict else None,
             "window": "all steps (evaluation)" if cfg.evaluate_from else f"last {final_fraction(cfg):.0%} of steps"},

@@ -21,6 +21,7 @@ from drima.security import run_secret_available
 from drima.topology import build_topology, is_dynamic, is_sight_range, range_radius
 from drima.types import REWARD_MODES
 
+from .defaults import with_run_defaults
 from .plan import LaunchConfig, action_type
 
 
@@ -31,11 +32,11 @@ class ConfigError(ValueError):
 
 def validate(cfg: LaunchConfig) -> LaunchConfig:
     """Check every value of `cfg`, the env, the topology and the learner options; return `cfg`
-    with what depends on them filled in (n from the env when None, tcp across nodes).
+    with what depends on them filled in (n, algo and steps from the env when None, tcp across nodes).
     Raises ConfigError."""
     try:
         _check_values(cfg)
-        cfg = dataclasses.replace(cfg, n=default_n(cfg) if cfg.n is None else cfg.n,
+        cfg = dataclasses.replace(with_run_defaults(cfg), n=default_n(cfg) if cfg.n is None else cfg.n,
                                   transport="tcp" if cfg.nodes > 1 else cfg.transport)  # ipc does not cross hosts
         _check_agent_ids(cfg)
         _check_run_secret(cfg)

@@ -33,6 +33,21 @@ def test_validate_fills_in_the_envs_agent_count(fields, n):
     assert cfg.n == fields.get("n")  # the caller's config is left as it was
 
 
+def test_validate_fills_in_the_envs_learner_and_budget_from_one_table():
+    from drima.launch.cli import config_from_args
+    from drima.launch.defaults import GENERIC, RUN_DEFAULTS
+
+    collection = RUN_DEFAULTS["collection"]
+    assert collection != GENERIC  # the quick-start env has its own, measured (benchmarks/quick_start.py)
+    for cfg in (LaunchConfig(env="collection"), config_from_args(["--env", "collection"])[0]):
+        assert (cfg.algo, cfg.steps) == (None, None)  # the CLI and run() leave them to validate
+        filled = validate(cfg)
+        assert (filled.algo, filled.steps) == (collection.algo, collection.steps)
+    assert (validate(LaunchConfig(env="pd")).algo, validate(LaunchConfig(env="pd")).steps) == ("a2c", 3000)
+    given = validate(LaunchConfig(env="collection", algo="a2c", steps=100))
+    assert (given.algo, given.steps) == ("a2c", 100)
+
+
 def test_validate_uses_tcp_across_nodes(monkeypatch):
     monkeypatch.setenv("DRIMA_RUN_SECRET", "sixteen or more bytes")
     assert validate(LaunchConfig(nodes=2, rendezvous="h:1")).transport == "tcp"

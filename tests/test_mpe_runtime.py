@@ -3,12 +3,15 @@ short real multi-process runs of hunting and collection."""
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from drima.env_server.envs import make_env
+from drima.launch.defaults import RUN_DEFAULTS
 from drima.launch.render import render_run
 from helpers import drima_processes_for, load_summary, run_launch
 
@@ -106,15 +109,25 @@ def test_render_refuses_a_run_without_checkpoints(tmp_path):
 
 @pytest.mark.slow
 def test_collection_quick_start_command_runs_and_writes_its_files(tmp_path):
+    """The README's quick start, shortened, with its output: the env's default learner, and a last
+    line that says what was learned (first 10 % of steps against the last 10 %)."""
     run_dir = tmp_path / "collect"
-    res = run_launch(run_dir, "--topology", "ring", "--n", "6", "--env", "collection", "--steps", "150")
+    res = subprocess.run([sys.executable, "-m", "drima.launch", "--topology", "ring", "--n", "6", "--env",
+                          "collection", "--steps", "500", "--log-every", "25", "--run-dir", str(run_dir)],
+                         capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr
     summary = load_summary(run_dir)
-    assert summary["status"] == "completed" and summary["n_agents"] == 6 and summary["algo"] == "a2c"
+    assert summary["status"] == "completed" and summary["n_agents"] == 6
+    assert summary["algo"] == RUN_DEFAULTS["collection"].algo
+    first, final = summary["first"], summary["final"]
+    learned = res.stdout.splitlines()[-1:]  # the last line of the output
+    assert learned == [f"learned: team reward per step {first['mean_team_reward']:.3f} over the first 10 % of "
+                       f"steps -> {final['mean_team_reward']:.3f} over the last 10 %; group reward per episode "
+                       f"{first['episode_team_return']:.1f} -> {final['episode_team_return']:.1f}"], res.stdout
     assert {"foods_occupied", "type_matches", "episode_team_return"} <= summary["final"].keys()
     assert (run_dir / "learning_curves.png").exists()
     for i in range(6):
-        assert int(_agent_rows(run_dir, i)[-1]["step"]) == 150
+        assert int(_agent_rows(run_dir, i)[-1]["step"]) == 500
         assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()
 
 

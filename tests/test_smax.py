@@ -128,6 +128,28 @@ def test_battles_end_and_reset_per_copy(env):
 
 
 @needs_jaxmarl
+def test_the_episode_limit_is_a_truncation_and_a_won_battle_terminal(env):
+    """Copy 0 is won at the next step (terminal); copy 1 is at jaxmarl's max_steps (its step
+    counter, checked before the step adds 1) with both sides alive: cut, with the observation it
+    ended on, not the new battle's first."""
+    import jax.numpy as jnp
+
+    health = np.array([HEALTH, HEALTH])
+    health[0, 3:] = 0
+    _place(env, health, [POSITIONS] * 2, [COOLDOWNS] * 2)
+    at_limit = jnp.array([0, env.episode_limit], jnp.int32)
+    env._states = env._states.replace(state=env._states.state.replace(step=at_limit))
+    obs, _, done = env.step([np.full(2, STOP, np.int32)] * 3)
+    ends = env.episode_ends()
+    assert done.tolist() == [1.0, 1.0]
+    assert ends.terminated[:, 0].all() and not ends.truncated[:, 0].any()
+    assert ends.truncated[:, 1].all() and not ends.terminated[:, 1].any()
+    final = ends.final_obs[1][1]  # ally 1 in copy 1, hit by enemy 1 during the step (9 of 45)
+    assert final[65] == pytest.approx(36 / 45) and obs[1][1][65] == 1.0  # the new battle starts at full health
+    env.pop_task_metrics()
+
+
+@needs_jaxmarl
 def test_the_in_process_reference_loop_plays_battles_in_ctde():
     """The yardstick loop gives PPO the masks and, in ctde, the global state, as the server does."""
     from drima.reference import run_reference

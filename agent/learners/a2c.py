@@ -1,6 +1,8 @@
 """Advantage actor-critic, the paper's Algorithm 1 (DRI actor-critic), one agent's own learner.
 
     delta = signal + gamma * V(s') * (1 - terminated) - V(s)   (a truncated episode bootstraps)
+    continuing: delta = signal + gamma * V(s') - V(s) through every episode end; with gamma 1 it
+    is Algorithm 1's r~ - mubar + V(s') - V(s) exactly (continuing.py)
     critic: minimise 0.5 * delta^2          (step size lr_critic, the faster time scale)
     actor:  ascend delta * log pi(a|s)      (step size lr_actor) + entropy bonus
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 
 from drima.types import StepInfo, Transition
 
+from .continuing import chain_breaks, stops
 from .nets import mlp
 
 
@@ -44,6 +47,9 @@ class A2CConfig:
     """steps per update (a rollout of n_steps x K transitions); 1 = update at every step"""
     gae_lambda: float = 0.95
     """GAE lambda over a rollout (used when n_steps > 1)"""
+    continuing: bool = False
+    """the average-reward form: bootstrap, and run GAE on, through every episode end (with gamma 1:
+    the paper's Algorithm 1; continuing.py)"""
 
 
 class A2C:
@@ -75,8 +81,9 @@ class A2C:
         return F.softmax(self.actor(torch.as_tensor(obs)), dim=-1).numpy()
 
     def update(self, batch: Transition) -> dict[str, float]:
-        self.rollout.append((batch.obs, batch.actions, batch.signal, batch.next_obs, batch.terminated,
-                             batch.done, batch.active))
+        self.rollout.append((batch.obs, batch.actions, batch.signal, batch.next_obs,
+                             stops(batch, self.cfg.continuing), chain_breaks(batch, self.cfg.continuing),
+                             batch.active))
         if len(self.rollout) < self.cfg.n_steps:
             return {}
         obs_t, act_t, sig, next_t, term_t, done_t, active_t = (torch.as_tensor(np.stack(x))

@@ -6,6 +6,7 @@ outputs logits, the critic scores Q(s, one_hot(a)), and the actor ascends Q(s, s
 through the relaxed action; exploration samples a Gumbel-perturbed argmax, plus epsilon-uniform.
 
     target = signal + gamma * (1 - terminated) * Q_target(s', pi_target(s'))
+    continuing: terminated is never set (the average-reward form, continuing.py)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from drima.types import StepInfo, Transition
 
+from .continuing import stops
 from .nets import mlp, soft_update
 from .replay import ReplayBuffer
 
@@ -49,6 +51,9 @@ class DDPGConfig:
     """std of the Gaussian exploration noise on continuous actions (in action units)"""
     max_grad_norm: float = 0.0
     """gradient clipping of actor and critic; 0 = none (MADDPG's MPE setting is 0.5)"""
+    continuing: bool = False
+    """the average-reward form: bootstrap through every episode end, a terminal state included (with
+    gamma 1: the paper's Algorithm 1; continuing.py)"""
 
 
 class DDPG:
@@ -100,11 +105,11 @@ class DDPG:
         return critic(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
     def update(self, batch: Transition) -> dict[str, float]:
-        # only the steps the agent took part in; the buffer's `done` is `terminated`: a truncated
-        # episode is bootstrapped from its final observation like any other step
+        # only the steps the agent took part in; the buffer's `done` is `terminated` (continuing:
+        # never): a truncated episode is bootstrapped from its final observation like any other step
         m = batch.active
         self.buffer.add_batch(batch.obs[m], batch.actions[m], batch.signal[m], batch.next_obs[m],
-                              batch.terminated[m].astype(np.float32))
+                              stops(batch, self.cfg.continuing)[m].astype(np.float32))
         if self.buffer.size < self.cfg.learning_starts:
             return {}
         o, a, s, o2, d = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))

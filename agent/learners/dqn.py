@@ -1,6 +1,7 @@
 """Deep Q-learning with the DRI signal in the target, one agent's own learner.
 
     target = signal + gamma * (1 - terminated) * max_a' Q_target(s', a')
+    continuing: terminated is never set (the average-reward form, continuing.py)
     loss   = smooth_l1(Q(s, a), target)
 
 Transitions are stored with the signal computed when they happened (the paper's -Dri DQN
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from drima.types import StepInfo, Transition
 
+from .continuing import stops
 from .nets import mlp, soft_update
 from .replay import ReplayBuffer
 
@@ -44,6 +46,9 @@ class DQNConfig:
     """final exploration rate"""
     eps_decay_updates: int = 1500
     """agent steps over which epsilon decays linearly"""
+    continuing: bool = False
+    """the average-reward form: bootstrap through every episode end, a terminal state included (with
+    gamma 1: the paper's Algorithm 1; continuing.py)"""
 
 
 class DQN:
@@ -76,11 +81,11 @@ class DQN:
 
     def update(self, batch: Transition) -> dict[str, float]:
         self.steps += 1
-        # only the steps the agent took part in; the buffer's `done` is `terminated`: a truncated
-        # episode is bootstrapped from its final observation like any other step
+        # only the steps the agent took part in; the buffer's `done` is `terminated` (continuing:
+        # never): a truncated episode is bootstrapped from its final observation like any other step
         m = batch.active
         self.buffer.add_batch(batch.obs[m], batch.actions[m], batch.signal[m], batch.next_obs[m],
-                              batch.terminated[m].astype(np.float32))
+                              stops(batch, self.cfg.continuing)[m].astype(np.float32))
         if self.buffer.size < self.cfg.learning_starts:
             return {"epsilon": self.epsilon}
         o, a, s, o2, d = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))

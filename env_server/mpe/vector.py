@@ -7,8 +7,11 @@ positions anyway (range neighbourhoods, task metrics).
 Actions, per agent and copy:
   discrete   0..4 as in mpe2: no-op, -x, +x, -y, +y (A2C, DQN)
   continuous a force direction in [-1, 1]^2 (DDPG)
-both scaled by the agent's acceleration, as mpe2 does. Episodes have a fixed length; at the
-end every copy resets and `done` is 1 for that step (the observation sent is the new episode's).
+both scaled by the agent's acceleration, as mpe2 does. Episodes have a fixed length (max_cycles)
+and no terminal state: at the end every copy resets and `done` is 1 for that step (the observation
+sent is the new episode's), and episode_ends() reports it as a truncation, not a termination, with
+the observation the episode ended on, so that learners bootstrap through the time limit (the
+observation carries no time: a terminal there would give one state two different values).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..envs import EpisodeEnds, time_limit_ends
 from . import SCENARIOS
 from .batched import make_world_batch
 from .hunting_batch import BATCH_SCRIPTS
@@ -73,6 +77,8 @@ class MPEVectorEnv:
         if self.n_agents != n_agents:
             raise ValueError(f"--env {name} with {options or 'its defaults'} has {self.n_agents} learning agents, "
                              f"but --n is {n_agents}")
+        self._no_end = np.zeros(n_envs, bool)
+        self._ends = time_limit_ends(self._no_end, self._no_end, None, n_agents)
         self.rngs = [np.random.default_rng([seed, k]) for k in range(n_envs)]
         for w, rng in zip(self.worlds, self.rngs, strict=True):  # entities have no state until their first reset
             self.scenario.reset_world(w, rng)
@@ -103,6 +109,7 @@ class MPEVectorEnv:
             self.scenario.reset_world(w, rng)
         self.t = 0
         self._episode_sums[:] = 0
+        self._ends = time_limit_ends(self._no_end, self._no_end, None, self.n_agents)
         return self._observe()
 
     def _forces(self, actions: list[np.ndarray]) -> np.ndarray:
@@ -121,12 +128,18 @@ class MPEVectorEnv:
         step_metrics = np.array([metrics[name].sum() for name in self.metric_names[:-1]] + [rewards.sum()])
         self._episode_sums += step_metrics / self.n_envs
         self.t += 1
-        done = np.full(self.n_envs, float(self.t >= self.episode_length), np.float32)
-        if self.t >= self.episode_length:
+        obs, cut = self._observe(), self.t >= self.episode_length
+        final = obs
+        if cut:
             per_step = np.array([name not in EVENT_METRICS for name in self.metric_names])
             self._finished.append(np.where(per_step, self._episode_sums / self.t, self._episode_sums))
-            return self.reset(), rewards, done
-        return self._observe(), rewards, done
+            obs = self.reset()
+        self._ends = time_limit_ends(np.full(self.n_envs, cut), self._no_end, final if cut else None, self.n_agents)
+        return obs, rewards, np.full(self.n_envs, float(cut), np.float32)
+
+    def episode_ends(self) -> EpisodeEnds:
+        """The last step cut every copy's episode at max_cycles, or ended none (AgentEpisodes)."""
+        return self._ends
 
     def in_range(self, radius: float) -> np.ndarray:
         """(n, n, K) bool: agents i and j are within `radius` of each other (i != j), measured after
