@@ -43,25 +43,32 @@ def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int, options: dic
         venv.step([rng.integers(0, size, k).astype(np.int32) for size in sizes])
     return steps * k / (time.perf_counter() - t0)
 
-COLUMNS = ["n", "K", "env_workers", "env_steps_per_s", "reference_env_steps_per_s", "ratio",
+COLUMNS = ["n", "K", "env_workers", "act_ahead", "env_steps_per_s", "reference_env_steps_per_s", "ratio",
            "env_alone_env_steps_per_s", "fraction_of_env_alone", "nbr_bytes_per_peer_env_step",
            "nbr_bytes_per_msg", "env_link_bytes_per_agent_step", "exchange_p50_ms", "exchange_p99_ms",
            "agent_rss_mb", "agent_pss_mb", "env_server_rss_mb", "total_pss_mb"]
 
 
 def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int,
-            options: dict, env_workers: int = 1) -> dict:
+            options: dict, env_workers: int = 1, act_ahead: bool = False,
+            baselines: dict | None = None) -> dict:
+    """One row; `baselines` caches the reference and env-alone rates per (n, K) across rows."""
     with tempfile.TemporaryDirectory(prefix="drima-bench-") as tmp:
         run_dir = Path(tmp)
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--algo", algo, "--mode", mode, "--topology",
                topology, "--n", str(n), "--envs", str(k), "--steps", str(steps), "--seed", str(seed),
                "--run-dir", str(run_dir), "--quiet", "--log-every", str(max(50, steps // 20)),
                "--env-options", json.dumps(options), "--env-workers", str(env_workers)]
+        cmd += ["--act-ahead"] if act_ahead else []
         subprocess.run(cmd, check=True)
         summary = json.loads((run_dir / "summary.json").read_text())
         server = json.loads((run_dir / "env_server" / "stats.json").read_text())
         agents = [json.loads((run_dir / f"agent_{i}" / "stats.json").read_text()) for i in range(n)]
-    ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k, env_options=options)
+    baselines = {} if baselines is None else baselines
+    if (n, k) not in baselines:
+        ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k, env_options=options)
+        baselines[n, k] = ref["env_steps_per_s"], env_alone_rate(env, n, k, steps, seed, options)
+    ref_rate, env_alone = baselines[n, k]
     sent = np.array([a["link"]["sent_bytes"] for a in agents], float)
     msgs = np.array([a["link"]["sent_msgs"] for a in agents], float)
     env_link = (np.array(server["env_link_bytes_sent_per_agent_step"])
@@ -70,10 +77,10 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
     agent_pss = np.array([a["memory"]["pss_mb"] for a in agents])
     rate = summary["env_steps_per_s"]
     return {
-        "n": n, "K": k, "env_workers": env_workers, "env_steps_per_s": round(rate),
-        "reference_env_steps_per_s": round(ref["env_steps_per_s"]),
-        "ratio": round(rate / ref["env_steps_per_s"], 2),
-        "env_alone_env_steps_per_s": round(env_alone := env_alone_rate(env, n, k, steps, seed, options)),
+        "n": n, "K": k, "env_workers": env_workers, "act_ahead": int(act_ahead), "env_steps_per_s": round(rate),
+        "reference_env_steps_per_s": round(ref_rate),
+        "ratio": round(rate / ref_rate, 2),
+        "env_alone_env_steps_per_s": round(env_alone),
         "fraction_of_env_alone": round(rate / env_alone, 2),
         # PUB sends each frame once; ZeroMQ delivers one copy to each subscribed neighbour.
         "nbr_bytes_per_peer_env_step": round(float((sent / (steps * k)).mean()), 2),
@@ -97,20 +104,23 @@ def main() -> int:
     p.add_argument("--ns", default="2,6,12", help="agent counts")
     p.add_argument("--env-workers", default="1", help="pettingzoo envs: env worker processes to try, e.g. 1,2")
     p.add_argument("--ks", default="1,8", help="environment copies per step")
+    p.add_argument("--act-ahead", default="0", help="1: agents act before they learn (drima-launch --act-ahead); "
+                   "0,1 runs both, side by side")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/runtime")
     a = p.parse_args()
-    rows = []
+    rows, baselines = [], {}
     t0 = time.monotonic()
     print(" | ".join(COLUMNS))
     for n in map(int, a.ns.split(",")):
         for k in map(int, a.ks.split(",")):
             for w in map(int, a.env_workers.split(",")):
-                row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed,
-                              json.loads(a.env_options), w)
-                rows.append(row)
-                print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
+                for ahead in map(int, a.act_ahead.split(",")):
+                    row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed,
+                                  json.loads(a.env_options), w, bool(ahead), baselines)
+                    rows.append(row)
+                    print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out.with_suffix(".csv"), COLUMNS, rows)

@@ -380,9 +380,9 @@ class LocalBlock:
 
 # -- the vector env ---------------------------------------------------------------------------------
 class PettingZooVectorEnv:
-    """K copies of one PettingZoo ParallelEnv, in `workers` blocks: with workers > 1 each block
-    is a process of its own and the blocks step at the same time (an env that is slow in Python
-    can then use the cores that the agents leave idle while they wait for it)."""
+    """K copies of one PettingZoo ParallelEnv, in `workers` blocks: the env server steps the first
+    block itself and each other block is a process of its own, all at the same time (an env that is
+    slow in Python can then use the cores that the agents leave idle while they wait for it)."""
 
     metric_names = EpisodeTally.names
 
@@ -406,11 +406,10 @@ class PettingZooVectorEnv:
         space = getattr(first, "state_space", None)
         self.state_dim = int(np.prod(space.shape)) if space is not None and getattr(space, "shape", None) else 0
         self.splits = splits
-        if workers == 1:
-            self.blocks: list[LocalBlock | WorkerBlock] = [LocalBlock(probe)]
-        else:
-            probe.close()
-            self.blocks = [WorkerBlock(spec, options, [seed + int(k) for k in ks]) for ks in splits]
+        # the env server steps the first block itself while worker processes step the others: it
+        # would only wait for them otherwise
+        self.blocks: list[LocalBlock | WorkerBlock] = [LocalBlock(probe)]
+        self.blocks += [WorkerBlock(spec, options, [seed + int(k) for k in ks]) for ks in splits[1:]]
         n, k = n_agents, n_envs
         self._active = np.zeros((n, k), bool)
         self._masks: list[np.ndarray | None] = [None] * n
@@ -419,8 +418,9 @@ class PettingZooVectorEnv:
         self._finished: list[dict[str, float]] = []
 
     def _all(self, command: str, per_block_args=None) -> list:
-        for b, block in enumerate(self.blocks):
-            block.start(command, *(per_block_args[b] if per_block_args else ()))
+        """`command` on every block, the workers' first (they run while the local block runs)."""
+        for b in [*range(1, len(self.blocks)), 0]:
+            self.blocks[b].start(command, *(per_block_args[b] if per_block_args else ()))
         return [block.result() for block in self.blocks]
 
     def _merge(self, steps: list[BlockStep]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import pytest
 
 from drima.env_server.check import check_env
 from drima.env_server.envs import make_env
-from drima.env_server.pettingzoo_env import PettingZooVectorEnv
+from drima.env_server.pettingzoo_env import LocalBlock, PettingZooVectorEnv, WorkerBlock
 from helpers import hand_driven_agents, load_summary, run_launch
 
 TINY = Path(__file__).parent / "tiny_envs.py"
@@ -250,12 +250,14 @@ def test_the_server_sends_termination_truncation_and_activity(tmp_path):
 
 
 def test_env_workers_step_the_same_copies_as_one_process():
-    """--env-workers 2: the K copies in two processes that step at once give the very same run."""
+    """--env-workers 2: the env server steps copies 0-2 itself while a worker process steps 3-4, at
+    once; the very same run as one process."""
     spec, options = "pettingzoo:mpe2.simple_spread_v3", {"N": 3, "max_cycles": 4}
     one = PettingZooVectorEnv(spec, 3, 5, seed=3, options=options)
     two = PettingZooVectorEnv(spec, 3, 5, seed=3, options=options, workers=2)
     try:
         assert two.splits[0].tolist() == [0, 1, 2] and len(two.blocks) == 2
+        assert isinstance(two.blocks[0], LocalBlock) and isinstance(two.blocks[1], WorkerBlock)
         for a, b in zip(one.reset(), two.reset(), strict=True):
             np.testing.assert_array_equal(a, b)
         rng = np.random.default_rng(0)
@@ -275,12 +277,13 @@ def test_env_workers_step_the_same_copies_as_one_process():
         assert len(one.pop_task_metrics()) == len(two.pop_task_metrics()) == 5
     finally:
         two.close()
-    assert not any(block.proc.is_alive() for block in two.blocks)
+    assert not two.blocks[1].proc.is_alive()
 
 
 def test_a_broken_env_in_a_worker_is_a_one_line_error():
+    """Copy 1 (seed 1) is the worker's; only it breaks the contract."""
     with pytest.raises(ValueError, match="agent 'b''s reward is nan"):
-        env = PettingZooVectorEnv(tiny("NaNReward"), 3, 2, options={}, workers=2)
+        env = PettingZooVectorEnv(tiny("NaNReward"), 3, 2, seed=0, options={"only_seed": 1}, workers=2)
         try:
             env.reset()
             env.step([np.zeros(2, np.int32)] * 3)

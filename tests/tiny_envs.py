@@ -180,9 +180,21 @@ class WrongNames(EarlyExit):
 
 
 class NaNReward(EarlyExit):
+    """Agent b's reward is NaN; with `only_seed`, only in the copy reset with that seed."""
+
+    def __init__(self, only_seed: int | None = None):
+        super().__init__()
+        self.only_seed, self.seed = only_seed, None
+
+    def reset(self, seed=None, options=None):
+        self.seed = seed if seed is not None else self.seed
+        return super().reset(seed, options)
+
     def step(self, actions):
         obs, rewards, term, trunc, info = super().step(actions)
-        return obs, rewards | {"b": float("nan")}, term, trunc, info
+        if self.only_seed is None or self.seed == self.only_seed:
+            rewards = rewards | {"b": float("nan")}
+        return obs, rewards, term, trunc, info
 
 
 class BadObservation(EarlyExit):

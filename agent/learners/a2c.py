@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from drima.types import StepInfo, Transition
 
 from .continuing import chain_breaks, stops
-from .nets import mlp
+from .nets import adam, mlp
 
 
 @dataclass
@@ -60,7 +60,7 @@ class A2C:
         self.cfg = cfg
         self.actor = mlp(obs_dim, n_actions, cfg.hidden, out_gain=0.01)
         self.critic = mlp(obs_dim, 1, cfg.hidden, out_gain=1.0)
-        self.opt = torch.optim.Adam([
+        self.opt = adam([
             {"params": self.actor.parameters(), "lr": cfg.lr_actor},
             {"params": self.critic.parameters(), "lr": cfg.lr_critic},
         ])

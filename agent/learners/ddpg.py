@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from drima.types import StepInfo, Transition
 
 from .continuing import stops
-from .nets import mlp, soft_update
+from .nets import adam, mlp, soft_update
 from .replay import ReplayBuffer
 
 
@@ -68,8 +68,8 @@ class DDPG:
         self.critic = mlp(obs_dim + self.n_actions, 1, cfg.hidden)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr_actor)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr_critic)
+        self.actor_opt = adam(self.actor.parameters(), lr=cfg.lr_actor)
+        self.critic_opt = adam(self.critic.parameters(), lr=cfg.lr_critic)
         if self.continuous:
             self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (self.n_actions,), "float32", seed)
         else:

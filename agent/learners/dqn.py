@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from drima.types import StepInfo, Transition
 
 from .continuing import stops
-from .nets import mlp, soft_update
+from .nets import adam, mlp, soft_update
 from .replay import ReplayBuffer
 
 
@@ -60,7 +60,7 @@ class DQN:
         self.n_actions = n_actions
         self.q = mlp(obs_dim, n_actions, cfg.hidden)
         self.q_target = copy.deepcopy(self.q)
-        self.opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        self.opt = adam(self.q.parameters(), lr=cfg.lr)
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed)
         self.rng = np.random.default_rng(seed)
         self.steps = 0

@@ -26,6 +26,12 @@ def mlp(in_dim: int, out_dim: int, hidden: int, out_gain: float = 1.0) -> nn.Seq
     return nn.Sequential(*layers)
 
 
+def adam(params, **options) -> torch.optim.Adam:
+    """Adam with the fused CPU kernel: one call per step instead of a loop over the parameters,
+    about a fifth of a small A2C update (benchmarks/results/learner_update.md)."""
+    return torch.optim.Adam(params, fused=True, **options)
+
+
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters(), strict=True):

@@ -41,7 +41,7 @@ from torch import nn
 
 from drima.types import StepInfo, Transition
 
-from .nets import linear
+from .nets import adam, linear
 
 
 @dataclass
@@ -194,8 +194,8 @@ class PPO:
         self.centralised = state_dim > 0  # ctde: the critic sees the global state
         self.actor = RecurrentNet(obs_dim, n_actions, cfg.hidden, out_gain=0.01)
         self.critic = RecurrentNet(state_dim if self.centralised else obs_dim, 1, cfg.hidden, out_gain=1.0)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.adam_eps)
+        self.actor_opt = adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.critic_opt = adam(self.critic.parameters(), lr=cfg.critic_lr, eps=cfg.adam_eps)
         self.value_norm = ValueNorm()
         self.gen = torch.Generator().manual_seed(seed)
         self.h_actor = self.h_critic = self.starts = None  # per copy, created at the first act
