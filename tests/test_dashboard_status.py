@@ -43,7 +43,9 @@ def test_status_of_a_real_run_with_a_kill_and_a_restart(killed_run):
     assert agent2["reward"] is not None and agent2["mu"] is not None and agent2["conflict_rate"] is not None
     assert 1 < len(agent2["curves"]["mu"]) <= 900 // 50
     # the timeline: the launcher's kill, exit and restart, the env server's rejoin, in time order
-    mine = [e["event"] for e in s["events"] if e["agent"] == 2]
+    # (an agent that ends normally while the launcher still watches has an "exited ... status 0" too:
+    # which ones do is a race at the end of the run)
+    mine = [e["event"] for e in s["events"] if e["agent"] == 2 and "with status 0" not in e["text"]]
     assert mine[:2] == ["killed", "exited"] and mine[-1] == "rejoined" and "restarted" in mine, mine
     assert all(a["t"] <= b["t"] for a, b in zip(s["events"], s["events"][1:], strict=False))
     assert "agent 2 killed by SIGKILL; restarting it" in [e["text"] for e in s["events"]]
@@ -58,7 +60,7 @@ def test_status_of_a_real_run_with_a_kill_and_a_restart(killed_run):
 
 @pytest.mark.slow
 def test_feeds_written_by_a_real_run(killed_run):
-    launcher = read_events(killed_run / "events.jsonl")
+    launcher = [e for e in read_events(killed_run / "events.jsonl") if e.get("status") != 0]  # normal ends: a race
     assert [(e["source"], e["event"], e["agent"]) for e in launcher] == [
         ("launcher", "killed", 2), ("launcher", "exited", 2), ("launcher", "restarted", 2)]
     assert launcher[1]["status"] == -9 and launcher[1]["restarting"] is True
