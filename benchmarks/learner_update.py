@@ -1,7 +1,8 @@
 """What one agent step costs the learner: update() and act() in microseconds, per built-in learner,
 with Adam's fused CPU kernel (the default, agent/learners/nets.py `adam`) against torch's default
 per-parameter loop, measured side by side in one run (the two alternate over the rounds, so a
-busy machine slows both alike).
+busy machine slows both alike). Times are this thread's CPU time, not wall time: time spent
+waiting for a core on a busy machine is not counted.
 
     python benchmarks/learner_update.py                       # a2c, dqn, ddpg, K=8, MPE-sized obs
     python benchmarks/learner_update.py --algos a2c --k 32 --rounds 9
@@ -54,14 +55,14 @@ def time_learner(algo: str, k: int, obs_dim: int, loop_adam: bool, steps: int) -
                        terminated=np.zeros(k, bool), truncated=np.zeros(k, bool), active=np.ones(k, bool))
     for _ in range(max(50, steps // 5)):  # warm-up; DQN and DDPG also fill their replay buffers
         learner.update(batch)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(steps):
         learner.update(batch)
-    update_us = (time.perf_counter() - t0) / steps * 1e6
-    t0 = time.perf_counter()
+    update_us = (time.thread_time() - t0) / steps * 1e6
+    t0 = time.thread_time()
     for _ in range(steps):
         learner.act(obs)
-    return update_us, (time.perf_counter() - t0) / steps * 1e6
+    return update_us, (time.thread_time() - t0) / steps * 1e6
 
 
 def main() -> int:
