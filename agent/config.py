@@ -60,7 +60,7 @@ class AgentConfig:
     """act greedily (no exploration) and learn nothing; no neighbour scalars are traded"""
     logger: str = "csv"
     """where metrics rows go besides metrics.csv (always written): csv | tensorboard (drima/loggers.py)"""
-    act_ahead: bool = False
+    act_ahead: bool = True
     """send the action for step t+1 before learning from step t, so that the env server steps while
     this agent learns (the action comes from the policy before that update); only learners that
     declare ActsAhead (a2c, dqn, ddpg; not the recurrent ppo)"""

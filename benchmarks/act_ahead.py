@@ -1,6 +1,7 @@
-"""--act-ahead against the default order, side by side: throughput and what one-update-late
-actions do to learning. For each env and seed it runs the same configuration twice, one after the
-other (sequential, then acting ahead), so both rows see the same machine load.
+"""Acting ahead (drima-launch's default) against --no-act-ahead, side by side: throughput and what
+one-update-late actions do to learning. For each env and seed it runs the same configuration
+twice, one right after the other (which goes first alternates by seed), so both see about the
+same machine load.
 
     python benchmarks/act_ahead.py --seeds 0,1,2       # pd and collection, each with its run defaults
     python benchmarks/act_ahead.py --envs pd --algo a2c --seeds 0 --steps 1000
@@ -34,7 +35,7 @@ def one_run(env: str, algo: str, seed: int, steps: int, ahead: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="drima-ahead-") as tmp:
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--algo", algo, "--topology", "ring", "--n", "6",
                "--envs", "8", "--steps", str(steps), "--seed", str(seed), "--run-dir", tmp, "--quiet",
-               *(["--act-ahead"] if ahead else [])]
+               "--act-ahead" if ahead else "--no-act-ahead"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         s = json.loads((Path(tmp) / "summary.json").read_text())
     return {"rate": s["env_steps_per_s"], "reward": s["final"]["mean_team_reward"],

@@ -59,7 +59,7 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
                topology, "--n", str(n), "--envs", str(k), "--steps", str(steps), "--seed", str(seed),
                "--run-dir", str(run_dir), "--quiet", "--log-every", str(max(50, steps // 20)),
                "--env-options", json.dumps(options), "--env-workers", str(env_workers)]
-        cmd += ["--act-ahead"] if act_ahead else []
+        cmd += ["--act-ahead" if act_ahead else "--no-act-ahead"]
         subprocess.run(cmd, check=True)
         summary = json.loads((run_dir / "summary.json").read_text())
         server = json.loads((run_dir / "env_server" / "stats.json").read_text())
@@ -104,8 +104,8 @@ def main() -> int:
     p.add_argument("--ns", default="2,6,12", help="agent counts")
     p.add_argument("--env-workers", default="1", help="pettingzoo envs: env worker processes to try, e.g. 1,2")
     p.add_argument("--ks", default="1,8", help="environment copies per step")
-    p.add_argument("--act-ahead", default="0", help="1: agents act before they learn (drima-launch --act-ahead); "
-                   "0,1 runs both, side by side")
+    p.add_argument("--act-ahead", default="1", help="1: agents act before they learn (drima-launch's default); "
+                   "0: --no-act-ahead; 0,1 runs both, side by side")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/runtime")

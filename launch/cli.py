@@ -97,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between env-link heartbeats (server <-> agents) when nothing else is sent")
     p.add_argument("--heartbeat-liveness", type=int, default=d.heartbeat_liveness,
                    help="missed heartbeats after which the other end of the env link is declared dead")
-    p.add_argument("--act-ahead", action="store_true",
-                   help="agents send their next action before learning from the last step (a2c, dqn, ddpg): "
-                        "the env server steps while they learn")
+    p.add_argument("--act-ahead", action=argparse.BooleanOptionalAction, default=d.act_ahead,
+                   help="agents send their next action before learning from the last step (a2c, dqn, ddpg), "
+                        "so the env server steps while they learn; --no-act-ahead: act, then learn")
     p.add_argument("--action-timeout", type=float, default=d.action_timeout_s,
                    help="seconds the env server waits for a live agent's action before playing --missing-action")
     p.add_argument("--missing-action", default=d.missing_action, choices=MISSING_ACTIONS,

@@ -99,9 +99,10 @@ class LaunchConfig:
     """env link heartbeat interval, both ways (env server <-> agents)"""
     heartbeat_liveness: int = 4
     """silent heartbeat intervals after which the other end of the env link is declared dead"""
-    act_ahead: bool = False
+    act_ahead: bool = True
     """agents send their action for step t+1 before they learn from step t, so the env server steps
-    while they learn (a2c, dqn, ddpg; each action comes one update late)"""
+    while they learn (a2c, dqn, ddpg; each action comes one update late; learning measured the same
+    on pd and collection, benchmarks/results/act_ahead.md)"""
     action_timeout_s: float = 10.0
     """how long the env server waits for a live agent's action before its seat plays missing_action
     for that step (the agent is told, and learns nothing from that step)"""

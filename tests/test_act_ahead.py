@@ -1,5 +1,6 @@
-"""--act-ahead: an agent sends its action for step t+1 before it learns from step t, so the env
-server steps while the agents learn. Only learners that declare ActsAhead are driven that way."""
+"""Acting ahead (the default; --no-act-ahead turns it off): an agent sends its action for step t+1
+before it learns from step t, so the env server steps while the agents learn. Only learners that
+declare ActsAhead are driven that way."""
 
 from __future__ import annotations
 
@@ -15,16 +16,20 @@ LEARNERS = Path(__file__).parent / "tiny_learners.py"
 STEPS = 20
 
 
+AHEAD = "a" + "au" * (STEPS - 1) + "u"  # act on t+1, then learn from t; the last result: learn only
+
+
 @pytest.mark.parametrize("flag, declares, order", [
-    (True, True, "a" + "au" * (STEPS - 1) + "u"),  # act on t+1, then learn from t; the last result: learn only
-    (False, True, "au" * STEPS),  # no --act-ahead: act, learn, act, learn
-    (True, False, "au" * STEPS),  # the learner declares acts_ahead = False: never ahead
+    ([], True, AHEAD),  # the default
+    (["--act-ahead"], True, AHEAD),
+    (["--no-act-ahead"], True, "au" * STEPS),  # act, learn, act, learn
+    ([], False, "au" * STEPS),  # the learner declares acts_ahead = False: never ahead
 ])
 def test_the_agent_acts_before_it_learns_only_when_asked_and_allowed(tmp_path, flag, declares, order):
     options = {"log_dir": str(tmp_path), "acts_ahead": declares}
     proc = run_launch(tmp_path / "run", "--env", "pd", "--n", "2", "--steps", str(STEPS), "--envs", "2",
                       "--algo", f"{LEARNERS}:CallOrder", "--learner", json.dumps(options), "--log-every", "5",
-                      *(["--act-ahead"] if flag else []))
+                      *flag)
     assert proc.returncode == 0, proc.stderr
     assert load_summary(tmp_path / "run")["steps"] == STEPS
     for agent in (0, 1):
