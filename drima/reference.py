@@ -21,8 +21,8 @@ from drima.env_server.envs import (
     HasFinalState,
     HasGlobalState,
     VectorEnv,
+    ctde_spec,
     default_action_type,
-    joint_action_offsets,
     joint_actions,
     make_env,
     peer_masks,
@@ -83,12 +83,10 @@ def _make_agent(venv: VectorEnv, i: int, algo: str, mode: str, seed: int, learne
                 mu_step_size: float, ctde: bool) -> AgentCore:
     """Agent i as its agent process builds it, from the spec the env server would send."""
     spec = venv.agent_spec(i)
-    if ctde:
-        at = joint_action_offsets([venv.agent_spec(j)["action"] for j in range(venv.n_agents)])
-        spec |= {"joint_action_dim": int(at[-1]), "own_action_at": int(at[i])}
+    spec |= ctde_spec(venv, i) if ctde else {}
     options = env_defaults(spec, algo) | (learner_overrides or {})
     learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i),
-                           venv.state_dim if ctde else 0, env_spec=spec)
+                           spec.get("state_dim", 0), env_spec=spec)
     return AgentCore(learner, mode, mu_step_size)
 
 

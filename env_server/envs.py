@@ -255,6 +255,15 @@ def joint_actions(actions: list[np.ndarray], spaces: list[dict], n_envs: int) ->
     return joint
 
 
+def ctde_spec(env: VectorEnv, agent: int) -> dict[str, int]:
+    """What ctde adds to an agent's SPEC: the sizes of the global state and joint actions it will be
+    sent, and where its own action sits among them (its learner's centralised critic is built from them)."""
+    if not (isinstance(env, HasGlobalState) and env.state_dim > 0):
+        raise ValueError("--mode ctde needs a global state for its centralised critics: the env has none")
+    at = joint_action_offsets([env.agent_spec(j)["action"] for j in range(env.n_agents)])
+    return {"state_dim": int(env.state_dim), "joint_action_dim": int(at[-1]), "own_action_at": int(at[agent])}
+
+
 def battle_kind(spec: str) -> str | None:
     """"smax" or "sc2" for `smax:MAP` / `sc2:MAP`, else None."""
     kind, sep, _ = spec.partition(":")

@@ -60,7 +60,7 @@ from .envs import (
     HasIdleActions,
     HasPositions,
     VectorEnv,
-    joint_action_offsets,
+    ctde_spec,
     joint_actions,
     make_env,
     peer_masks,
@@ -198,7 +198,6 @@ class EnvServer:
                            feed=EventFeed(self.dir / "events.jsonl", "env_server", append=cfg.resume))
         self.hello_steps: dict[int, int] = {}  # the step each agent says it is at (resume)
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
-        self.joint_at = joint_action_offsets(self.action_spaces)  # ctde: agent i's place in the joint actions
         self.unreachable: set[int] = set()
         self.routes: dict[int, bytes] = {}  # agent -> the routing id of its connection (module docstring)
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
@@ -276,10 +275,7 @@ class EnvServer:
 
     def _spec(self, agent: int) -> dict:
         spec = protocol.spec_body(self.env.agent_spec(agent), agent, self.cfg.n_agents, self.cfg.n_envs)
-        if not self.send_state:
-            return spec
-        return spec | {"state_dim": int(self.env.state_dim), "joint_action_dim": int(self.joint_at[-1]),
-                       "own_action_at": int(self.joint_at[agent])}
+        return spec | (ctde_spec(self.env, agent) if self.send_state else {})
 
 
     # -- liveness ----------------------------------------------------------------------------------

@@ -179,15 +179,17 @@ def test_ppo_a2c_and_ddpg_run_ctde_on_mpe_in_process():
 @pytest.mark.parametrize("algo", ["ddpg", "a2c"])
 def test_collection_ctde_runs_with_centralised_critics(tmp_path, algo):
     """drima-launch --env collection --n 3 --mode ctde --algo ALGO --steps 200 completes; each agent's
-    saved critic takes the global state (and, DDPG, every agent's action); mu tracks the team reward,
+    saved critic takes the global state (and, DDPG, every agent's action), and drima-render (--render)
+    loads it; mu tracks the team reward,
     the mean over agents (the env server's team_reward column is the sum). With distance terms only,
     every reward is negative, so the sum of 3 is far from the mean."""
     run_dir = tmp_path / algo
     res = run_launch(run_dir, "--env", "collection", "--n", "3", "--mode", "ctde", "--algo", algo, "--steps", "200",
-                     "--log-every", "20", "--mu-step-size", "0.2", "--env-options",
+                     "--log-every", "20", "--mu-step-size", "0.2", "--render", "--env-options",
                      '{"occupy_reward": 0.0, "type_match_bonus": 0.0}')
     assert res.returncode == 0, res.stderr
     assert load_summary(run_dir)["status"] == "completed"
+    assert (run_dir / "episode.gif").exists()  # drima-render rebuilt the centralised critics to load them
     env_rows = list(csv.DictReader(open(run_dir / "env_server" / "metrics.csv")))
     team_sum = np.mean([float(r["team_reward"]) for r in env_rows[-3:]])
     for i in range(3):
