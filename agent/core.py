@@ -33,21 +33,23 @@ class AgentCore:
               terminated: np.ndarray, neighbour_rewards: np.ndarray, neighbour_mus: np.ndarray,
               in_range: np.ndarray | None = None, team_reward: np.ndarray | None = None,
               next_info: StepInfo | None = None, truncated: np.ndarray | None = None,
-              active: np.ndarray | None = None) -> tuple[ReshapedReward, dict[str, float]]:
+              active: np.ndarray | None = None,
+              info: StepInfo | None = None) -> tuple[ReshapedReward, dict[str, float]]:
         """DRI signal from the mu that was published for this step, then the mu update
         from the original reward (Remark 2), then one learner update.
 
         terminated / truncated: (K,) how this agent's episode ended at this step (next_obs is the
         final observation where it was truncated); active: (K,) bool, where the agent took part
-        in the step (default everywhere): mu and the learner see only those copies.
-        In ctde mode the agent learns from `team_reward` (the sum of every agent's reward,
-        sent by the env server) and its mu tracks that instead of its own reward."""
+        in the step (default everywhere): mu and the learner see only those copies. `info` and
+        `next_info`: what the env server sent with obs and next_obs (masks, global state, joint actions).
+        In ctde mode the agent learns from `team_reward` (sent by the env server: MPE and battles the
+        mean of every agent's reward, other envs the sum) and its mu tracks that instead of its own reward."""
         if self.mode == "ctde":
             if team_reward is None:
                 raise ValueError("ctde mode needs the team reward from the env server")
             reward = team_reward
         reshaped = reshape_reward(self.mode, reward, self.mu, neighbour_rewards, neighbour_mus, in_range)
-        batch = transition(obs, actions, reshaped.signal, next_obs, terminated, truncated, active, next_info)
+        batch = transition(obs, actions, reshaped.signal, next_obs, terminated, truncated, active, next_info, info)
         if batch.active.any():
             self.mu = update_mu(self.mu, reward[batch.active], self.mu_step_size)
         info = self.learner.update(batch)

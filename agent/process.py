@@ -36,6 +36,9 @@ from .neighbour_link import NeighbourLink
 
 log = logging.getLogger("drima.agent")
 
+Taken = tuple[np.ndarray, np.ndarray, np.ndarray, StepInfo | None]
+"""what an action was taken on: (obs, actions, active, the StepInfo sent with obs)"""
+
 METRIC_FIELDS = ["step", "env_steps", "wall_s", "reward", "mu", "signal", "conflict_rate", "n_peers",
                  "actor_loss", "critic_loss", "entropy", "q_loss", "epsilon"]
 
@@ -114,6 +117,7 @@ class AgentProcess:
         self.obs_dim = int(spec["obs_dim"])
         self.n_actions = int(spec["action"].get("n", 0))
         self.state_dim = int(spec.get("state_dim", 0))
+        self.joint_action_dim = int(spec.get("joint_action_dim", 0))
         if isinstance(learner, ReportsProgress):  # long updates (PPO) heartbeat between gradient steps
             learner.on_progress = self._heartbeat
         self.agent_name = spec.get("agent_name")
@@ -182,7 +186,7 @@ class AgentProcess:
         and learns from step t while the env server steps (its action is one update late)."""
         cfg = self.cfg
         ahead = self.acts_ahead and not cfg.evaluate
-        taken = None  # (obs, actions, active) of the action sent last
+        taken: Taken | None = None  # of the action sent last
         while True:
             # the first result may take long: the server resets every world first (64 agents x 8 copies
             # take seconds on a busy machine), and it does not heartbeat within a step
@@ -194,28 +198,27 @@ class AgentProcess:
             res = self._result(msg, n_envs)
             if res is None:
                 continue
-            next_info = self._step_info(res.extras, n_envs)
             prev, learn = taken, taken is not None and res.reward is not None  # RESULT t+1 carries r_t
             if taken is None and msg.step > self.step:
                 log.info("first result at step %d: acting from there", msg.step)
             if ahead and not res.last:
-                taken = self._act(res, next_info, msg.step)
+                taken = self._act(res, msg.step)
             if learn:
-                obs, actions, active = prev
-                metrics.accumulate(self._observe_only(res, active) if cfg.evaluate
-                                   else self._learn(obs, actions, active, res, msg.step, next_info, n_envs))
+                metrics.accumulate(self._observe_only(res, prev[2]) if cfg.evaluate
+                                   else self._learn(prev, res, msg.step, n_envs))
                 self.step = msg.step
                 self._record(metrics, n_envs, ckpt)
             if res.last:  # last result of the run
                 return
             if not ahead:
-                taken = self._act(res, next_info, msg.step)
+                taken = self._act(res, msg.step)
 
-    def _act(self, res: protocol.Result, info: StepInfo | None, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _act(self, res: protocol.Result, step: int) -> Taken:
         """Act on the result's observation and send the action for `step`; what was taken."""
+        info = res.info()
         actions = self.core.act(res.obs, info, greedy=self.cfg.evaluate)
         self.env.send(protocol.ACTION, step, [protocol.to_bytes(actions, self.action_dtype)])
-        return res.obs, actions, res.active
+        return res.obs, actions, res.active, info
 
     def _result(self, msg: protocol.Message, n_envs: int) -> protocol.Result | None:
         """The RESULT in `msg`, or None (logged) for another message or a malformed result."""
@@ -223,7 +226,8 @@ class AgentProcess:
             log.warning("dropped unexpected %s from the env server", msg.kind)
             return None
         try:
-            return protocol.decode_result(msg.body, n_envs, self.obs_dim)
+            return protocol.decode_result(msg.body, n_envs, self.obs_dim, self.n_actions, self.state_dim,
+                                          self.joint_action_dim)
         except protocol.ProtocolError as exc:
             log.warning("dropped a result for step %d: %s", msg.step, exc)
             return None
@@ -242,10 +246,10 @@ class AgentProcess:
         if self.step % self.cfg.checkpoint_every == 0 and not self.cfg.evaluate:
             save_checkpoint(ckpt, self.core, self.step)
 
-    def _learn(self, obs: np.ndarray, actions: np.ndarray, active: np.ndarray, res: protocol.Result, step: int,
-               next_info: StepInfo | None, n_envs: int) -> dict[str, float]:
+    def _learn(self, taken: Taken, res: protocol.Result, step: int, n_envs: int) -> dict[str, float]:
         """Trade scalars with the neighbours for step t = step - 1, then one learning step on the
-        copies where this agent took part (`active`); returns the step's metrics."""
+        copies where this agent took part (taken's `active`); returns the step's metrics."""
+        obs, actions, active, info = taken
         extras = res.extras
         team = protocol.floats(extras["team"]) if "team" in extras else None
         near = self._peer_mask(extras, "in_range", n_envs)  # whom this agent counts as a neighbour now
@@ -262,8 +266,8 @@ class AgentProcess:
             self.not_executed["steps"] += 1
             self.not_executed["copies"] += int((active & ~res.executed).sum())
         reshaped, info = self.core.learn(obs, actions, res.reward, res.next_obs(), res.terminated, nbr_r, nbr_mu,
-                                         in_range=mask, team_reward=team, next_info=next_info,
-                                         truncated=res.truncated, active=active & res.executed)
+                                         in_range=mask, team_reward=team, next_info=res.next_info(),
+                                         truncated=res.truncated, active=active & res.executed, info=info)
         self._heartbeat()  # after a (possibly long) learner update
         if not active.any():  # out of the episode in every copy: nothing to report but mu
             return {"mu": self.core.mu}
@@ -282,23 +286,6 @@ class AgentProcess:
                         name, raw.size, self.n_agents, n_envs)
             return None
         return raw.reshape(self.n_agents, n_envs).astype(bool)
-
-    def _step_info(self, extras: dict, n_envs: int) -> StepInfo | None:
-        """Action masks and global state sent beside an observation (SMAX, SC2), if any."""
-        avail = state = None
-        if "avail" in extras:
-            raw = np.frombuffer(extras["avail"], np.uint8)
-            if raw.size == n_envs * self.n_actions:
-                avail = raw.reshape(n_envs, self.n_actions).astype(bool)
-            else:
-                log.warning("ignored an action mask of %d bytes (expected %d x %d)", raw.size, n_envs, self.n_actions)
-        if "state" in extras:
-            raw = protocol.floats(extras["state"])
-            if raw.size == n_envs * self.state_dim:
-                state = raw.reshape(n_envs, self.state_dim)
-            else:
-                log.warning("ignored a global state of %d floats (expected %d x %d)", raw.size, n_envs, self.state_dim)
-        return None if avail is None and state is None else StepInfo(avail, state)
 
     def _write_stats(self) -> None:
         """Link counters and exchange-round latency, for the runtime benchmark and for operators."""

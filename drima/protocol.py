@@ -18,7 +18,10 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 4  # 2: RESULT has extras; 3: its done is "terminated", truncation apart; 4: "executed"
+from .types import StepInfo
+
+PROTOCOL_VERSION = 5  # 2: RESULT has extras; 3: its done is "terminated", truncation apart; 4: "executed";
+# 5: "joint_actions" and "final_state" (ctde)
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
 MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
 MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
@@ -40,14 +43,19 @@ RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, ext
 #      its action is not played and its reward is 0 until the copy resets (absent: all 1);
 #   "executed": uint8 x K, 0 where this agent's action of the previous step was not played (it came
 #      after action_timeout_s, or not at all: its seat played missing_action); absent: all played;
-#   "team": float32 x K, the team reward (ctde mode only);
+#   "team": float32 x K, the team reward (ctde mode only: MPE, SMAX, SC2 the mean over agents, others the sum);
 #   "in_range": uint8 x (n_agents * K), row j = does agent j count as a neighbour in each copy: within
 #      range (range topologies) and in the episode (envs where agents leave episodes early);
 #   "heard_by": uint8 x (n_agents * K), row j = does agent j count this agent as a neighbour, where that
 #      is not "in_range" (range:sight: each unit's own radius); absent: the same as "in_range". The agent
 #      sends its scalars only to those peers;
 #   "avail": uint8 x (K * n_actions), the actions this agent may take at this observation (SMAX, SC2);
-#   "state": float32 x (K * state_dim), the global state at this observation (ctde with SMAX, SC2).
+#   "state": float32 x (K * state_dim), the global state at this observation (ctde; the SPEC says state_dim);
+#   "final_state": float32 x (K * state_dim), the global state each truncated copy's episode ended on
+#      (other rows: state), where the env provides it (MPE) and a copy was truncated;
+#   "joint_actions": float32 x (K * joint_action_dim), the actions every agent played at the previous
+#      step (its own, or the substitute its seat played), in agent order: a discrete action one-hot,
+#      a continuous one its values in [-1, 1] (ctde; the SPEC says joint_action_dim and own_action_at).
 STOP = "stop"  # body: {"reason": str}
 # both ways on the env link: "I am alive", sent only when nothing else was sent for one
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
@@ -154,7 +162,15 @@ class Result:
     last: bool
     """the run's last result"""
     extras: dict[str, bytes]
-    """the raw extras, for the ones read elsewhere (team, in_range, avail, state)"""
+    """the raw extras, for the ones read elsewhere (team, in_range, heard_by)"""
+    avail: np.ndarray | None = None
+    """(K, n_actions) bool: the actions allowed at obs, or None (all)"""
+    state: np.ndarray | None = None
+    """(K, state_dim) float32: the global state at obs (ctde), or None"""
+    final_state: np.ndarray | None = None
+    """(K, state_dim) float32: the state truncated copies ended on (other rows: state), or None"""
+    joint_actions: np.ndarray | None = None
+    """(K, joint_action_dim) float32: every agent's action at the previous step (ctde), or None"""
 
     def next_obs(self) -> np.ndarray:
         """The observation each copy's transition led to: the final one where the episode was truncated."""
@@ -162,24 +178,43 @@ class Result:
             return self.obs
         return np.where(self.truncated[:, None], self.final_obs, self.obs)
 
+    def info(self) -> StepInfo | None:
+        """What comes with obs, to act on: action masks, global state, joint actions (None: nothing)."""
+        if self.avail is None and self.state is None and self.joint_actions is None:
+            return None
+        return StepInfo(self.avail, self.state, self.joint_actions)
+
+    def next_info(self) -> StepInfo | None:
+        """info() as the transition that led here sees it: where a copy was truncated and the env
+        sent the state its episode ended on, that state (as next_obs() is the final observation)."""
+        info = self.info()
+        if info is None or self.final_state is None or self.state is None:
+            return info
+        return StepInfo(self.avail, np.where(self.truncated[:, None], self.final_state, self.state),
+                        self.joint_actions)
+
 
 def result_body(obs: np.ndarray, reward: np.ndarray | None, terminated: np.ndarray, last: bool,
                 extras: dict[str, bytes], truncated: np.ndarray | None = None, final_obs: np.ndarray | None = None,
-                active: np.ndarray | None = None) -> list:
+                active: np.ndarray | None = None, final_state: np.ndarray | None = None) -> list:
     """The body of a RESULT frame; the optional parts travel only where they say something."""
     extras = dict(extras)
     if truncated is not None and truncated.any():
         extras["truncated"] = np.ascontiguousarray(truncated, np.uint8).tobytes()
         if final_obs is not None:
             extras["final_obs"] = to_bytes(final_obs)
+        if final_state is not None:
+            extras["final_state"] = to_bytes(final_state)
     if active is not None and not active.all():
         extras["active"] = np.ascontiguousarray(active, np.uint8).tobytes()
     return [to_bytes(obs), b"" if reward is None else to_bytes(reward), to_bytes(terminated), bool(last), extras]
 
 
-def decode_result(body: list, n_envs: int, obs_dim: int) -> Result:
-    """Check a RESULT body (already shape-checked by decode) against K and obs_dim; raises
-    ProtocolError on any size mismatch."""
+def decode_result(body: list, n_envs: int, obs_dim: int, n_actions: int = 0, state_dim: int = 0,
+                  joint_action_dim: int = 0) -> Result:
+    """Check a RESULT body (already shape-checked by decode) against K, obs_dim and the sizes the
+    SPEC gave (n_actions for action masks; state_dim, joint_action_dim in ctde: 0 = not expected,
+    not read); raises ProtocolError on any size mismatch."""
     obs_b, reward_b, term_b, last, extras = body
 
     def sized(buf: bytes, count: int, dtype: str, what: str) -> np.ndarray:
@@ -200,7 +235,14 @@ def decode_result(body: list, n_envs: int, obs_dim: int) -> Result:
     active = sized(extras["active"], n_envs, "u1", "active") > 0 if "active" in extras else np.ones(n_envs, bool)
     executed = sized(extras["executed"], n_envs, "u1", "executed") > 0 if "executed" in extras \
         else np.ones(n_envs, bool)
-    return Result(obs, reward, terminated, truncated, final_obs, active, executed, bool(last), extras)
+    avail = sized(extras["avail"], n_envs * n_actions, "u1", "avail").reshape(n_envs, n_actions) > 0 \
+        if "avail" in extras and n_actions else None
+
+    def rows(name: str, dim: int) -> np.ndarray | None:
+        return sized(extras[name], n_envs * dim, "<f4", name).reshape(n_envs, dim) if name in extras and dim else None
+
+    return Result(obs, reward, terminated, truncated, final_obs, active, executed, bool(last), extras, avail,
+                  rows("state", state_dim), rows("final_state", state_dim), rows("joint_actions", joint_action_dim))
 
 
 def floats(buf: bytes) -> np.ndarray:

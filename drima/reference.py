@@ -18,9 +18,12 @@ from drima.env_server.envs import (
     AgentEpisodes,
     HasActionMasks,
     HasEpisodeMetrics,
+    HasFinalState,
     HasGlobalState,
     VectorEnv,
+    ctde_spec,
     default_action_type,
+    joint_actions,
     make_env,
     peer_masks,
     team_reward,
@@ -38,12 +41,14 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
     dynamic = is_dynamic(topology)
     radius = range_radius(topology) if dynamic else None  # None with range:sight: the units' sight ranges
     nbrs = neighbour_map(build_topology("full" if dynamic else topology, n, seed))
-    if mode == "ctde":
+    ctde = mode == "ctde"
+    if ctde:  # as the env server does: the team reward, the global state, the joint actions
         nbrs = {i: [] for i in range(n)}
-    with_state = mode == "ctde" and isinstance(venv, HasGlobalState) and venv.state_dim > 0  # as the env server does
-    agents = [_make_agent(venv, i, algo, mode, seed, learner_overrides, mu_step_size, with_state) for i in range(n)]
+        if not (isinstance(venv, HasGlobalState) and venv.state_dim > 0):
+            raise ValueError(f"--mode ctde needs a global state for its centralised critics: --env {env} has none")
+    agents = [_make_agent(venv, i, algo, mode, seed, learner_overrides, mu_step_size, ctde) for i in range(n)]
     obs = venv.reset()
-    infos = _step_infos(venv, n, with_state)
+    infos = _step_infos(venv, n, ctde)
     final_window = steps - max(1, steps // 10)
     team_rewards, episodes, final_episodes = [], [], []
     t0 = time.perf_counter()
@@ -51,10 +56,11 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
         venv.count_joint_actions = t >= final_window
         actions = [a.act(o, info) for a, o, info in zip(agents, obs, infos, strict=True)]
         next_obs, rewards, dones = venv.step(actions)
-        infos = _step_infos(venv, n, with_state)
+        step_infos = (infos, _step_infos(venv, n, ctde, actions))  # at obs and at next_obs
+        infos = step_infos[1]
         near = venv.in_range(radius) if dynamic else None
         team = team_reward(venv, rewards)
-        _learn(agents, nbrs, venv, obs, actions, rewards, next_obs, dones, infos, near, team)
+        _learn(agents, nbrs, venv, obs, actions, rewards, next_obs, dones, step_infos, near, team)
         obs = next_obs
         ended = list(venv.pop_task_metrics()) if isinstance(venv, HasEpisodeMetrics) else []
         episodes += ended
@@ -74,25 +80,40 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
 
 
 def _make_agent(venv: VectorEnv, i: int, algo: str, mode: str, seed: int, learner_overrides: dict | None,
-                mu_step_size: float, with_state: bool) -> AgentCore:
+                mu_step_size: float, ctde: bool) -> AgentCore:
     """Agent i as its agent process builds it, from the spec the env server would send."""
     spec = venv.agent_spec(i)
+    spec |= ctde_spec(venv, i) if ctde else {}
     options = env_defaults(spec, algo) | (learner_overrides or {})
     learner = make_learner(algo, spec["obs_dim"], spec["action"], options, agent_seed(seed, i),
-                           venv.state_dim if with_state else 0, env_spec=spec)
+                           spec.get("state_dim", 0), env_spec=spec)
     return AgentCore(learner, mode, mu_step_size)
 
 
-def _step_infos(venv: VectorEnv, n: int, with_state: bool) -> list[StepInfo | None]:
-    """Per agent, what comes with its observation: battles' action masks, and the global state in ctde."""
+def _step_infos(venv: VectorEnv, n: int, ctde: bool, actions: list[np.ndarray] | None = None) -> list[StepInfo | None]:
+    """Per agent, what comes with its observation: battles' action masks, and in ctde the global
+    state and the joint actions that led to it."""
     avail = venv.avail_actions() if isinstance(venv, HasActionMasks) else [None] * n
-    state = venv.global_state() if with_state else None
-    return [None if a is None and state is None else StepInfo(a, state) for a in avail]
+    state = venv.global_state() if ctde else None
+    joint = None
+    if ctde and actions is not None:
+        joint = joint_actions(actions, [venv.agent_spec(j)["action"] for j in range(n)], len(actions[0]))
+    return [None if a is None and state is None else StepInfo(a, state, joint) for a in avail]
+
+
+def _final_info(venv: VectorEnv, info: StepInfo | None, truncated: np.ndarray) -> StepInfo | None:
+    """info as the transition that led to it sees it: the state truncated copies ended on (MPE)."""
+    final = venv.final_global_state() if isinstance(venv, HasFinalState) and info is not None \
+        and info.state is not None and truncated.any() else None
+    if final is None:
+        return info
+    return StepInfo(info.avail, np.where(truncated[:, None], final, info.state), info.joint_actions)
 
 
 def _learn(agents: list[AgentCore], nbrs: dict[int, list[int]], venv: VectorEnv, obs: list[np.ndarray],
            actions: list[np.ndarray], rewards: np.ndarray, next_obs: list[np.ndarray], dones: np.ndarray,
-           infos: list[StepInfo | None], near: np.ndarray | None, team: np.ndarray) -> None:
+           infos: tuple[list[StepInfo | None], list[StepInfo | None]], near: np.ndarray | None,
+           team: np.ndarray) -> None:
     """Every agent learns from the step just taken, with its neighbours' rewards and mus (as
     they were before this step), as the agent processes do."""
     mus = np.array([a.mu for a in agents])
@@ -106,5 +127,6 @@ def _learn(agents: list[AgentCore], nbrs: dict[int, list[int]], venv: VectorEnv,
             terminated, truncated, took_part = ends.terminated[i], ends.truncated[i], ends.acted[i]
             if ends.final_obs[i] is not None:
                 nxt = np.where(truncated[:, None], ends.final_obs[i], nxt)
+        next_info = infos[1][i] if truncated is None else _final_info(venv, infos[1][i], truncated)
         a.learn(obs[i], actions[i], rewards[i], nxt, terminated, rewards[js], mus[js], in_range=mask,
-                team_reward=team, next_info=infos[i], truncated=truncated, active=took_part)
+                team_reward=team, next_info=next_info, truncated=truncated, active=took_part, info=infos[0][i])

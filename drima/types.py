@@ -23,7 +23,12 @@ class StepInfo:
     """(K, n_actions) bool: the actions allowed at this observation (SMAX, SC2, PettingZoo action
     masks); None = all"""
     state: np.ndarray | None = None
-    """(K, state_dim) float32: the global state at this observation (ctde critics)"""
+    """(K, state_dim) float32: the global state at this observation (ctde critics). In a
+    Transition's next_info, the rows of truncated copies hold the state their episode ended on,
+    where the env provides it (MPE), as next_obs holds the final observation."""
+    joint_actions: np.ndarray | None = None
+    """(K, joint_action_dim) float32: the actions every agent played at the step that led to this
+    observation, in agent order, discrete ones one-hot (ctde: MADDPG's centralised critic)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +41,12 @@ class LearnerSpec:
     """{"type": "discrete", "n": N} or {"type": "continuous", "dim": D, "low": -1.0, "high": 1.0}
     (the env server rescales [-1, 1] to a PettingZoo Box's or a VMAS agent's own bounds)"""
     state_dim: int = 0
-    """> 0: the env server sends the global state in StepInfo.state (ctde with SMAX, SC2, PettingZoo)"""
+    """> 0: the env server sends the global state in StepInfo.state (ctde: MPE, matrix games, SMAX,
+    SC2, PettingZoo envs with state())"""
+    joint_action_dim: int = 0
+    """> 0: the env server sends every agent's played actions in StepInfo.joint_actions (ctde)"""
+    own_action_at: int = 0
+    """where this agent's own action starts in the joint action vector"""
     env: dict[str, Any] = field(default_factory=dict)
     """the env server's whole spec of this agent: env name, agent_name, n_envs, episode_length, ..."""
 
@@ -69,7 +79,9 @@ class Transition:
     """(K,) bool: the agent was in the episode and its action was played. Where False (it had
     terminated before the others, or its action was not played) there is nothing to learn."""
     next_info: StepInfo | None = None
-    """action masks and global state sent with the next observation"""
+    """action masks, global state and joint actions sent with the next observation"""
+    info: StepInfo | None = None
+    """what was sent with `obs` (the global state the critic of a ctde learner reads)"""
 
     @property
     def done(self) -> np.ndarray:
@@ -79,10 +91,10 @@ class Transition:
 
 def transition(obs: np.ndarray, actions: np.ndarray, signal: np.ndarray, next_obs: np.ndarray,
                terminated: np.ndarray, truncated: np.ndarray | None = None, active: np.ndarray | None = None,
-               next_info: StepInfo | None = None) -> Transition:
+               next_info: StepInfo | None = None, info: StepInfo | None = None) -> Transition:
     """A Transition from arrays of any float/bool dtype; truncated and active default to none
     truncated and all active."""
     k = len(signal)
     return Transition(obs, actions, np.asarray(signal, np.float32), next_obs, np.asarray(terminated, bool),
                       np.zeros(k, bool) if truncated is None else np.asarray(truncated, bool),
-                      np.ones(k, bool) if active is None else np.asarray(active, bool), next_info)
+                      np.ones(k, bool) if active is None else np.asarray(active, bool), next_info, info)

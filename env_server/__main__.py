@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"drima-env-server: error: {exc}\n")
     setup_logging("env-server")
     set_process_title("env-server", Path(cfg.run_dir).parent)
-    server = EnvServer(cfg)
+    try:
+        server = EnvServer(cfg)
+    except ValueError as exc:  # an env or mode it cannot serve (e.g. ctde without a global state): one line
+        parser.exit(2, f"drima-env-server: error: {exc}\n")
 
     def on_term(signum, frame):  # the launcher owns shutdown: stop the loop, tell agents, write stats
         server.stop_requested = True

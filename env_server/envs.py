@@ -123,10 +123,23 @@ class HasActionMasks(Protocol):
 
 @runtime_checkable
 class HasGlobalState(Protocol):
+    """Envs with a global state: ctde's centralised critics read it (the env server sends it in
+    ctde mode only). ctde needs it: the env server refuses ctde with an env that has none."""
+
     state_dim: int
 
     def global_state(self) -> np.ndarray:
         """(K, state_dim) float32: the global state at the current observation (ctde critics)."""
+
+
+@runtime_checkable
+class HasFinalState(Protocol):
+    """Envs with a global state that also keep the state a truncated episode ended on (the next
+    observation is then a new episode's): a critic bootstraps the cut episode from it."""
+
+    def final_global_state(self) -> np.ndarray | None:
+        """(K, state_dim) float32: where the last step truncated a copy, the state its episode ended
+        on (other rows: the current state); None where no copy was truncated."""
 
 
 @runtime_checkable
@@ -140,7 +153,8 @@ class HasEpisodeMetrics(Protocol):
 @runtime_checkable
 class HasTeamReward(Protocol):
     def team_reward(self, rewards: np.ndarray) -> np.ndarray:
-        """(n_agents, K) -> (K,): ctde's team reward, where it is not the sum over agents."""
+        """(n_agents, K) -> (K,): ctde's team reward, where it is not the sum over agents (MPE,
+        battles: the mean)."""
 
 
 @runtime_checkable
@@ -169,6 +183,10 @@ class MatrixGameEnv:
         self.n_joint = int(np.prod(game.n_actions))
         self.joint_counts = np.zeros(self.n_joint, np.int64)
         self.count_joint_actions = False  # switched on by the server for the final window
+        self.state_dim = 1  # the one state: ctde's critics see what every agent sees (HasGlobalState)
+
+    def global_state(self) -> np.ndarray:
+        return self._obs
 
     def agent_spec(self, agent: int) -> dict:
         seat = agent % self.game.n_players
@@ -213,8 +231,37 @@ def is_vmas(spec: str) -> bool:
 
 
 def team_reward(env: VectorEnv, rewards: np.ndarray) -> np.ndarray:
-    """ctde's team reward (K,): the env's own definition (battles: the mean over allies) or the sum."""
+    """ctde's team reward (K,): the env's own definition (MPE, battles: the mean over agents) or the sum."""
     return env.team_reward(rewards) if isinstance(env, HasTeamReward) else rewards.sum(0)
+
+
+def joint_action_offsets(spaces: list[dict]) -> np.ndarray:
+    """(n_agents + 1,) int: agent i's action sits at [offsets[i], offsets[i + 1]) of the joint action
+    vector (a discrete action takes n places, one-hot; a continuous one its dim)."""
+    widths = [int(a["dim"] if a["type"] == "continuous" else a["n"]) for a in spaces]
+    return np.concatenate([[0], np.cumsum(widths)]).astype(int)
+
+
+def joint_actions(actions: list[np.ndarray], spaces: list[dict], n_envs: int) -> np.ndarray:
+    """(K, joint_action_dim) float32: every agent's played actions side by side, in agent order, a
+    discrete one one-hot (ctde's "joint_actions": MADDPG's critic input)."""
+    at = joint_action_offsets(spaces)
+    joint = np.zeros((n_envs, int(at[-1])), np.float32)
+    for i, (act, space) in enumerate(zip(actions, spaces, strict=True)):
+        if space["type"] == "continuous":
+            joint[:, at[i]:at[i + 1]] = np.asarray(act, np.float32).reshape(n_envs, -1)
+        else:
+            joint[np.arange(n_envs), at[i] + np.asarray(act, np.int64).reshape(-1)] = 1.0
+    return joint
+
+
+def ctde_spec(env: VectorEnv, agent: int) -> dict[str, int]:
+    """What ctde adds to an agent's SPEC: the sizes of the global state and joint actions it will be
+    sent, and where its own action sits among them (its learner's centralised critic is built from them)."""
+    if not (isinstance(env, HasGlobalState) and env.state_dim > 0):
+        raise ValueError("--mode ctde needs a global state for its centralised critics: the env has none")
+    at = joint_action_offsets([env.agent_spec(j)["action"] for j in range(env.n_agents)])
+    return {"state_dim": int(env.state_dim), "joint_action_dim": int(at[-1]), "own_action_at": int(at[agent])}
 
 
 def battle_kind(spec: str) -> str | None:

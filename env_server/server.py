@@ -55,10 +55,13 @@ from .envs import (
     EpisodeEnds,
     HasActionMasks,
     HasEpisodeMetrics,
+    HasFinalState,
     HasGlobalState,
     HasIdleActions,
     HasPositions,
     VectorEnv,
+    ctde_spec,
+    joint_actions,
     make_env,
     peer_masks,
     team_reward,
@@ -125,8 +128,9 @@ class EnvServerConfig:
     env_workers: int = 1
     """PettingZoo envs: step the K copies in this many worker processes at once (1: in this process)"""
     share_team_reward: bool = False
-    """ctde mode: send every agent the team reward too (the sum of all agents' rewards; SMAX and SC2:
-    their mean, see env_server/smax.py) and, where the env has one, the global state"""
+    """ctde mode: send every agent the team reward too (MPE, SMAX and SC2: the mean of all agents'
+    rewards, see env_server/mpe/vector.py and smax.py; other envs: the sum), the global state (the
+    env must have one) and every agent's played actions (joint_actions)"""
     logger: str = "csv"
     """where metrics rows go besides metrics.csv (always written): csv | tensorboard (drima/loggers.py)"""
     curve_key_file: str = ""
@@ -173,7 +177,10 @@ class EnvServer:
         self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
         if self.neighbourhoods and not isinstance(self.env, HasPositions):
             raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")
-        self.send_state = cfg.share_team_reward and isinstance(self.env, HasGlobalState) and self.env.state_dim > 0
+        has_state = isinstance(self.env, HasGlobalState) and self.env.state_dim > 0
+        if cfg.share_team_reward and not has_state:
+            raise ValueError(f"--mode ctde needs a global state for its centralised critics: --env {cfg.env} has none")
+        self.send_state = cfg.share_team_reward
         self.task_metric_names: tuple[str, ...] = \
             tuple(self.env.metric_names) if isinstance(self.env, HasEpisodeMetrics) else ()
         self.ctx = zmq.Context()
@@ -268,7 +275,8 @@ class EnvServer:
 
     def _spec(self, agent: int) -> dict:
         spec = protocol.spec_body(self.env.agent_spec(agent), agent, self.cfg.n_agents, self.cfg.n_envs)
-        return spec | ({"state_dim": int(self.env.state_dim)} if self.send_state else {})
+        return spec | (ctde_spec(self.env, agent) if self.send_state else {})
+
 
     # -- liveness ----------------------------------------------------------------------------------
     def _heard_from(self, agent: int) -> None:
@@ -426,20 +434,30 @@ class EnvServer:
             return np.zeros((self.cfg.n_envs, space["dim"]), np.float32)
         return np.zeros(self.cfg.n_envs, np.int32)
 
+    def _ctde_extras(self, rewards: np.ndarray | None, actions: list[np.ndarray] | None) -> dict[str, bytes]:
+        """ctde's extras, the same for every agent: team reward, global state, joint actions."""
+        if not self.send_state:
+            return {}
+        extras = {"state": protocol.to_bytes(self.env.global_state())}
+        if rewards is not None:
+            extras["team"] = protocol.to_bytes(team_reward(self.env, rewards))
+        if actions is not None:
+            extras["joint_actions"] = protocol.to_bytes(joint_actions(actions, self.action_spaces, self.cfg.n_envs))
+        return extras
+
     def _send_results(self, step: int, obs: list[np.ndarray], rewards: np.ndarray | None, done: np.ndarray,
-                      last: bool, played: set[int] | None = None) -> None:
+                      last: bool, played: set[int] | None = None, actions: list[np.ndarray] | None = None) -> None:
         """RESULT `step` to every agent in the run. An agent rejoining gets the observation with an
         empty reward (the reward was for an action it did not take); a dead one, or one still in
         its handshake, gets nothing (results would pile up in its queue). An agent whose own
-        action was not played (`played`: those whose was) is told so: it must not learn from it."""
+        action was not played (`played`: those whose was) is told so: it must not learn from it.
+        `actions`: what every seat played at the step (ctde sends them)."""
         ends = self.env.episode_ends() if isinstance(self.env, AgentEpisodes) else None
         terminated = np.broadcast_to(done > 0, (self.cfg.n_agents, self.cfg.n_envs)) if ends is None \
             else ends.terminated
-        extras: dict[str, bytes] = {}
-        if rewards is not None and self.cfg.share_team_reward:
-            extras["team"] = protocol.to_bytes(team_reward(self.env, rewards))
-        if self.send_state:
-            extras["state"] = protocol.to_bytes(self.env.global_state())
+        extras = self._ctde_extras(rewards, actions)
+        final_state = self.env.final_global_state() if self.send_state and isinstance(self.env, HasFinalState) \
+            else None
         peers = self._peer_masks(ends) if rewards is not None else None
         avail = self.env.avail_actions() if isinstance(self.env, HasActionMasks) else None
         not_played = np.zeros(self.cfg.n_envs, np.uint8).tobytes()
@@ -458,7 +476,8 @@ class EnvServer:
             body = protocol.result_body(obs[i], None if fresh else rewards[i], terminated[i], last, extras,
                                         truncated=None if ends is None or fresh else ends.truncated[i],
                                         final_obs=None if ends is None else ends.final_obs[i],
-                                        active=None if ends is None else ends.active[i])
+                                        active=None if ends is None else ends.active[i],
+                                        final_state=None if fresh else final_state)
             if not fresh and played is not None and i not in played:
                 body[4]["executed"] = not_played
             self._send(i, protocol.RESULT, step, body)
@@ -504,7 +523,8 @@ class EnvServer:
             self._announce_busy()
             obs, rewards, done = self._timed(self.env.step, actions)
             last_actions = actions
-            self._send_results(step + 1, obs, rewards, done, last=step + 1 == cfg.steps, played=played)
+            self._send_results(step + 1, obs, rewards, done, last=step + 1 == cfg.steps, played=played,
+                               actions=actions)
             team = float(rewards.sum(0).mean())
             metrics.accumulate({"team_reward": team, "missing_actions": cfg.n_agents - len(played)})
             if step >= final_from:

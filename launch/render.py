@@ -20,7 +20,7 @@ import torch
 from drima.agent.checkpoint import load_checkpoint
 from drima.agent.core import AgentCore
 from drima.agent.learners import env_defaults, make_learner
-from drima.env_server.envs import is_mpe, make_env
+from drima.env_server.envs import ctde_spec, is_mpe, make_env
 
 from .defaults import with_run_defaults
 from .plan import LaunchConfig, action_type
@@ -42,9 +42,10 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: in
     env = make_env(cfg.env, cfg.n, 1, seed, action_type(cfg), cfg.env_options)
     agents = []
     for i in range(cfg.n):
-        spec = env.agent_spec(i)
+        spec = env.agent_spec(i) | (ctde_spec(env, i) if cfg.mode == "ctde" else {})  # as the env server sends it
         options = env_defaults(spec, cfg.algo) | cfg.learner
-        learner = make_learner(cfg.algo, spec["obs_dim"], spec["action"], options, seed + i)
+        learner = make_learner(cfg.algo, spec["obs_dim"], spec["action"], options, seed + i,
+                               spec.get("state_dim", 0), env_spec=spec)
         core = AgentCore(learner, cfg.mode, cfg.mu_step_size)
         ckpt = run_dir / f"agent_{i}" / "checkpoint.pt"
         if not ckpt.exists():

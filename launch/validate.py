@@ -12,7 +12,15 @@ import re
 from pathlib import Path
 
 from drima import protocol
-from drima.env_server.envs import MPE_ENVS, battle_kind, battle_spec, default_agents, has_positions, is_mpe
+from drima.env_server.envs import (
+    MPE_ENVS,
+    HasGlobalState,
+    battle_kind,
+    battle_spec,
+    default_agents,
+    has_positions,
+    is_mpe,
+)
 from drima.env_server.pettingzoo_env import is_pettingzoo
 from drima.env_server.server import MISSING_ACTIONS
 from drima.loggers import check_loggers
@@ -191,7 +199,15 @@ def check_env(cfg: LaunchConfig) -> list[dict]:
         return [{"obs_dim": sizes["obs_dim"] or 1, "action": {"type": "discrete", "n": sizes["n_actions"]}}]
     from drima.env_server.envs import make_env
 
-    return [make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options).agent_spec(0)]
+    venv = make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options)
+    _check_ctde(cfg, venv)
+    return [venv.agent_spec(0)]
+
+
+def _check_ctde(cfg: LaunchConfig, venv: object) -> None:
+    """ctde's centralised critics read the global state: the env must have one."""
+    if cfg.mode == "ctde" and not (isinstance(venv, HasGlobalState) and venv.state_dim > 0):
+        raise ConfigError(f"--mode ctde needs a global state for its centralised critics: --env {cfg.env} has none")
 
 
 def _pettingzoo_specs(cfg: LaunchConfig) -> list[dict]:
@@ -206,6 +222,7 @@ def _pettingzoo_specs(cfg: LaunchConfig) -> list[dict]:
     if cfg.env_workers > cfg.envs:
         raise ConfigError(f"--env-workers {cfg.env_workers} is more than the {cfg.envs} copies (--envs)")
     venv = make_env(cfg.env, cfg.n, 1, cfg.seed, "discrete", cfg.env_options)
+    _check_ctde(cfg, venv)
     specs = [venv.agent_spec(i) for i in range(cfg.n)]
     problems = check_contract(cfg.env, cfg.env_options, steps=50, n_envs=1, seed=cfg.seed)
     if problems:

@@ -88,17 +88,21 @@ def _needs(algo: str, spec: LearnerSpec, kinds: tuple[str, ...]) -> None:
 
 def _a2c(spec: LearnerSpec, options: dict, seed: int) -> A2C:
     _needs("a2c", spec, ("discrete",))
-    return A2C(spec.obs_dim, int(spec.action["n"]), _options(A2CConfig, "a2c", options), seed)
+    return A2C(spec.obs_dim, int(spec.action["n"]), _options(A2CConfig, "a2c", options), seed, spec.state_dim)
 
 
 def _dqn(spec: LearnerSpec, options: dict, seed: int) -> DQN:
+    """In ctde, DQN stays an independent Q-learner on its own observation, learning from the team
+    reward (dqn.py says why); the global state is not used."""
     _needs("dqn", spec, ("discrete",))
     return DQN(spec.obs_dim, int(spec.action["n"]), _options(DQNConfig, "dqn", options), seed)
 
 
 def _ddpg(spec: LearnerSpec, options: dict, seed: int) -> DDPG:
     _needs("ddpg", spec, ("discrete", "continuous"))
-    return DDPG(spec.obs_dim, spec.action, _options(DDPGConfig, "ddpg", options), seed)
+    joint = (spec.state_dim, spec.joint_action_dim, spec.own_action_at) if spec.state_dim and spec.joint_action_dim \
+        else None
+    return DDPG(spec.obs_dim, spec.action, _options(DDPGConfig, "ddpg", options), seed, joint)
 
 
 def _ppo(spec: LearnerSpec, options: dict, seed: int) -> PPO:
@@ -155,9 +159,12 @@ def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
 def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[str, Any], seed: int,
                  state_dim: int = 0, env_spec: dict | None = None) -> Learner:
     """Build one agent's learner. `overrides`: the learner's options (for the built-in ones,
-    fields of its config dataclass); state_dim > 0 (ctde with a global state) gives PPO a
-    centralised critic. Raises ValueError (one line) for a bad algo, option or action space."""
-    spec = LearnerSpec(int(obs_dim), dict(action_space), int(state_dim), dict(env_spec or {}))
+    fields of its config dataclass); state_dim > 0 (ctde) gives A2C and PPO a critic on the global
+    state, and with env_spec's joint_action_dim and own_action_at (ctde) DDPG a critic on the global
+    state and every agent's actions. Raises ValueError (one line) for a bad algo, option or action space."""
+    env_spec = dict(env_spec or {})
+    spec = LearnerSpec(int(obs_dim), dict(action_space), int(state_dim), int(env_spec.get("joint_action_dim", 0)),
+                       int(env_spec.get("own_action_at", 0)), env_spec)
     factory = learner_factory(algo)
     try:
         learner = factory(spec, dict(overrides), seed)

@@ -10,6 +10,10 @@ With n_steps > 1 the update waits for n steps and uses GAE(lambda) advantages ov
 (the usual A2C rollout), which episodic tasks with small per-step signals need; n_steps = 1
 is the one-step rule above, the matrix-game default.
 
+ctde (state_dim > 0, MAPPO-style): the critic is V(global state), the state the env server sends
+beside each observation (Transition.info / next_info), and learns from the team reward; the actor
+still acts on the agent's own observation. Each agent process has its own such critic.
+
 `signal` is the DRI differential reward (r - mu in -ind mode); with gamma = 1 and a
 one-state game V(s') - V(s) cancels and delta is the signal itself, as in the paper;
 gamma = 0 (the matrix-game default) keeps V as a learned baseline instead.
@@ -55,11 +59,12 @@ class A2CConfig:
 class A2C:
     acts_ahead = True  # act() keeps no state for update(): the agent may act before it learns (ActsAhead)
 
-    def __init__(self, obs_dim: int, n_actions: int, cfg: A2CConfig, seed: int):
+    def __init__(self, obs_dim: int, n_actions: int, cfg: A2CConfig, seed: int, state_dim: int = 0):
         torch.manual_seed(seed)
         self.cfg = cfg
+        self.centralised = state_dim > 0  # ctde: the critic sees the global state
         self.actor = mlp(obs_dim, n_actions, cfg.hidden, out_gain=0.01)
-        self.critic = mlp(obs_dim, 1, cfg.hidden, out_gain=1.0)
+        self.critic = mlp(state_dim if self.centralised else obs_dim, 1, cfg.hidden, out_gain=1.0)
         self.opt = adam([
             {"params": self.actor.parameters(), "lr": cfg.lr_actor},
             {"params": self.critic.parameters(), "lr": cfg.lr_critic},
@@ -80,21 +85,29 @@ class A2C:
         """Action probabilities (for logging and evaluation)."""
         return F.softmax(self.actor(torch.as_tensor(obs)), dim=-1).numpy()
 
+    def _critic_input(self, obs: np.ndarray, info: StepInfo | None) -> np.ndarray:
+        if not self.centralised:
+            return obs
+        if info is None or info.state is None:
+            raise ValueError("this A2C critic takes the global state: the env server sends none (ctde)")
+        return info.state
+
     def update(self, batch: Transition) -> dict[str, float]:
-        self.rollout.append((batch.obs, batch.actions, batch.signal, batch.next_obs,
+        self.rollout.append((batch.obs, batch.actions, batch.signal, self._critic_input(batch.obs, batch.info),
+                             self._critic_input(batch.next_obs, batch.next_info),
                              stops(batch, self.cfg.continuing), chain_breaks(batch, self.cfg.continuing),
                              batch.active))
         if len(self.rollout) < self.cfg.n_steps:
             return {}
-        obs_t, act_t, sig, next_t, term_t, done_t, active_t = (torch.as_tensor(np.stack(x))
-                                                               for x in zip(*self.rollout, strict=True))
+        obs_t, act_t, sig, crit_t, crit_next, term_t, done_t, active_t = (
+            torch.as_tensor(np.stack(x)) for x in zip(*self.rollout, strict=True))
         self.rollout.clear()
         active = active_t.float()  # (n, K): steps the agent took part in; the rest teach nothing
         if active.sum() == 0:
             return {}
-        v = self.critic(obs_t).squeeze(-1)  # (n, K)
+        v = self.critic(crit_t).squeeze(-1)  # (n, K)
         with torch.no_grad():
-            v_next = self.critic(next_t).squeeze(-1) if self.cfg.gamma > 0 else torch.zeros_like(v)
+            v_next = self.critic(crit_next).squeeze(-1) if self.cfg.gamma > 0 else torch.zeros_like(v)
             deltas = sig.float() + self.cfg.gamma * v_next * (1.0 - term_t.float()) - v
             chain = 1.0 - done_t.float()  # advantages do not run on into the next episode
             adv = torch.zeros_like(deltas)

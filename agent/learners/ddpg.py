@@ -7,6 +7,21 @@ through the relaxed action; exploration samples a Gumbel-perturbed argmax, plus 
 
     target = signal + gamma * (1 - terminated) * Q_target(s', pi_target(s'))
     continuing: terminated is never set (the average-reward form, continuing.py)
+
+ctde (`joint` given): MADDPG's centralised critic Q(x, a_1..a_n) on the global state x (MPE: every
+agent's observation side by side) and every agent's action, both sent by the env server
+(StepInfo.state, StepInfo.joint_actions: what each seat played, discrete actions one-hot). The
+actor still acts on its own observation, and ascends Q(x, a_1..pi(o_i)..a_n): the others' actions
+as they were played, its own from its policy (as MADDPG).
+
+    target = signal + gamma * (1 - terminated) * Q_target(x', a'_1..pi_target(o'_i)..a'_n)
+
+MADDPG takes the others' a'_j from their target policies; a decentralised process does not have
+them. Here a'_j are the actions the others actually played at t+1 (their behaviour policies,
+exploration noise included): a transition enters the replay buffer one step late, once the
+joint actions of t+1 have come. Where the episode was cut at t (truncated: t+1 is a new episode's
+first step), the others' actions at t stand in for their next ones. Own a'_i is pi_target(o'_i) as
+in MADDPG. The transition waiting for its t+1 is not checkpointed: a resumed agent loses one step.
 """
 
 from __future__ import annotations
@@ -59,21 +74,28 @@ class DDPGConfig:
 class DDPG:
     acts_ahead = True  # act() keeps no state for update(): the agent may act before it learns (ActsAhead)
 
-    def __init__(self, obs_dim: int, action_space: dict, cfg: DDPGConfig, seed: int):
+    def __init__(self, obs_dim: int, action_space: dict, cfg: DDPGConfig, seed: int,
+                 joint: tuple[int, int, int] | None = None):
+        """`joint` (ctde): (state_dim, joint_action_dim, own_action_at), the sizes of the global state
+        and joint actions the env server sends, and where this agent's own action sits among them."""
         torch.manual_seed(seed)
         self.cfg = cfg
         self.continuous = action_space["type"] == "continuous"
         self.n_actions = int(action_space["dim"] if self.continuous else action_space["n"])
+        self.joint = joint
+        self.pending: dict[str, np.ndarray] | None = None  # ctde: step t, waiting for the joint actions of t+1
         self.actor = mlp(obs_dim, self.n_actions, cfg.hidden, out_gain=0.01)
-        self.critic = mlp(obs_dim + self.n_actions, 1, cfg.hidden)
+        self.critic = mlp(obs_dim + self.n_actions if joint is None else joint[0] + joint[1], 1, cfg.hidden)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)
         self.actor_opt = adam(self.actor.parameters(), lr=cfg.lr_actor)
         self.critic_opt = adam(self.critic.parameters(), lr=cfg.lr_critic)
+        extras = None if joint is None else {"state": joint[0], "next_state": joint[0], "joint": joint[1],
+                                             "next_joint": joint[1]}
         if self.continuous:
-            self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (self.n_actions,), "float32", seed)
+            self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (self.n_actions,), "float32", seed, extras)
         else:
-            self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed)
+            self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed, extras)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -104,29 +126,65 @@ class DDPG:
     def _q(self, critic, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return critic(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
+    def _with_own(self, joint: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """The joint actions with this agent's own replaced by `own` (ctde)."""
+        at = self.joint[2]
+        return torch.cat([joint[:, :at], own, joint[:, at + self.n_actions:]], dim=-1)
+
+    def _store(self, batch: Transition) -> None:
+        """Into the replay buffer: the steps the agent took part in. The buffer's `done` is
+        `terminated` (continuing: never): a truncated episode is bootstrapped from its final
+        observation like any other step. ctde: step t waits for the joint actions of t+1."""
+        step = {"obs": batch.obs, "actions": batch.actions, "signal": batch.signal, "next_obs": batch.next_obs,
+                "done": stops(batch, self.cfg.continuing).astype(np.float32), "active": batch.active}
+        if self.joint is None:
+            m = step.pop("active")
+            self.buffer.add_batch(**{k: v[m] for k, v in step.items()})
+            return
+        info, nxt = batch.info, batch.next_info
+        if info is None or nxt is None or info.state is None or nxt.state is None or nxt.joint_actions is None:
+            raise ValueError("this DDPG critic takes the global state and joint actions: the env server sends "
+                             "none (ctde)")
+        if self.pending is not None:  # its next joint actions are this step's (the last ones where it was cut)
+            p = self.pending
+            p["next_joint"] = np.where(p.pop("cut")[:, None], p["joint"], nxt.joint_actions)
+            m = p.pop("active")
+            self.buffer.add_batch(**{k: v[m] for k, v in p.items()})
+        self.pending = step | {"state": info.state, "next_state": nxt.state, "joint": nxt.joint_actions,
+                               "cut": batch.truncated}
+
+    def _targets(self, o2: torch.Tensor, s: torch.Tensor, d: torch.Tensor, x2: torch.Tensor | None,
+                 a2: torch.Tensor | None) -> torch.Tensor:
+        """signal + gamma * (1 - done) * Q_target at the next step (module docstring)."""
+        if self.cfg.gamma == 0:
+            return s
+        own = self._relaxed(self.actor_target, o2)
+        q = self._q(self.critic_target, o2, own) if self.joint is None \
+            else self._q(self.critic_target, x2, self._with_own(a2, own))
+        return s + self.cfg.gamma * (1 - d) * q
+
     def update(self, batch: Transition) -> dict[str, float]:
-        # only the steps the agent took part in; the buffer's `done` is `terminated` (continuing:
-        # never): a truncated episode is bootstrapped from its final observation like any other step
-        m = batch.active
-        self.buffer.add_batch(batch.obs[m], batch.actions[m], batch.signal[m], batch.next_obs[m],
-                              stops(batch, self.cfg.continuing)[m].astype(np.float32))
+        self._store(batch)
         if self.buffer.size < self.cfg.learning_starts:
             return {}
-        o, a, s, o2, d = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))
+        o, a, s, o2, d, *ctde = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))
+        x, x2, a_joint, a2 = ctde if ctde else (None,) * 4
         with torch.no_grad():
-            target = s
-            if self.cfg.gamma > 0:
-                target = s + self.cfg.gamma * (1 - d) * self._q(self.critic_target, o2,
-                                                                self._relaxed(self.actor_target, o2))
-        taken = a if self.continuous else F.one_hot(a, self.n_actions).float()
-        critic_loss = F.mse_loss(self._q(self.critic, o, taken), target)
+            target = self._targets(o2, s, d, x2, a2)
+        if self.joint is None:
+            taken = a if self.continuous else F.one_hot(a, self.n_actions).float()
+            critic_loss = F.mse_loss(self._q(self.critic, o, taken), target)
+        else:
+            critic_loss = F.mse_loss(self._q(self.critic, x, a_joint), target)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.max_grad_norm)
         self.critic_opt.step()
 
-        actor_loss = -self._q(self.critic, o, self._relaxed(self.actor, o)).mean()
+        own = self._relaxed(self.actor, o)
+        actor_loss = -(self._q(self.critic, o, own) if self.joint is None
+                       else self._q(self.critic, x, self._with_own(a_joint, own))).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         if self.cfg.max_grad_norm > 0:

@@ -6,6 +6,12 @@
 
 Transitions are stored with the signal computed when they happened (the paper's -Dri DQN
 reshapes rewards before they enter the buffer); epsilon-greedy exploration decays linearly.
+
+ctde: DQN stays an independent Q-learner on its own observation, learning from the team reward
+(the env server's mean over agents in MPE); it does not read the global state or joint actions. A
+centralised Q over the global state would have to value joint actions, and acting greedily on it
+needs every agent's Q at once (VDN, QMIX mix them in one learner): not one learner per process.
+So DQN's ctde is "independent learners on the team reward", not a centralised critic.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ class PPO:
         if not self.centralised:
             return torch.as_tensor(obs)
         if info is None or info.state is None:
-            raise ValueError("this PPO critic takes the global state: the env server sends none (ctde with SMAX/SC2)")
+            raise ValueError("this PPO critic takes the global state: the env server sends none (ctde)")
         return torch.as_tensor(info.state)
 
     def _values(self, v: torch.Tensor) -> torch.Tensor:
@@ -244,8 +244,9 @@ class PPO:
 
     def _final_values(self, batch: Transition) -> torch.Tensor:
         """V of the observation each copy's episode ended on, for truncated copies (0 elsewhere):
-        the critic's GRU state after the step, on the final observation. A centralised critic has
-        no final state: it reads the state sent with the next observation instead."""
+        the critic's GRU state after the step, on the final observation. A centralised critic reads
+        next_info's state: the one the episode ended on where the env keeps it (MPE), else the state
+        sent with the next observation (the new episode's: battles, PettingZoo)."""
         if not batch.truncated.any() or self.cfg.continuing:
             return torch.zeros(len(batch.signal))
         with torch.no_grad():

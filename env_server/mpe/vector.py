@@ -12,6 +12,12 @@ and no terminal state: at the end every copy resets and `done` is 1 for that ste
 sent is the new episode's), and episode_ends() reports it as a truncation, not a termination, with
 the observation the episode ended on, so that learners bootstrap through the time limit (the
 observation carries no time: a terminal there would give one state two different values).
+
+ctde (HasGlobalState, HasTeamReward): the global state is the concatenation of every learning
+agent's observation, in agent order (MADDPG's centralised critic input; MAPPO's MPE "share_obs"),
+with the state the episode ended on kept for truncated copies (HasFinalState). The team reward is
+the mean of the agents' rewards, not the sum: a ctde learner's signal is then on the scale of an
+ind or dri learner's (the same effective step size), and the best joint policy is the same.
 """
 
 from __future__ import annotations
@@ -88,6 +94,9 @@ class MPEVectorEnv:
         self._episode_sums = np.zeros(len(self.metric_names))  # this episode so far, summed over copies
         self._finished: list[np.ndarray] = []  # per finished episode: metrics averaged over copies
         self._obs_dim = len(self.scenario.observation(self.worlds[0].agents[0], self.worlds[0]))
+        self.state_dim = self._obs_dim * n_agents  # ctde: every agent's observation (HasGlobalState)
+        self._obs_now: list[np.ndarray] = []  # the observations last returned: the global state
+        self._final_obs: list[np.ndarray] | None = None  # where the last step cut the episodes, before the reset
         # (n_agents, 1): each learner's force scale; 5.0 is mpe2's default sensitivity
         self._accel = np.array([[5.0 if a.accel is None else a.accel] for a in self.worlds[0].agents])
 
@@ -102,13 +111,27 @@ class MPEVectorEnv:
                 "role": getattr(a, "role", None)}
 
     def _observe(self) -> list[np.ndarray]:
-        return list(np.ascontiguousarray(self.scenario.batch_observations(self.worlds)))
+        self._obs_now = list(np.ascontiguousarray(self.scenario.batch_observations(self.worlds)))
+        return self._obs_now
+
+    def global_state(self) -> np.ndarray:
+        """(K, n_agents * obs_dim): every agent's current observation, side by side (ctde critics)."""
+        return np.concatenate(self._obs_now, axis=1)
+
+    def final_global_state(self) -> np.ndarray | None:
+        """The global state the episodes ended on, where the last step cut them (all copies at once)."""
+        return None if self._final_obs is None else np.concatenate(self._final_obs, axis=1)
+
+    def team_reward(self, rewards: np.ndarray) -> np.ndarray:
+        """ctde's team reward: the mean over agents (module docstring)."""
+        return rewards.mean(0)
 
     def reset(self) -> list[np.ndarray]:
         for w, rng in zip(self.worlds, self.rngs, strict=True):
             self.scenario.reset_world(w, rng)
         self.t = 0
         self._episode_sums[:] = 0
+        self._final_obs = None
         self._ends = time_limit_ends(self._no_end, self._no_end, None, self.n_agents)
         return self._observe()
 
@@ -134,6 +157,7 @@ class MPEVectorEnv:
             per_step = np.array([name not in EVENT_METRICS for name in self.metric_names])
             self._finished.append(np.where(per_step, self._episode_sums / self.t, self._episode_sums))
             obs = self.reset()
+        self._final_obs = final if cut else None
         self._ends = time_limit_ends(np.full(self.n_envs, cut), self._no_end, final if cut else None, self.n_agents)
         return obs, rewards, np.full(self.n_envs, float(cut), np.float32)
 
