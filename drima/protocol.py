@@ -18,14 +18,17 @@ from typing import Any
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 4  # 2: RESULT has extras; 3: its done is "terminated", truncation apart; 4: "executed"
+PROTOCOL_VERSION = 5  # 2: RESULT has extras; 3: its done is "terminated", truncation apart; 4: "executed";
+# 5: HELLO says an incarnation, MOVED (agents adopted by another node)
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
 MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
 MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
 SERVER_ID = -1  # the env server's sender id
 
 # Message kinds. agent -> env server
-HELLO = "hello"  # body: {} ; asks for the env spec
+HELLO = "hello"  # body: {} ; asks for the env spec. An agent restarted on another node (adopted) adds
+# {"incarnation": k >= 1, "link": its new PUB address}: the server keeps the highest k per agent and
+# answers a HELLO with a lower k with STOP {"superseded": True} (fencing: one process per seat)
 READY = "ready"  # body: {} ; neighbour links are up, the agent can start
 ACTION = "act"  # body: [action bytes] ; int32 x K (discrete) or float32 x K*dim (continuous)
 # env server -> agent
@@ -48,7 +51,9 @@ RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, ext
 #      sends its scalars only to those peers;
 #   "avail": uint8 x (K * n_actions), the actions this agent may take at this observation (SMAX, SC2);
 #   "state": float32 x (K * state_dim), the global state at this observation (ctde with SMAX, SC2).
-STOP = "stop"  # body: {"reason": str}
+STOP = "stop"  # body: {"reason": str}; {"superseded": True}: another incarnation of this agent plays its seat
+# an agent moved to another node: {"agent": id, "incarnation": k, "address": its PUB}; its neighbours reconnect
+MOVED = "moved"
 # both ways on the env link: "I am alive", sent only when nothing else was sent for one
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
 HEARTBEAT = "hb"  # body: {} ; from the env server also {"busy_s": s}: "I may be silent for s seconds now"
@@ -60,7 +65,7 @@ TABLE = "table"  # body: {"env": str, "agents": {id: str}} or {"error": str}
 SCALARS = "dri"  # body: [reward bytes (float32 x K), mu]
 LINK_HELLO = "link-hello"  # body: {} ; published until the run starts
 
-KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, JOIN, TABLE, SCALARS, LINK_HELLO})
+KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, JOIN, TABLE, SCALARS, LINK_HELLO, MOVED})
 
 
 class ProtocolError(ValueError):

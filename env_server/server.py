@@ -193,6 +193,12 @@ class EnvServer:
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
         self.routes: dict[int, bytes] = {}  # agent -> the routing id of its connection (module docstring)
+        # fencing (an agent adopted by another node): per agent the highest incarnation that said HELLO,
+        # the connections it said HELLO over, and where adopted agents publish now
+        self.incarnations = [0] * cfg.n_agents
+        self.fenced_routes: dict[int, set[bytes]] = {}
+        self.moved: dict[int, list] = {}  # agent -> [incarnation, PUB address], for SPECs and MOVED
+        self.stale_told: set[bytes] = set()
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
         self.dropped = 0
@@ -258,8 +264,66 @@ class EnvServer:
             return self._drop(f"{msg.kind} from unknown agent id {msg.sender} (agents are 0..{self.cfg.n_agents - 1})")
         if self.cfg.agent_keys and user != str(msg.sender):
             return self._drop(f"{msg.kind} claims agent {msg.sender} over a connection with agent {user}'s key")
+        if not self._current_incarnation(msg, ident):
+            return None
         self.routes[msg.sender] = ident  # its latest connection (libzmq may have reconnected it under a new id)
         return msg
+
+    def _current_incarnation(self, msg: protocol.Message, ident: bytes) -> bool:
+        """Fencing: one process per seat. A HELLO with a higher incarnation (another node adopted
+        the agent) takes the seat; one with a lower incarnation (the original, back after a
+        partition) is told it is superseded. Once an agent was adopted, its other frames count only
+        over connections that said HELLO with its current incarnation."""
+        i = msg.sender
+        if msg.kind == protocol.HELLO:
+            incarnation = msg.body.get("incarnation", 0)
+            if type(incarnation) is not int or incarnation < 0:
+                return bool(self._drop(f"HELLO of agent {i} with incarnation {incarnation!r}"))
+            if incarnation < self.incarnations[i]:
+                self._tell_superseded(ident, i, incarnation, msg.kind)
+                return False
+            if incarnation > self.incarnations[i]:
+                self._adopted(i, incarnation, msg.body.get("link"))
+            if self.incarnations[i]:
+                self.fenced_routes[i].add(ident)
+            return True
+        if self.incarnations[i] and ident not in self.fenced_routes[i]:
+            self._tell_superseded(ident, i, None, msg.kind)
+            return False
+        return True
+
+    def _tell_superseded(self, ident: bytes, agent: int, incarnation: int | None, kind: str) -> None:
+        """A frame from an older incarnation of `agent`: dropped, and (once per connection) a STOP
+        that says so; the agent exits without writing anything."""
+        self.dropped += 1
+        if ident in self.stale_told:
+            return
+        self.stale_told.add(ident)
+        now = self.incarnations[agent]
+        log.warning("agent %d: %s from %s (incarnation %s) dropped: incarnation %d plays its seat; telling it",
+                    agent, kind, "an older incarnation" if incarnation is not None else "a connection without a "
+                    "HELLO of the current incarnation", incarnation, now)
+        body = {"reason": f"superseded: agent {agent} runs as incarnation {now} on another node", "superseded": True}
+        try:
+            self.sock.send_multipart([ident, protocol.encode(protocol.STOP, protocol.SERVER_ID, self.step, body)])
+        except zmq.ZMQError:  # that connection is gone already
+            pass
+
+    def _adopted(self, agent: int, incarnation: int, link: object) -> None:
+        """Incarnation `incarnation` of `agent` (another node adopted it) takes its seat; its
+        neighbours are told where it publishes now (MOVED; later joiners: in their SPEC)."""
+        self.incarnations[agent] = incarnation
+        self.fenced_routes[agent] = set()
+        log.warning("agent %d: incarnation %d says hello at step %d (adopted by another node): it takes the seat%s",
+                    agent, incarnation, self.step, f", publishing at {link}" if isinstance(link, str) else "")
+        self.seats.record({"event": "adopted", "agent": agent, "incarnation": incarnation, "step": self.step})
+        if not (isinstance(link, str) and link):
+            return
+        self.moved[agent] = [incarnation, link]
+        body = {"agent": agent, "incarnation": incarnation, "address": link}
+        for j in range(self.cfg.n_agents):
+            if j != agent and self.seats.state(j) not in (SeatState.ABSENT, SeatState.DEAD, SeatState.REMOVED):
+                self._send(j, protocol.MOVED, self.step, body)
 
     def _drop(self, why: str) -> None:
         self.dropped += 1
@@ -268,6 +332,8 @@ class EnvServer:
 
     def _spec(self, agent: int) -> dict:
         spec = protocol.spec_body(self.env.agent_spec(agent), agent, self.cfg.n_agents, self.cfg.n_envs)
+        if self.moved:  # neighbours adopted by other nodes publish elsewhere now
+            spec["moved"] = {str(j): where for j, where in self.moved.items() if j != agent}
         return spec | ({"state_dim": int(self.env.state_dim)} if self.send_state else {})
 
     # -- liveness ----------------------------------------------------------------------------------
