@@ -80,6 +80,9 @@ class AgentProcess:
         if self._superseded():  # restarted on its own node after another node adopted it
             log.error("not starting: this agent's folder belongs to its incarnation %d (another node adopted it)",
                       fence.owner(self.dir))
+            self.link.close()
+            self.env.close(server_lost=True)
+            security.term(self.ctx)
             return EXIT_SUPERSEDED
         ckpt = self.dir / "checkpoint.pt"
         saved = self._saved_state(ckpt)

@@ -280,7 +280,7 @@ class EnvServer:
             if type(incarnation) is not int or incarnation < 0:
                 return bool(self._drop(f"HELLO of agent {i} with incarnation {incarnation!r}"))
             if incarnation < self.incarnations[i]:
-                self._tell_superseded(ident, i, incarnation, msg.kind)
+                self._tell_superseded(ident, i, incarnation)
                 return False
             if incarnation > self.incarnations[i]:
                 self._adopted(i, incarnation, msg.body.get("link"))
@@ -288,21 +288,23 @@ class EnvServer:
                 self.fenced_routes[i].add(ident)
             return True
         if self.incarnations[i] and ident not in self.fenced_routes[i]:
-            self._tell_superseded(ident, i, None, msg.kind)
+            # not told: this may be the current incarnation's socket that libzmq reconnected; it finds
+            # this server silent and says HELLO again, as does an older one (which then hears STOP)
+            self.dropped += 1
+            if ident not in self.stale_told:
+                self.stale_told.add(ident)
+                log.warning("agent %d: %s over a connection without a HELLO of incarnation %d, which plays its "
+                            "seat: dropped", i, msg.kind, self.incarnations[i])
             return False
         return True
 
-    def _tell_superseded(self, ident: bytes, agent: int, incarnation: int | None, kind: str) -> None:
-        """A frame from an older incarnation of `agent`: dropped, and (once per connection) a STOP
-        that says so; the agent exits without writing anything."""
+    def _tell_superseded(self, ident: bytes, agent: int, incarnation: int) -> None:
+        """A HELLO from an older incarnation of `agent`: dropped, and answered with a STOP that
+        says so; the agent exits without writing anything."""
         self.dropped += 1
-        if ident in self.stale_told:
-            return
-        self.stale_told.add(ident)
         now = self.incarnations[agent]
-        log.warning("agent %d: %s from %s (incarnation %s) dropped: incarnation %d plays its seat; telling it",
-                    agent, kind, "an older incarnation" if incarnation is not None else "a connection without a "
-                    "HELLO of the current incarnation", incarnation, now)
+        log.warning("agent %d: HELLO from incarnation %d dropped: incarnation %d plays its seat; telling it to exit",
+                    agent, incarnation, now)
         body = {"reason": f"superseded: agent {agent} runs as incarnation {now} on another node", "superseded": True}
         try:
             self.sock.send_multipart([ident, protocol.encode(protocol.STOP, protocol.SERVER_ID, self.step, body)])
