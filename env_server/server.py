@@ -22,6 +22,12 @@ says HELLO mid-run (restarted, or reconnecting) gets its SPEC again and, after i
 current observation with an empty reward, so it acts from the next step without learning from
 steps it did not take.
 
+Adoption (launch/adopt.py): when another node restarts an agent whose host was cut off, the new
+process says HELLO with a higher incarnation and its new PUB address. The seat goes to the
+highest incarnation: an older one's HELLO gets STOP {"superseded": True}, and an adopted agent's
+other frames count only over connections that said HELLO with its incarnation. The other agents
+are told where it publishes now (MOVED; later joiners in their SPEC).
+
 Each agent's seat (never heard, handshaking, playing, lagging, dead, rejoining, removed) is a
 state machine of its own, in env_server/seats.py.
 
