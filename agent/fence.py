@@ -33,3 +33,11 @@ def claim(folder: str | Path, incarnation: int) -> bool:
     tmp.write_text(f"{incarnation}\n")
     os.replace(tmp, folder / FENCE_FILE)  # atomic: a reader sees the old number or the new one
     return True
+
+
+def reset(folder: str | Path) -> None:
+    """A run (or `--resume` of one) starts its agents as incarnation 0 again: forget the claims
+    of an earlier run in this folder, whose processes are gone."""
+    folder = Path(folder)
+    for path in [folder / FENCE_FILE, *folder.glob("claim_*")]:
+        path.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drima.agent import fence
 from drima.agent.config import EXIT_ENV_LOST, EXIT_SUPERSEDED
 from drima.events import EventFeed, launcher_feed_name
 from drima.metrics import write_json_atomic
@@ -92,6 +93,8 @@ class _Processes:
         self.cfg, self.plan, self.zygote, self.feed = cfg, plan, zygote, feed
         self.server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
         self.server_exits: list[int] = []  # of env servers that died and were restarted
+        for agent in plan.agents:  # an earlier run's adoptions in this folder are over
+            fence.reset(agent.run_dir)
         self.watch = AgentWatch(cfg, plan.agents, zygote, feed)
         self.adopter = Adopter(cfg, plan, self.watch, feed) if cfg.adopt_after_s is not None else None
 

@@ -132,6 +132,8 @@ def test_an_agent_whose_folder_belongs_to_a_later_incarnation_writes_nothing(tmp
                       run_dir=str(folder), resume=True, startup_timeout_s=5)
     assert AgentProcess(cfg).run() == EXIT_SUPERSEDED  # restarted on its own node after the adoption
     assert sorted(p.name for p in folder.iterdir()) == ["claim_1", "incarnation"]
+    fence.reset(folder)  # a new run (or --resume) in this folder: incarnation 0 again
+    assert fence.owner(folder) == 0 and not list(folder.iterdir())
 
 
 def test_dead_agents_are_those_whose_last_seat_event_is_dead():
