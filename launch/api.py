@@ -104,11 +104,11 @@ class _Processes:
             while not stop.is_set():
                 if self.server is not None and self.server.proc.poll() is not None and not self._restart_server(stop):
                     return False
-                if self.server is None and not self.watch.running():
-                    return False
-                self.watch.poll(run_dir)
+                self.watch.poll(run_dir)  # first: exits it schedules for a restart keep the node running
                 if self.adopter is not None:
                     self.adopter.poll()
+                if self.server is None and not self.watch.running():
+                    return False
                 if self.zygote.gone:  # its agents got SIGTERM with it: the run cannot go on
                     return False
                 line.update()

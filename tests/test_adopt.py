@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from drima.agent import fence
-from drima.agent.config import EXIT_SUPERSEDED
+from drima.agent.config import EXIT_ENV_LOST, EXIT_SUPERSEDED
 from drima.events import read_events
 from helpers import drima_processes_for, wait_for_env_rows
 from twohosts import HostsUnavailable, launch_node, two_hosts
@@ -27,7 +27,7 @@ STEPS = 600
 PACED = ["--env", f"pettingzoo:{Path(__file__).parent / 'tiny_envs.py'}:Paced", "--envs", "1",
          "--env-options", json.dumps({"n": 6, "step_s": 0.02})]
 ARGS = ["--topology", "ring", "--n", "6", "--log-every", "10", "--quiet", *PACED, "--steps", str(STEPS),
-        "--checkpoint-every", "20", "--on-env-loss", "wait", "--reconnect-timeout", "90"]
+        "--checkpoint-every", "20", "--reconnect-timeout", "90"]
 
 
 def env_step(run_dir: Path) -> int:
@@ -54,19 +54,25 @@ def diagnosis(run_dir: Path, logs: tuple[Path, Path]) -> str:
     return "\n".join(parts)
 
 
-def test_agents_of_a_cut_off_host_are_adopted_and_the_originals_fenced(tmp_path):
+@pytest.mark.parametrize("originals", [
+    ["--on-env-loss", "wait"],  # they keep reconnecting, and say HELLO after the heal
+    # they save a checkpoint and exit 4 two seconds into the cut, node 1 restarts them, and the
+    # restarted ones wait for the env server in their first HELLO
+    ["--on-env-loss", "exit", "--restart-failed"],
+], ids=["reconnecting", "restarted"])
+def test_agents_of_a_cut_off_host_are_adopted_and_the_originals_fenced(tmp_path, originals):
     try:
         with two_hosts() as hosts:
-            _adoption_run(hosts, tmp_path)
+            _adoption_run(hosts, tmp_path, originals)
     except HostsUnavailable as exc:
         pytest.skip(str(exc))
 
 
-def _adoption_run(hosts, tmp_path: Path) -> None:
+def _adoption_run(hosts, tmp_path: Path, originals: list[str]) -> None:
     run_dir = tmp_path / "shared"  # one folder, both nodes
     logs = (tmp_path / "node0.log", tmp_path / "node1.log")
-    node1 = launch_node(hosts, 1, run_dir, ARGS, logs[1])
-    node0 = launch_node(hosts, 0, run_dir, [*ARGS, "--adopt-after", "2"], logs[0])
+    node1 = launch_node(hosts, 1, run_dir, [*ARGS, *originals], logs[1])
+    node0 = launch_node(hosts, 0, run_dir, [*ARGS, *originals, "--adopt-after", "2"], logs[0])
     try:
         wait_for_env_rows(run_dir, 10)
         hosts.cut()
@@ -94,7 +100,8 @@ def _adoption_run(hosts, tmp_path: Path) -> None:
         assert cut_at <= events[0][1] <= events[1][1] <= events[2][1] < STEPS, (events, cut_at)
         # node 0 ran incarnation 1 to the end; node 1's original was told it is superseded and exited 6
         assert summary["agents"][str(i)]["incarnation"] == 1 and summary["agents"][str(i)]["exits"] == [0]
-        assert node1_report["agents"][str(i)]["exits"] == [EXIT_SUPERSEDED], node1_report
+        exits = [EXIT_SUPERSEDED] if "wait" in originals else [EXIT_ENV_LOST, EXIT_SUPERSEDED]
+        assert node1_report["agents"][str(i)]["exits"] == exits, node1_report
         assert fence.owner(run_dir / f"agent_{i}") == 1
         log = (run_dir / f"agent_{i}" / "log.txt").read_text()  # both incarnations append to it
         assert "resumed from" in log and "superseded" in log and "without writing" in log, log
