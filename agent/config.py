@@ -16,6 +16,13 @@ class AgentConfig:
     """where this agent's PUB socket binds (its neighbours connect here)"""
     peers: dict[str, str]
     """neighbour id -> that neighbour's PUB address (JSON keys are strings)"""
+    link_address: str = ""
+    """the address neighbours connect to for link_bind (it differs with a bind host such as 0.0.0.0);
+    "" = link_bind. An adopted agent announces it in its HELLO"""
+    incarnation: int = 0
+    """0: this agent as its own node started it; k >= 1: the k-th time another node adopted it
+    (launch/adopt.py). The env server plays a seat only for its highest incarnation, and an agent
+    whose folder names a higher one writes nothing there (agent/fence.py)"""
     algo: str = "a2c"
     """a2c | dqn | ddpg | ppo | MODULE:CLASS (a learner of your own, docs/learners.md)"""
     mode: str = "dri"
@@ -78,8 +85,11 @@ class AgentConfig:
             raise ValueError(f"on_env_loss {self.on_env_loss!r}: use exit or wait")
         if self.heartbeat_interval_s <= 0 or self.heartbeat_liveness < 1:
             raise ValueError("heartbeat_interval_s must be > 0 and heartbeat_liveness >= 1")
+        if self.incarnation < 0:
+            raise ValueError(f"incarnation {self.incarnation} must be >= 0")
 
 
 EXIT_REFUSED = 3  # the env server refused this agent (e.g. it was removed from the run)
 EXIT_ENV_LOST = 4  # the env server was lost: checkpoint saved, see the log for why
 EXIT_ZYGOTE_LOST = 5  # set by the launcher: the zygote that forked this agent ended, and its status with it
+EXIT_SUPERSEDED = 6  # another node adopted this agent (a higher incarnation plays its seat): it wrote nothing

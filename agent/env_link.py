@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +36,24 @@ class RunCompletedMeanwhile(Exception):
     """Coming back, the agent learns that the run completed while it was cut off or paused."""
 
 
+class Superseded(Exception):
+    """The env server plays this agent's seat for a later incarnation (another node adopted it):
+    this process must exit without writing anything."""
+
+
+def is_superseded(msg: protocol.Message) -> bool:
+    return msg.kind == protocol.STOP and msg.body.get("superseded") is True
+
+
 class EnvLink:
     def __init__(self, ctx: zmq.Context, agent_id: int, address: str, heartbeat_interval_s: float,
                  heartbeat_liveness: int, stop_requested: Callable[[], bool], keys: security.KeyPair | None = None,
-                 server_key: str = ""):
+                 server_key: str = "", incarnation: int = 0, link_address: str = ""):
+        """`incarnation`, `link_address`: an adopted agent says them in its HELLO (protocol.HELLO)."""
         self.ctx = ctx
+        self.incarnation, self.link_address = incarnation, link_address
+        self.on_moved: Callable[[dict], None] | None = None  # a neighbour moved to another node (MOVED)
+        self.pending: deque[protocol.Message] = deque()  # read by pump() before anyone asked
         self.keys, self.server_key = keys, server_key  # CurveZMQ: prove our key, accept only this server
         self.agent_id = agent_id
         self.address = address
@@ -86,6 +100,8 @@ class EnvLink:
         been silent for `liveness` intervals. Raises EnvServerGone, or KeyboardInterrupt once a stop
         is requested (SIGTERM, SIGINT)."""
         start = time.monotonic()
+        if self.pending:
+            return self.pending.popleft()
         while not self.stop_requested():
             if self.sock.poll(self.poll_ms):
                 msg = self._read()
@@ -98,6 +114,14 @@ class EnvLink:
             self._judge_silence(start, timeout_s)
         raise KeyboardInterrupt
 
+    def pump(self) -> None:
+        """Read what already came without blocking (heartbeats, MOVED), keeping other messages
+        for the next recv: for loops that do not read the env link (the neighbour handshake)."""
+        while self.sock.poll(0):
+            msg = self._read()
+            if msg is not None:
+                self.pending.append(msg)
+
     def _read(self) -> protocol.Message | None:
         frame = self.sock.recv()
         self.last_heard = self.looked_at = time.monotonic()
@@ -105,6 +129,10 @@ class EnvLink:
             msg = protocol.decode(frame)
         except protocol.ProtocolError as exc:
             log.warning("dropped malformed frame from the env server: %s", exc)
+            return None
+        if msg.kind == protocol.MOVED:
+            if self.on_moved is not None:
+                self.on_moved(msg.body)
             return None
         if msg.kind != protocol.HEARTBEAT:
             return msg
@@ -138,13 +166,23 @@ class EnvLink:
     # -- handshakes ----------------------------------------------------------------------------
     def hello(self, step: int, timeout_s: float) -> protocol.Message:
         """HELLO -> SPEC (or STOP), waiting up to timeout_s."""
-        self.send(protocol.HELLO, step, {})
+        body = {"incarnation": self.incarnation, "link": self.link_address} if self.incarnation else {}
+        self.send(protocol.HELLO, step, body)
         return self.recv(step, timeout_s)
+
+    def moved_meanwhile(self, spec: dict) -> None:
+        """Neighbours adopted by another node while this agent was away: the SPEC lists them."""
+        moved = spec.get("moved")
+        if self.on_moved is not None and isinstance(moved, dict):
+            for peer, where in moved.items():
+                if isinstance(where, list) and len(where) == 2:
+                    self.on_moved({"agent": peer, "incarnation": where[0], "address": where[1]})
 
     def reconnect(self, step: int, timeout_s: float) -> bool:
         """A fresh socket (the old one may hold a dead connection), HELLO until a SPEC comes back,
         then READY; the server then sends the current observation. False when refused or not
-        back within timeout_s; RunCompletedMeanwhile when the server says the run is over."""
+        back within timeout_s; RunCompletedMeanwhile when the server says the run is over; Superseded
+        when another node adopted this agent meanwhile."""
         end = time.monotonic() + timeout_s
         lost_since = self.last_heard
         # a fresh socket and HELLO every liveness window: a server that was paused may still hold
@@ -153,17 +191,21 @@ class EnvLink:
         while time.monotonic() < end and not self.stop_requested():
             self.sock.close(linger=0)
             self.sock = self._connect()
+            self.pending.clear()  # what the old socket brought belongs to the old connection
             try:
                 msg = self.hello(step, min(retry_s, max(0.1, end - time.monotonic())))
             except EnvServerGone:
                 continue
             if msg.kind == protocol.SPEC:
+                self.moved_meanwhile(msg.body)
                 self.send(protocol.READY, step, {})
                 log.info("reconnected to the env server after %.2f s of silence: rejoining",
                          self.last_heard - lost_since)
                 return True
             if msg.kind == protocol.STOP and msg.body.get("completed") is True:
                 raise RunCompletedMeanwhile(str(msg.body.get("reason")))
+            if is_superseded(msg):
+                raise Superseded(str(msg.body.get("reason")))
             if msg.kind == protocol.STOP:
                 log.error("env server refused the rejoin: %s", msg.body.get("reason"))
                 return False

@@ -69,6 +69,7 @@ class NeighbourLink:
         self.pub.setsockopt(zmq.LINGER, 500)
         self.pub.setsockopt(zmq.SNDHWM, 1000)
         peer_keys = peer_keys or {}
+        self.keys, self.peer_keys = keys, peer_keys
         if keys is not None:
             security.serve(self.pub, keys, {str(p): peer_keys[p] for p in self.peers}, f"agent {agent_id}'s PUB")
         self.pub.bind(bind_address)
@@ -184,6 +185,22 @@ class NeighbourLink:
             self.stats["dropped_flood"] += 1
             del self._pending[max(self._pending)]
         self._pending.setdefault(msg.step, {})[msg.sender] = (protocol.floats(msg.body[0]), float(msg.body[1]))
+
+    def move(self, peer: int, address: str) -> bool:
+        """Neighbour `peer` now publishes at `address` (another node adopted it): drop the old
+        connection and subscribe there, still accepting only a publisher that proves its key.
+        False when `peer` is not a neighbour or already there."""
+        old = self.peers.get(peer)
+        if old is None or old == address:
+            return False
+        try:
+            self.sub.disconnect(old)
+        except zmq.ZMQError:  # libzmq gave up on it already
+            pass
+        security.connect(self.sub, self.keys, self.peer_keys.get(peer, ""), address)
+        self.peers[peer] = address
+        log.info("neighbour %d moved from %s to %s: subscribed there", peer, old, address)
+        return True
 
     def live_peers(self) -> list[int]:
         return [p for p, m in self.missed.items() if m < self.liveness]

@@ -26,10 +26,11 @@ from drima.metrics import MetricsWriter, write_json_atomic
 from drima.procinfo import memory_mb
 from drima.types import StepInfo
 
+from . import fence
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
-from .config import EXIT_ENV_LOST, EXIT_REFUSED, AgentConfig
+from .config import EXIT_ENV_LOST, EXIT_REFUSED, EXIT_SUPERSEDED, AgentConfig
 from .core import AgentCore
-from .env_link import EnvLink, EnvServerGone, RunCompletedMeanwhile
+from .env_link import EnvLink, EnvServerGone, RunCompletedMeanwhile, Superseded, is_superseded
 from .learners import ActsAhead, ReportsProgress, env_defaults, make_learner
 from .link_status import LinkStatus
 from .neighbour_link import NeighbourLink
@@ -55,7 +56,10 @@ class AgentProcess:
         self.keys = security.load_keypair(cfg.curve_key_file)  # None: plain text
         self.env = EnvLink(self.ctx, cfg.agent_id, cfg.env_address, cfg.heartbeat_interval_s, cfg.heartbeat_liveness,
                            stop_requested=lambda: self.stop_requested, keys=self.keys,
-                           server_key=cfg.env_server_key)
+                           server_key=cfg.env_server_key, incarnation=cfg.incarnation,
+                           link_address=cfg.link_address or cfg.link_bind)
+        self.env.on_moved = self._peer_moved
+        self.peer_incarnations: dict[int, int] = {}  # neighbours adopted by another node: their incarnation
         peers = {int(k): v for k, v in cfg.peers.items()}
         self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
                                  drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed,
@@ -76,11 +80,21 @@ class AgentProcess:
     def run(self) -> int:
         cfg = self.cfg
         torch.set_num_threads(1)
+        if self._superseded():  # restarted on its own node after another node adopted it
+            log.error("not starting: this agent's folder belongs to its incarnation %d (another node adopted it)",
+                      fence.owner(self.dir))
+            self.link.close()
+            self.env.close(server_lost=True)
+            security.term(self.ctx)
+            return EXIT_SUPERSEDED
         ckpt = self.dir / "checkpoint.pt"
         saved = self._saved_state(ckpt)
         # a restarted env server goes on from the furthest step the agents say in their HELLO
         self.step = int(saved["step"]) if saved and cfg.resume else 0
         spec = self.env.hello(self.step, cfg.startup_timeout_s)
+        if is_superseded(spec):
+            log.error("env server: %s; exiting without writing anything", spec.body.get("reason"))
+            return EXIT_SUPERSEDED
         if spec.kind == protocol.STOP:
             log.error("env server refused this agent: %s", spec.body.get("reason"))
             return EXIT_REFUSED
@@ -99,17 +113,38 @@ class AgentProcess:
         except EnvServerGone as exc:
             log.error("%s: saving a checkpoint at step %d and exiting with status %d", exc, self.step, EXIT_ENV_LOST)
             exit_code = EXIT_ENV_LOST
+        except Superseded as exc:
+            log.error("superseded at step %d: %s; exiting with status %d without writing a checkpoint, metrics "
+                      "or stats (the adopter owns this folder now)", self.step, exc, EXIT_SUPERSEDED)
+            exit_code = EXIT_SUPERSEDED
         except KeyboardInterrupt:
             log.info("stop requested at step %d: saving a checkpoint", self.step)
         finally:
-            self._shut_down(metrics, ckpt, server_lost=exit_code == EXIT_ENV_LOST)
+            self._shut_down(metrics, ckpt, server_lost=exit_code in (EXIT_ENV_LOST, EXIT_SUPERSEDED),
+                            superseded=exit_code == EXIT_SUPERSEDED)
         return exit_code
+
+    def _superseded(self) -> bool:
+        """A later incarnation of this agent (adopted by another node) owns its folder."""
+        return fence.owner(self.dir) > self.cfg.incarnation
+
+    def _peer_moved(self, body: dict) -> None:
+        """MOVED: a neighbour was adopted by another node and publishes elsewhere now."""
+        try:
+            peer, incarnation, address = int(body["agent"]), int(body["incarnation"]), str(body["address"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("dropped a malformed MOVED from the env server: %r", body)
+            return
+        if peer in self.link.peers and incarnation > self.peer_incarnations.get(peer, 0):
+            self.peer_incarnations[peer] = incarnation
+            self.link.move(peer, address)
 
     def _build(self, spec: dict) -> int:
         """This agent's learner and core, from the env server's SPEC; returns K, the env copies."""
         cfg = self.cfg
         n_envs = int(spec["n_envs"])
         self.n_agents = int(spec["n_agents"])
+        self.env.moved_meanwhile(spec)  # neighbours adopted by another node before this agent started
         self.action_dtype = "<f4" if spec["action"]["type"] == "continuous" else "<i4"
         learner = make_learner(cfg.algo, int(spec["obs_dim"]), spec["action"],
                                env_defaults(spec, cfg.algo) | cfg.learner, cfg.seed, int(spec.get("state_dim", 0)),
@@ -170,12 +205,17 @@ class AgentProcess:
                     log.info("%s while this agent was cut off (its last step: %d): done", end, self.step)
                     return
 
-    def _shut_down(self, metrics: MetricsWriter, ckpt: Path, server_lost: bool) -> None:
-        """On every exit: the last checkpoint (not when evaluating), metrics and stats, sockets closed."""
-        if self.core is not None and not self.cfg.evaluate:  # an evaluation changes no weights
+    def _shut_down(self, metrics: MetricsWriter, ckpt: Path, server_lost: bool, superseded: bool = False) -> None:
+        """On every exit: the last checkpoint (not when evaluating), metrics and stats, sockets
+        closed; a superseded agent writes none of them (its adopter's files are there now)."""
+        superseded = superseded or self._superseded()
+        if superseded:
+            log.warning("superseded: leaving checkpoint.pt and stats.json to incarnation %d", fence.owner(self.dir))
+        if self.core is not None and not self.cfg.evaluate and not superseded:  # an evaluation changes no weights
             save_checkpoint(ckpt, self.core, self.step)
-        metrics.close()
-        self._write_stats()
+        metrics.close()  # rows are written whole as they come: nothing is left to write here
+        if not superseded:
+            self._write_stats()
         self.link.close()
         self.env.close(server_lost)
         security.term(self.ctx)
@@ -192,6 +232,8 @@ class AgentProcess:
             # take seconds on a busy machine), and it does not heartbeat within a step
             msg = self.env.recv(self.step, timeout_s=cfg.startup_timeout_s if taken is None else None,
                                 while_waiting=self.link.publish_hello if taken is None else None)
+            if is_superseded(msg):
+                raise Superseded(str(msg.body.get("reason")))
             if msg.kind == protocol.STOP:
                 log.info("env server says stop: %s", msg.body.get("reason"))
                 return
@@ -239,6 +281,9 @@ class AgentProcess:
 
     def _record(self, metrics: MetricsWriter, n_envs: int, ckpt: Path) -> None:
         """A metrics row every log_every steps, a checkpoint every checkpoint_every (not when evaluating)."""
+        writes = self.step % self.cfg.log_every == 0 or self.step % self.cfg.checkpoint_every == 0
+        if writes and self._superseded():  # adopted elsewhere while this one went on: write nothing
+            raise Superseded(f"incarnation {fence.owner(self.dir)} owns {self.dir}")
         if self.step % self.cfg.log_every == 0:
             metrics.write({"step": self.step, "env_steps": self.step * n_envs,
                            "wall_s": round(time.monotonic() - self.t0, 3)})
@@ -310,6 +355,7 @@ class AgentProcess:
                 next_hello = time.monotonic() + 0.05
             if self.link.sub.poll(50):
                 self.link.drain()
+            self.env.pump()  # a neighbour that moves while we link up (MOVED)
             self._heartbeat()  # a rejoining agent is watched by the server already
         missing = peers - self.link.heard
         if missing:

@@ -20,15 +20,18 @@ import numpy as np
 
 from .types import StepInfo
 
-PROTOCOL_VERSION = 5  # 2: RESULT has extras; 3: its done is "terminated", truncation apart; 4: "executed";
-# 5: "joint_actions" and "final_state" (ctde)
+PROTOCOL_VERSION = 6  # 2: RESULT has extras; 3: its done is "terminated", truncation apart; 4: "executed";
+# 5: "joint_actions" and "final_state" (ctde); 6: HELLO says an incarnation, MOVED (agents adopted by
+# another node)
 MAX_FRAME_BYTES = 8 * 1024 * 1024  # larger frames are dropped unread
 MAX_LINK_FRAME_BYTES = 64 * 1024  # neighbour frames are ~50 bytes: a SUB drops a peer that sends more
 MAX_SCALAR = 1e9  # |reward| or |mu| beyond this is refused: float32 sums of such values overflow
 SERVER_ID = -1  # the env server's sender id
 
 # Message kinds. agent -> env server
-HELLO = "hello"  # body: {} ; asks for the env spec
+HELLO = "hello"  # body: {} ; asks for the env spec. An agent restarted on another node (adopted) adds
+# {"incarnation": k >= 1, "link": its new PUB address}: the server keeps the highest k per agent and
+# answers a HELLO with a lower k with STOP {"superseded": True} (fencing: one process per seat)
 READY = "ready"  # body: {} ; neighbour links are up, the agent can start
 ACTION = "act"  # body: [action bytes] ; int32 x K (discrete) or float32 x K*dim (continuous)
 # env server -> agent
@@ -56,7 +59,9 @@ RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, ext
 #   "joint_actions": float32 x (K * joint_action_dim), the actions every agent played at the previous
 #      step (its own, or the substitute its seat played), in agent order: a discrete action one-hot,
 #      a continuous one its values in [-1, 1] (ctde; the SPEC says joint_action_dim and own_action_at).
-STOP = "stop"  # body: {"reason": str}
+STOP = "stop"  # body: {"reason": str}; {"superseded": True}: another incarnation of this agent plays its seat
+# an agent moved to another node: {"agent": id, "incarnation": k, "address": its PUB}; its neighbours reconnect
+MOVED = "moved"
 # both ways on the env link: "I am alive", sent only when nothing else was sent for one
 # heartbeat interval (Paranoid Pirate); any frame from a peer counts as a sign of life
 HEARTBEAT = "hb"  # body: {} ; from the env server also {"busy_s": s}: "I may be silent for s seconds now"
@@ -68,7 +73,7 @@ TABLE = "table"  # body: {"env": str, "agents": {id: str}} or {"error": str}
 SCALARS = "dri"  # body: [reward bytes (float32 x K), mu]
 LINK_HELLO = "link-hello"  # body: {} ; published until the run starts
 
-KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, JOIN, TABLE, SCALARS, LINK_HELLO})
+KINDS = frozenset({HELLO, READY, ACTION, SPEC, RESULT, STOP, HEARTBEAT, JOIN, TABLE, SCALARS, LINK_HELLO, MOVED})
 
 
 class ProtocolError(ValueError):

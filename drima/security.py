@@ -55,10 +55,11 @@ def new_keypair() -> KeyPair:
     return KeyPair(public.decode("ascii"), secret.decode("ascii"))
 
 
-def write_keypair(folder: str | Path, name: str) -> tuple[KeyPair, Path]:
-    """A fresh key pair in `folder`/`name`.key_secret (pyzmq's certificate format), created 0600
-    so that no other user can read it even for a moment; returns the pair and the file."""
-    pair = new_keypair()
+def write_keypair(folder: str | Path, name: str, pair: KeyPair | None = None) -> tuple[KeyPair, Path]:
+    """A key pair (`pair`, else a fresh one) in `folder`/`name`.key_secret (pyzmq's certificate
+    format), created 0600 so that no other user can read it even for a moment; returns the pair
+    and the file."""
+    pair = pair or new_keypair()
     path = Path(folder) / f"{name}.key_secret"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -122,9 +123,16 @@ def rendezvous_keys(run_secret: bytes) -> tuple[KeyPair, KeyPair]:
     return _derived(run_secret, b"server"), _derived(run_secret, b"member")
 
 
-def _derived(run_secret: bytes, role: bytes) -> KeyPair:
+def agent_keypair(run_secret: bytes, agent_id: int) -> KeyPair:
+    """Agent `agent_id`'s key pair in a multi-host run, derived from the run secret: any node that
+    holds the secret can prove the agent's identity, so a surviving node can adopt an agent whose
+    host is cut off (launch/adopt.py). Fencing (the incarnation in HELLO) keeps it to one seat."""
+    return _derived(run_secret, f"agent {agent_id}".encode(), b"drima agent ")
+
+
+def _derived(run_secret: bytes, role: bytes, label: bytes = b"drima rendezvous ") -> KeyPair:
     # any 32 bytes are a valid Curve25519 secret key; the public key follows from it
-    secret = z85.encode(hashlib.sha256(b"drima rendezvous " + role + b"\0" + run_secret).digest())
+    secret = z85.encode(hashlib.sha256(label + role + b"\0" + run_secret).digest())
     return KeyPair(zmq.curve_public(secret).decode("ascii"), secret.decode("ascii"))
 
 

@@ -22,6 +22,12 @@ says HELLO mid-run (restarted, or reconnecting) gets its SPEC again and, after i
 current observation with an empty reward, so it acts from the next step without learning from
 steps it did not take.
 
+Adoption (launch/adopt.py): when another node restarts an agent whose host was cut off, the new
+process says HELLO with a higher incarnation and its new PUB address. The seat goes to the
+highest incarnation: an older one's HELLO gets STOP {"superseded": True}, and an adopted agent's
+other frames count only over connections that said HELLO with its incarnation. The other agents
+are told where it publishes now (MOVED; later joiners in their SPEC).
+
 Each agent's seat (never heard, handshaking, playing, lagging, dead, rejoining, removed) is a
 state machine of its own, in env_server/seats.py.
 
@@ -200,6 +206,12 @@ class EnvServer:
         self.action_spaces = [self.env.agent_spec(i)["action"] for i in range(cfg.n_agents)]  # off the hot path
         self.unreachable: set[int] = set()
         self.routes: dict[int, bytes] = {}  # agent -> the routing id of its connection (module docstring)
+        # fencing (an agent adopted by another node): per agent the highest incarnation that said HELLO,
+        # the connections it said HELLO over, and where adopted agents publish now
+        self.incarnations = [0] * cfg.n_agents
+        self.fenced_routes: dict[int, set[bytes]] = {}
+        self.moved: dict[int, list] = {}  # agent -> [incarnation, PUB address], for SPECs and MOVED
+        self.stale_told: set[bytes] = set()
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
         self.dropped = 0
@@ -265,8 +277,68 @@ class EnvServer:
             return self._drop(f"{msg.kind} from unknown agent id {msg.sender} (agents are 0..{self.cfg.n_agents - 1})")
         if self.cfg.agent_keys and user != str(msg.sender):
             return self._drop(f"{msg.kind} claims agent {msg.sender} over a connection with agent {user}'s key")
+        if not self._current_incarnation(msg, ident):
+            return None
         self.routes[msg.sender] = ident  # its latest connection (libzmq may have reconnected it under a new id)
         return msg
+
+    def _current_incarnation(self, msg: protocol.Message, ident: bytes) -> bool:
+        """Fencing: one process per seat. A HELLO with a higher incarnation (another node adopted
+        the agent) takes the seat; one with a lower incarnation (the original, back after a
+        partition) is told it is superseded. Once an agent was adopted, its other frames count only
+        over connections that said HELLO with its current incarnation."""
+        i = msg.sender
+        if msg.kind == protocol.HELLO:
+            incarnation = msg.body.get("incarnation", 0)
+            if type(incarnation) is not int or incarnation < 0:
+                return bool(self._drop(f"HELLO of agent {i} with incarnation {incarnation!r}"))
+            if incarnation < self.incarnations[i]:
+                self._tell_superseded(ident, i, incarnation)
+                return False
+            if incarnation > self.incarnations[i]:
+                self._adopted(i, incarnation, msg.body.get("link"))
+            if self.incarnations[i]:
+                self.fenced_routes[i].add(ident)
+            return True
+        if self.incarnations[i] and ident not in self.fenced_routes[i]:
+            # not told: this may be the current incarnation's socket that libzmq reconnected; it finds
+            # this server silent and says HELLO again, as does an older one (which then hears STOP)
+            self.dropped += 1
+            if ident not in self.stale_told:
+                self.stale_told.add(ident)
+                log.warning("agent %d: %s over a connection without a HELLO of incarnation %d, which plays its "
+                            "seat: dropped", i, msg.kind, self.incarnations[i])
+            return False
+        return True
+
+    def _tell_superseded(self, ident: bytes, agent: int, incarnation: int) -> None:
+        """A HELLO from an older incarnation of `agent`: dropped, and answered with a STOP that
+        says so; the agent exits without writing anything."""
+        self.dropped += 1
+        now = self.incarnations[agent]
+        log.warning("agent %d: HELLO from incarnation %d dropped: incarnation %d plays its seat; telling it to exit",
+                    agent, incarnation, now)
+        body = {"reason": f"superseded: agent {agent} runs as incarnation {now} on another node", "superseded": True}
+        try:
+            self.sock.send_multipart([ident, protocol.encode(protocol.STOP, protocol.SERVER_ID, self.step, body)])
+        except zmq.ZMQError:  # that connection is gone already
+            pass
+
+    def _adopted(self, agent: int, incarnation: int, link: object) -> None:
+        """Incarnation `incarnation` of `agent` (another node adopted it) takes its seat; its
+        neighbours are told where it publishes now (MOVED; later joiners: in their SPEC)."""
+        self.incarnations[agent] = incarnation
+        self.fenced_routes[agent] = set()
+        log.warning("agent %d: incarnation %d says hello at step %d (adopted by another node): it takes the seat%s",
+                    agent, incarnation, self.step, f", publishing at {link}" if isinstance(link, str) else "")
+        self.seats.record({"event": "adopted", "agent": agent, "incarnation": incarnation, "step": self.step})
+        if not (isinstance(link, str) and link):
+            return
+        self.moved[agent] = [incarnation, link]
+        body = {"agent": agent, "incarnation": incarnation, "address": link}
+        for j in range(self.cfg.n_agents):
+            if j != agent and self.seats.state(j) not in (SeatState.ABSENT, SeatState.DEAD, SeatState.REMOVED):
+                self._send(j, protocol.MOVED, self.step, body)
 
     def _drop(self, why: str) -> None:
         self.dropped += 1
@@ -275,8 +347,9 @@ class EnvServer:
 
     def _spec(self, agent: int) -> dict:
         spec = protocol.spec_body(self.env.agent_spec(agent), agent, self.cfg.n_agents, self.cfg.n_envs)
+        if self.moved:  # neighbours adopted by other nodes publish elsewhere now
+            spec["moved"] = {str(j): where for j, where in self.moved.items() if j != agent}
         return spec | (ctde_spec(self.env, agent) if self.send_state else {})
-
 
     # -- liveness ----------------------------------------------------------------------------------
     def _heard_from(self, agent: int) -> None:

@@ -24,10 +24,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drima.agent.config import EXIT_ENV_LOST
+from drima.agent import fence
+from drima.agent.config import EXIT_ENV_LOST, EXIT_SUPERSEDED
 from drima.events import EventFeed, launcher_feed_name
 from drima.metrics import write_json_atomic
 
+from .adopt import Adopter
 from .dashboard.server import DashboardServer
 from .plan import LaunchConfig, RunPlan, plan_run
 from .progress import Progress
@@ -91,7 +93,10 @@ class _Processes:
         self.cfg, self.plan, self.zygote, self.feed = cfg, plan, zygote, feed
         self.server = spawn_env_server(plan.env_server) if plan.env_server else None  # node 0 only
         self.server_exits: list[int] = []  # of env servers that died and were restarted
+        for agent in plan.agents:  # an earlier run's adoptions in this folder are over
+            fence.reset(agent.run_dir)
         self.watch = AgentWatch(cfg, plan.agents, zygote, feed)
+        self.adopter = Adopter(cfg, plan, self.watch, feed) if cfg.adopt_after_s is not None else None
 
     def supervise(self, stop: threading.Event, line: Progress, run_dir: Path) -> bool:
         """Until the run ends; True if it was interrupted (stop, or a KeyboardInterrupt)."""
@@ -99,9 +104,11 @@ class _Processes:
             while not stop.is_set():
                 if self.server is not None and self.server.proc.poll() is not None and not self._restart_server(stop):
                     return False
+                self.watch.poll(run_dir)  # first: exits it schedules for a restart keep the node running
+                if self.adopter is not None:
+                    self.adopter.poll()
                 if self.server is None and not self.watch.running():
                     return False
-                self.watch.poll(run_dir)
                 if self.zygote.gone:  # its agents got SIGTERM with it: the run cannot go on
                     return False
                 line.update()
@@ -151,7 +158,8 @@ class _Processes:
             stop_all(agents, grace_s=grace, signal_first=False)
             return "failed", failure
         stop_all(agents, grace_s=10.0, signal_first=False)  # they end by themselves after the last result
-        bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM)]
+        # an agent adopted by another node (superseded) ended cleanly: its seat played on there
+        bad = [c.name for c in agents if c.proc.returncode not in (0, -signal.SIGTERM, EXIT_SUPERSEDED)]
         if server is None and any(c.proc.returncode == EXIT_ENV_LOST for c in agents):
             return "failed", "env server lost (agents exited with status 4)"
         if bad:
@@ -226,7 +234,8 @@ def _dashboard(cfg: LaunchConfig) -> Iterator[None]:
 def _run(cfg: LaunchConfig, zygote: Zygote, stop: threading.Event, progress: bool) -> RunResult:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "launch.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    if cfg.node_rank == 0 or not (run_dir / "launch.json").exists():  # nodes may share the folder: node 0's
+        (run_dir / "launch.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     plan = plan_run(cfg, exchange=functools.partial(exchange, cfg, stop=stop) if cfg.nodes > 1 else None)
     t0 = time.monotonic()
     feed = EventFeed(run_dir / launcher_feed_name(cfg.node_rank), "launcher", append=cfg.resume)

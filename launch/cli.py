@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --restart-failed: restarts per agent before it is left down")
     p.add_argument("--restart-delay", type=float, default=d.restart_delay_s,
                    help="with --restart-failed: seconds to wait before a restart (no tight crash loops)")
+    p.add_argument("--adopt-after", type=float, default=None, metavar="SECONDS",
+                   help="multi-host, with a run folder the nodes share: restart here, from its checkpoint, an agent "
+                        "of another node that the env server has declared dead for this long (its host is cut off)")
     p.add_argument("--kill-agent", action="append", default=[], metavar="K@T", type=_kill_spec,
                    help="fault injection (repeatable): SIGKILL agent K once the env server reports step T")
     p.add_argument("--learner", default="{}", help='learner option overrides as JSON, e.g. \'{"lr_actor": 0.003}\'')
@@ -219,6 +222,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
                        on_env_loss=a.on_env_loss,
                        reconnect_timeout_s=a.reconnect_timeout, restart_failed=a.restart_failed,
                        max_restarts=a.max_restarts, restart_delay_s=a.restart_delay, kill_agents=a.kill_agent,
+                       adopt_after_s=a.adopt_after,
                        bind_host=a.bind_host, nodes=a.nodes, node_rank=a.node_rank, rendezvous=a.rendezvous,
                        rendezvous_timeout_s=a.rendezvous_timeout, insecure=a.insecure,
                        run_secret_file=a.run_secret_file, dashboard=a.dashboard, dashboard_bind=a.dashboard_bind)

@@ -93,6 +93,10 @@ class LaunchConfig:
     """scenario options (MPE: e.g. {"n_prey": 2, "n_attackers": 2, "n_interceptors": 2})"""
     actions: str = "auto"
     """auto | discrete | continuous; auto = continuous forces for ddpg in MPE, else discrete"""
+    adopt_after_s: float | None = None
+    """multi-host, a run folder shared by the nodes (NFS): restart on this node, from its checkpoint,
+    an agent of another node that the env server has declared dead for this long (its host cut
+    off); None: never (launch/adopt.py)"""
     render: bool = False
     """MPE: after a completed run, play one episode with the learned policies into run_dir/episode.gif"""
     heartbeat_interval_s: float = 0.5
@@ -218,12 +222,15 @@ def _own_addresses(cfg: LaunchConfig, mine: list[int]) -> tuple[str | None, dict
     return binds.get("env"), binds, advertised, None
 
 
-def _own_keys(names: list[str], folder: str) -> tuple[dict[str, str], dict[str, str]]:
-    """A CurveZMQ key pair per name ("env", agent ids) of this node, made here: (secret key files,
-    public keys). Secret keys never leave this node; public keys go to the others at the rendezvous."""
+def _own_keys(names: list[str], folder: str, run_secret: bytes | None) -> tuple[dict[str, str], dict[str, str]]:
+    """A CurveZMQ key pair per name ("env", agent ids) of this node: (secret key files, public keys).
+    The env server's is made here; agents' are made here on one host, and derived from the run
+    secret across hosts (so that another node can adopt an agent, launch/adopt.py). Secret keys
+    never travel; public keys go to the others at the rendezvous."""
     files, publics = {}, {}
     for name in names:
-        pair, path = security.write_keypair(folder, name)
+        derived = security.agent_keypair(run_secret, int(name)) if run_secret and name != "env" else None
+        pair, path = security.write_keypair(folder, name, derived)
         files[name], publics[name] = str(path), pair.public
     return files, publics
 
@@ -238,7 +245,8 @@ def _trade(cfg: LaunchConfig, mine: list[int], exchange: Callable[[AddressTable]
     try:
         if uses_curve(cfg):
             private_dir = private_dir or tempfile.mkdtemp(prefix="drima-")  # 0700
-            files, publics = _own_keys(list(binds), private_dir)
+            secret = security.read_run_secret(cfg.run_secret_file) if cfg.nodes > 1 else None
+            files, publics = _own_keys(list(binds), private_dir, secret)
             own["keys"] = {"env": publics.get("env"), "agents": {k: v for k, v in publics.items() if k != "env"}}
         elif cfg.transport == "tcp":
             log.warning("--insecure: tcp sockets in plain text; anyone who reaches %s can connect, play a seat "
@@ -286,7 +294,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
     # before the env server answers: give the agents that long to hear from it
     startup_s = 600.0 if battle_kind(cfg.env) else AgentConfig.startup_timeout_s
     agents = [
-        AgentConfig(agent_id=i, env_address=env_addr, link_bind=binds[str(i)],
+        AgentConfig(agent_id=i, env_address=env_addr, link_bind=binds[str(i)], link_address=link_addrs[i],
                     peers={str(j): link_addrs[j] for j in nbrs[i]}, algo=cfg.algo, mode=cfg.mode,
                     seed=agent_seed(cfg.seed, i), run_dir=str(run_dir / f"agent_{i}"), learner=dict(cfg.learner),
                     mu_step_size=cfg.mu_step_size, log_every=cfg.log_every,

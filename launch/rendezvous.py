@@ -32,7 +32,7 @@ from .plan import AddressTable, LaunchConfig, node_agents, uses_curve
 log = logging.getLogger("drima.launch")
 
 NODE_FIELDS = {"run_dir", "host", "bind_host", "node_rank", "rendezvous_timeout_s", "render",
-               "run_secret_file"}  # may differ per node
+               "run_secret_file", "adopt_after_s"}  # may differ per node (only some nodes adopt)
 
 
 class RendezvousError(RuntimeError):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from drima.agent.config import EXIT_REFUSED, EXIT_ZYGOTE_LOST, AgentConfig
+from drima.agent.config import EXIT_REFUSED, EXIT_SUPERSEDED, EXIT_ZYGOTE_LOST, AgentConfig
 from drima.config import save_config
 from drima.env_server.server import EnvServerConfig
 from drima.events import EventFeed
@@ -129,8 +129,9 @@ def describe_exit(code: int) -> str:
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
 
 
-NOT_RESTARTED = (EXIT_REFUSED, EXIT_ZYGOTE_LOST)
-"""exit statuses --restart-failed leaves alone: the env server refused the agent; its zygote is gone"""
+NOT_RESTARTED = (EXIT_REFUSED, EXIT_ZYGOTE_LOST, EXIT_SUPERSEDED)
+"""exit statuses --restart-failed leaves alone: the env server refused the agent; its zygote is gone;
+another node adopted it"""
 
 
 class AgentWatch:
@@ -163,6 +164,10 @@ class AgentWatch:
                          "restarting": bool(code and restart)})
             if code == 0:
                 continue
+            if code == EXIT_SUPERSEDED:
+                log.warning("agent %d was adopted by another node (a later incarnation plays its seat): it exited "
+                            "without writing its files", i)
+                continue
             if restart:
                 log.warning("agent %d %s: restarting it from its last checkpoint in %.1f s (restart %d of %d). "
                             "Its log:\n%s", i, describe_exit(code), self.cfg.restart_delay_s,
@@ -178,6 +183,14 @@ class AgentWatch:
                 self.children[i] = spawn_agent(dataclasses.replace(self.configs[i], resume=True), self.zygote)
                 self._event({"event": "restarted", "agent": i, "restart": self.restarts[i],
                              "max_restarts": self.cfg.max_restarts})
+
+    def adopt(self, cfg: AgentConfig) -> None:
+        """Start an agent of another node here (launch/adopt.py); from now on it is watched, and
+        restarted with --restart-failed, like this node's own."""
+        i = cfg.agent_id
+        self.configs[i] = cfg
+        self.restarts[i], self.exits[i] = 0, []
+        self.children[i] = spawn_agent(cfg, self.zygote)
 
     def _event(self, event: dict) -> None:
         if self.feed is not None:
@@ -207,4 +220,6 @@ class AgentWatch:
             if c.proc.returncode is not None and len(exits) == self.restarts[i]:  # ended after the last poll
                 exits = [*exits, c.proc.returncode]
             report[i] = {"exit_status": c.proc.returncode, "restarts": self.restarts[i], "exits": exits}
+            if self.configs[i].incarnation:
+                report[i]["incarnation"] = self.configs[i].incarnation  # adopted from another node
         return report

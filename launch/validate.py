@@ -115,6 +115,12 @@ def _check_nodes(cfg: LaunchConfig) -> None:
         raise ConfigError("--nodes must be >= 1 and --node-rank in 0..nodes-1")
     if cfg.nodes > 1 and not re.fullmatch(r"[^:\s]+:\d+", cfg.rendezvous):
         raise ConfigError("--nodes > 1 needs --rendezvous HOST:PORT (node 0's address)")
+    if cfg.adopt_after_s is not None:
+        if not isinstance(cfg.adopt_after_s, (int, float)) or not cfg.adopt_after_s >= 0:
+            raise ConfigError(f"--adopt-after {cfg.adopt_after_s!r}: seconds, >= 0")
+        if cfg.nodes < 2:
+            raise ConfigError("--adopt-after restarts agents of other nodes: it needs --nodes > 1 (and a run folder "
+                              "the nodes share)")
 
 
 def _check_dashboard(cfg: LaunchConfig) -> None:

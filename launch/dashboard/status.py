@@ -137,7 +137,8 @@ def _next_state(state: str, e: dict, came_back: bool) -> tuple[str, bool]:
     kind = e.get("event")
     if kind == "dead":
         return ("out" if e.get("removed") else "dead"), False
-    if kind == "killed" or (kind == "exited" and e.get("status") != 0):
+    # status 6: an older incarnation of an agent that another node adopted ends; the seat plays on
+    if kind == "killed" or (kind == "exited" and e.get("status") not in (0, 6)):
         return "dead", False
     if kind == "rejoined":
         return "rejoined", state == "dead" or came_back
@@ -226,6 +227,8 @@ def describe(e: dict) -> str:
                                                                         else ""),
         "env_server_restarted": f"env server restarted ({e.get('restart')})",
         "env_server_resumed": f"env server resumed the run{at}",
+        "adopted": f"{who} adopted as incarnation {e.get('incarnation')}"
+                   + (f" by node {e['node']}" if "node" in e else f" takes its seat{at}"),
     }
     return texts.get(kind, f"{who}: {kind}{at}")
 
