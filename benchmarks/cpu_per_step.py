@@ -23,28 +23,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from scale import descendants  # benchmarks/ helper, imported by bare name like the others
+
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_process(marker: str) -> dict[int, tuple[str, float]]:
-    """pid -> (title, user + system CPU seconds) of every process whose command line holds `marker`
-    (the run's folder is in every process title) and of their children (env workers)."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def cpu_by_process(root: int) -> dict[int, tuple[str, float]]:
+    """pid -> (title, user + system CPU seconds) of `root` (the launcher) and every process below it."""
+    out = {}
+    for pid in descendants(root):
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # exited meanwhile
             continue
-        procs[int(entry.name)] = (cmd, int(fields[1]), (int(fields[11]) + int(fields[12])) * TICK_S)
-    ours = {pid for pid, (cmd, _, _) in procs.items() if marker in cmd}
-    ours |= {pid for pid, (_, ppid, _) in procs.items() if ppid in ours}
-    def title(cmd: str) -> str:
-        return "env worker" if "multiprocessing" in cmd else cmd.split(" /")[0][:40]
-
-    return {pid: (title(procs[pid][0]), procs[pid][2]) for pid in ours}
+        title = "env worker" if "multiprocessing" in cmd else cmd.split(" /")[0][:40]
+        out[pid] = (title, (int(fields[11]) + int(fields[12])) * TICK_S)
+    return out
 
 
 def env_server_step(run_dir: Path) -> int:
@@ -70,9 +65,9 @@ def main() -> int:
         launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         try:
             time.sleep(a.warmup)
-            before, step0, t0 = cpu_by_process(tmp), env_server_step(run_dir), time.monotonic()
+            before, step0, t0 = cpu_by_process(launcher.pid), env_server_step(run_dir), time.monotonic()
             time.sleep(a.window)
-            after, step1, t1 = cpu_by_process(tmp), env_server_step(run_dir), time.monotonic()
+            after, step1, t1 = cpu_by_process(launcher.pid), env_server_step(run_dir), time.monotonic()
         finally:
             launcher.terminate()
             launcher.wait(timeout=60)
