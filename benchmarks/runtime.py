@@ -50,20 +50,23 @@ COLUMNS = ["n", "K", "env_workers", "act_ahead", "env_steps_per_s", "reference_e
 
 
 def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int,
-            options: dict, env_workers: int = 1, act_ahead: bool = False,
+            options: dict, env_workers: int | None = None, act_ahead: bool = False,
             baselines: dict | None = None) -> dict:
-    """One row; `baselines` caches the reference and env-alone rates per (n, K) across rows."""
+    """One row; `baselines` caches the reference and env-alone rates per (n, K) across rows.
+    env_workers None: drima-launch's default (the row gives the number it chose)."""
     with tempfile.TemporaryDirectory(prefix="drima-bench-") as tmp:
         run_dir = Path(tmp)
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--algo", algo, "--mode", mode, "--topology",
                topology, "--n", str(n), "--envs", str(k), "--steps", str(steps), "--seed", str(seed),
                "--run-dir", str(run_dir), "--quiet", "--log-every", str(max(50, steps // 20)),
-               "--env-options", json.dumps(options), "--env-workers", str(env_workers)]
+               "--env-options", json.dumps(options)]
+        cmd += [] if env_workers is None else ["--env-workers", str(env_workers)]
         cmd += ["--act-ahead" if act_ahead else "--no-act-ahead"]
         subprocess.run(cmd, check=True)
         summary = json.loads((run_dir / "summary.json").read_text())
         server = json.loads((run_dir / "env_server" / "stats.json").read_text())
         agents = [json.loads((run_dir / f"agent_{i}" / "stats.json").read_text()) for i in range(n)]
+        env_workers = json.loads((run_dir / "launch.json").read_text())["env_workers"]
     baselines = {} if baselines is None else baselines
     if (n, k) not in baselines:
         ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k, env_options=options)
@@ -102,7 +105,8 @@ def main() -> int:
     p.add_argument("--mode", default="dri")
     p.add_argument("--topology", default="ring")
     p.add_argument("--ns", default="2,6,12", help="agent counts")
-    p.add_argument("--env-workers", default="1", help="pettingzoo envs: env worker processes to try, e.g. 1,2")
+    p.add_argument("--env-workers", default="auto",
+                   help="pettingzoo envs: env worker processes to try, e.g. 1,2; auto: drima-launch's default")
     p.add_argument("--ks", default="1,8", help="environment copies per step")
     p.add_argument("--act-ahead", default="1", help="1: agents act before they learn (drima-launch's default); "
                    "0: --no-act-ahead; 0,1 runs both, side by side")
@@ -115,7 +119,7 @@ def main() -> int:
     print(" | ".join(COLUMNS))
     for n in map(int, a.ns.split(",")):
         for k in map(int, a.ks.split(",")):
-            for w in map(int, a.env_workers.split(",")):
+            for w in (None if w == "auto" else int(w) for w in a.env_workers.split(",")):
                 for ahead in map(int, a.act_ahead.split(",")):
                     row = measure(a.env, a.algo, a.mode, a.topology if n > 2 else "full", n, k, a.steps, a.seed,
                                   json.loads(a.env_options), w, bool(ahead), baselines)

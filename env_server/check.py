@@ -180,7 +180,7 @@ def _check_vector_env(env_ref, spec: str, options, steps: int, n_envs: int, seed
     for t in range(steps):
         if problems:
             break
-        actions = [_vector_action(s["action"], n_envs, rng) for s in specs]
+        actions = [random_actions(s["action"], n_envs, rng) for s in specs]
         try:
             obs, rewards, done = venv.step(actions)
         except ValueError as exc:
@@ -221,7 +221,8 @@ def _check_vector_obs(obs: list[np.ndarray], specs: list[dict], n_envs: int, whe
     return problems
 
 
-def _vector_action(space: dict, n_envs: int, rng: np.random.Generator) -> np.ndarray:
+def random_actions(space: dict, n_envs: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform random actions of one agent (its spec's "action") for n_envs copies."""
     if space["type"] == "continuous":
         return rng.uniform(-1.0, 1.0, (n_envs, space["dim"])).astype(np.float32)
     return rng.integers(0, space["n"], n_envs).astype(np.int32)

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{_per_env('steps')}")
     p.add_argument("--envs", type=int, default=d.envs, help="K environment copies stepped together")
     p.add_argument("--env-workers", type=int, default=d.env_workers,
-                   help="pettingzoo envs: processes that step the K copies at the same time (1: the env server)")
+                   help="pettingzoo envs: processes that step the K copies at the same time (1: the env server; "
+                        "default: 2 where a block of K copies takes 2 ms or more to step and there is a second core)")
     p.add_argument("--seed", type=int, default=d.seed, help="run seed")
     p.add_argument("--run-dir", default=d.run_dir, help="output folder")
     p.add_argument("--transport", default=d.transport, choices=("ipc", "tcp"), help="socket transport")

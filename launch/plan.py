@@ -87,8 +87,9 @@ class LaunchConfig:
     """chaos: delay added to every neighbour message"""
     learner: dict = field(default_factory=dict)
     """learner option overrides (e.g. {"lr_actor": 0.003})"""
-    env_workers: int = 1
-    """PettingZoo envs: processes that step the K copies at once (1: the env server alone)"""
+    env_workers: int | None = None
+    """PettingZoo envs: processes that step the K copies at once (1: the env server alone); None:
+    2 where stepping a block of K copies takes 2 ms or more and the machine has a second core, else 1"""
     env_options: dict = field(default_factory=dict)
     """scenario options (MPE: e.g. {"n_prey": 2, "n_attackers": 2, "n_interceptors": 2})"""
     actions: str = "auto"
@@ -285,7 +286,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              share_team_reward=cfg.mode == "ctde",
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action, action_timeout_s=cfg.action_timeout_s,
-                             resume=cfg.resume, env_workers=cfg.env_workers,
+                             resume=cfg.resume, env_workers=cfg.env_workers or 1,
                              final_fraction=final_fraction(cfg), logger=cfg.logger,
                              curve_key_file=key_files.get("env", ""),
                              agent_keys=dict(keys["agents"]) if "env" in key_files else {},

@@ -29,7 +29,7 @@ from drima.security import run_secret_available
 from drima.topology import build_topology, is_dynamic, is_sight_range, range_radius
 from drima.types import REWARD_MODES
 
-from .defaults import with_run_defaults
+from .defaults import auto_env_workers, copy_step_seconds, usable_cores, with_run_defaults
 from .plan import LaunchConfig, action_type
 
 
@@ -51,6 +51,7 @@ def validate(cfg: LaunchConfig) -> LaunchConfig:
         _check_continuation(cfg)
         _check_topology(cfg)
         check_learner(cfg, check_env(cfg))
+        cfg = dataclasses.replace(cfg, env_workers=_env_workers(cfg))
     except ConfigError:
         raise
     except AssertionError as exc:  # the MPE scenarios assert on their own arguments
@@ -196,7 +197,7 @@ def check_env(cfg: LaunchConfig) -> list[dict]:
         raise ConfigError("--topology range:sight needs units with a sight range: smax:MAP or sc2:MAP")
     if is_pettingzoo(cfg.env):
         return _pettingzoo_specs(cfg)
-    if cfg.env_workers != 1:
+    if cfg.env_workers not in (None, 1):
         raise ConfigError(f"--env-workers steps pettingzoo envs; --env {cfg.env} is stepped in one batch already")
     if battle_kind(cfg.env):  # no JAX or StarCraft II in the launcher: sizes from the map tables
         sizes = battle_spec(cfg.env)
@@ -208,6 +209,22 @@ def check_env(cfg: LaunchConfig) -> list[dict]:
     venv = make_env(cfg.env, cfg.n, cfg.envs, cfg.seed, action_type(cfg), cfg.env_options)
     _check_ctde(cfg, venv)
     return [venv.agent_spec(0)]
+
+
+def _env_workers(cfg: LaunchConfig) -> int:
+    """--env-workers as given, else 1, or for a PettingZoo env whose block of K copies is slow to
+    step in Python, 2 on a machine with a second core (launch/defaults.py auto_env_workers)."""
+    if cfg.env_workers is not None:
+        return cfg.env_workers
+    if not is_pettingzoo(cfg.env):
+        return 1
+    from drima.env_server.envs import make_env
+
+    venv = make_env(cfg.env, cfg.n, 1, cfg.seed, "discrete", cfg.env_options)
+    try:
+        return auto_env_workers(cfg.envs, copy_step_seconds(venv, seed=cfg.seed), usable_cores())
+    finally:
+        getattr(venv, "close", lambda: None)()
 
 
 def _check_ctde(cfg: LaunchConfig, venv: object) -> None:
@@ -225,7 +242,7 @@ def _pettingzoo_specs(cfg: LaunchConfig) -> list[dict]:
     if cfg.actions != "auto":
         raise ConfigError(f"--actions {cfg.actions}: a PettingZoo env's own action spaces decide "
                           f"(leave --actions auto)")
-    if cfg.env_workers > cfg.envs:
+    if cfg.env_workers is not None and cfg.env_workers > cfg.envs:
         raise ConfigError(f"--env-workers {cfg.env_workers} is more than the {cfg.envs} copies (--envs)")
     venv = make_env(cfg.env, cfg.n, 1, cfg.seed, "discrete", cfg.env_options)
     _check_ctde(cfg, venv)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,22 @@ def test_validate_fills_in_the_envs_learner_and_budget_from_one_table():
     assert (validate(LaunchConfig(env="pd")).algo, validate(LaunchConfig(env="pd")).steps) == ("a2c", 3000)
     given = validate(LaunchConfig(env="collection", algo="a2c", steps=100))
     assert (given.algo, given.steps) == ("a2c", 100)
+
+
+def test_env_workers_default_to_a_second_process_for_a_slow_pettingzoo_env():
+    """--env-workers not given: 1 for the built-in envs (stepped in one batch) and for a PettingZoo
+    env that is quick to step; 2 where a block of K copies takes 2 ms or more, on 2+ cores."""
+    from drima.launch.defaults import auto_env_workers, usable_cores
+
+    assert [auto_env_workers(k, 0.001, 2) for k in (1, 2, 8)] == [1, 2, 2]
+    assert auto_env_workers(8, 0.0002, 2) == 1 and auto_env_workers(8, 0.01, 1) == 1
+    assert validate(LaunchConfig(env="pd")).env_workers == 1
+    paced = f"pettingzoo:{Path(__file__).parent / 'tiny_envs.py'}:Paced"
+    slow = {"n": 2, "step_s": 0.002}  # every copy's step takes 2 ms or more
+    assert validate(LaunchConfig(env=paced, env_options=slow, envs=4)).env_workers == min(2, usable_cores())
+    assert validate(LaunchConfig(env=paced, env_options=slow, envs=1)).env_workers == 1
+    assert validate(LaunchConfig(env=paced, env_options={"n": 2, "step_s": 0.0}, envs=4)).env_workers == 1
+    assert validate(LaunchConfig(env=paced, env_options=slow, envs=4, env_workers=1)).env_workers == 1
 
 
 def test_validate_uses_tcp_across_nodes(monkeypatch):
