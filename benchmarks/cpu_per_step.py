@@ -50,13 +50,16 @@ def env_server_step(run_dir: Path) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="pettingzoo:mpe2.simple_spread_v3")
-    p.add_argument("--env-options", default='{"N": 6}')
+    p.add_argument("--env-options", default=None, help='the env\'s options as JSON (default: {"N": 6} for the '
+                   'default env, none for any other)')
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--envs", type=int, default=8, help="K, env copies per step")
     p.add_argument("--warmup", type=float, default=15.0, help="seconds before the first reading (start-up)")
     p.add_argument("--window", type=float, default=10.0, help="seconds between the two readings")
     p.add_argument("launch_args", nargs="*", help="more drima-launch flags, after --")
     a = p.parse_args()
+    if a.env_options is None:
+        a.env_options = '{"N": 6}' if a.env == p.get_default("env") else "{}"
     with tempfile.TemporaryDirectory(prefix="drima-cpu-") as tmp:
         run_dir = Path(tmp)
         cmd = [sys.executable, "-m", "drima.launch", "--env", a.env, "--env-options", a.env_options, "--n", str(a.n),
@@ -65,6 +68,9 @@ def main() -> int:
         launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         try:
             time.sleep(a.warmup)
+            if launcher.poll() is not None:
+                print(f"drima-launch exited with status {launcher.returncode} before the first reading")
+                return 1
             before, step0, t0 = cpu_by_process(launcher.pid), env_server_step(run_dir), time.monotonic()
             time.sleep(a.window)
             after, step1, t1 = cpu_by_process(launcher.pid), env_server_step(run_dir), time.monotonic()
