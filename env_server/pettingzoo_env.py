@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -187,6 +187,7 @@ class BlockStep:
     active: np.ndarray  # (n, k) bool, at obs
     acted: np.ndarray  # (n, k) bool, for the step just taken
     finished: list[dict[str, float]]  # episodes that ended
+    final_state: dict[int, np.ndarray] = field(default_factory=dict)  # copy -> env.state() it was cut at
 
 
 class Block:
@@ -207,6 +208,8 @@ class Block:
         self._active = np.zeros((n, k), bool)
         self._tally = EpisodeTally(k)
         self._seeded = False
+        space = getattr(first, "state_space", None)
+        self.has_state = space is not None and bool(getattr(space, "shape", None))  # env.state() is there
 
     def _checked(self, name: str, make, space_of):
         try:
@@ -214,9 +217,11 @@ class Block:
         except ValueError as exc:
             raise ValueError(f"--env {self.spec}: {exc}") from None
 
-    def _out(self, rewards, done, terminated, truncated, final, acted, finished) -> BlockStep:
+    def _out(self, rewards, done, terminated, truncated, final, acted, finished,
+             final_state: dict[int, np.ndarray] | None = None) -> BlockStep:
         return BlockStep([o.copy() for o in self._obs], [None if m is None else m.copy() for m in self._masks],
-                         rewards, done, terminated, truncated, final, self._active.copy(), acted, finished)
+                         rewards, done, terminated, truncated, final, self._active.copy(), acted, finished,
+                         final_state or {})
 
     def reset(self) -> BlockStep:
         for k in range(len(self.envs)):
@@ -263,6 +268,7 @@ class Block:
         final: list[np.ndarray | None] = [None] * n
         acted = self._active.copy()
         done = np.zeros(k_all, np.float32)
+        final_state: dict[int, np.ndarray] = {}
         for k, env in enumerate(self.envs):
             playing = [i for i in range(n) if acted[i, k]]
             joint = {self.names[i]: self.act_codecs[i].decode(actions[i][k]) for i in playing}
@@ -283,11 +289,13 @@ class Block:
                         final[i] = self._obs[i].copy() if final[i] is None else final[i]
                         final[i][k] = self._obs[i][k]
             if not still:  # the episode is over for every agent: a new one in this copy
+                if self.has_state and truncated[:, k].any():  # a ctde critic bootstraps the cut from it
+                    final_state[k] = self._state_of(env)
                 self._reset_copy(k)
                 done[k] = 1.0
         self._tally.add(rewards.sum(0))
         self._tally.end(np.flatnonzero(done))
-        return self._out(rewards, done, terminated, truncated, final, acted, self._tally.pop())
+        return self._out(rewards, done, terminated, truncated, final, acted, self._tally.pop(), final_state)
 
     def _reward(self, raw: dict, name: str) -> float:
         value = raw.get(name, 0.0)
@@ -299,8 +307,12 @@ class Block:
             raise EnvContractError(f"--env {self.spec}: agent {name!r}'s reward is {value}")
         return value
 
+    @staticmethod
+    def _state_of(env) -> np.ndarray:
+        return np.asarray(env.state(), np.float32).reshape(-1)
+
     def state(self) -> np.ndarray:
-        return np.stack([np.asarray(env.state(), np.float32).reshape(-1) for env in self.envs])
+        return np.stack([self._state_of(env) for env in self.envs])
 
     def close(self) -> None:
         for env in self.envs:
@@ -416,6 +428,7 @@ class PettingZooVectorEnv:
         self._ends = EpisodeEnds(np.zeros((n, k), bool), np.zeros((n, k), bool), [None] * n, self._active.copy(),
                                  self._active.copy())
         self._finished: list[dict[str, float]] = []
+        self._final_state: dict[int, np.ndarray] = {}  # copy -> the state a truncated episode ended on
 
     def _all(self, command: str, per_block_args=None) -> list:
         """`command` on every block, the workers' first (they run while the local block runs)."""
@@ -439,6 +452,8 @@ class PettingZooVectorEnv:
         self._active = cat(lambda s: s.active, axis=1)
         self._ends = EpisodeEnds(cat(lambda s: s.terminated, 1), cat(lambda s: s.truncated, 1), finals,
                                  self._active.copy(), cat(lambda s: s.acted, 1))
+        self._final_state = {int(ks[k]): state for s, ks in zip(steps, self.splits, strict=True)
+                             for k, state in s.final_state.items()}
         for s in steps:
             self._finished += s.finished
         return obs, cat(lambda s: s.rewards, 1), cat(lambda s: s.done)
@@ -470,6 +485,16 @@ class PettingZooVectorEnv:
     def global_state(self) -> np.ndarray:
         """(K, state_dim) float32 from each copy's env.state()."""
         return np.concatenate(self._all("state"))
+
+    def final_global_state(self) -> np.ndarray | None:
+        """(K, state_dim): where the last step truncated a copy's episode (and reset the copy), the
+        env.state() it ended on; other rows: the current state. None where no episode was cut."""
+        if not self._final_state:
+            return None
+        state = self.global_state()
+        for k, ended_on in self._final_state.items():
+            state[k] = ended_on
+        return state
 
     def pop_task_metrics(self) -> list[dict[str, float]]:
         out, self._finished = self._finished, []

@@ -280,6 +280,31 @@ def test_env_workers_step_the_same_copies_as_one_process():
     assert not two.blocks[1].proc.is_alive()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_truncated_copys_final_global_state_is_the_state_it_ended_on(workers):
+    """ctde critics bootstrap a cut episode from the state it ended on, not the next episode's.
+    mpe2's state() is every agent's observation side by side, so at the time limit (max_cycles 3)
+    it must equal the agents' final observations; in the episode, there is no final state."""
+    spec, options = "pettingzoo:mpe2.simple_spread_v3", {"N": 3, "max_cycles": 3}
+    env = PettingZooVectorEnv(spec, 3, 4, seed=5, options=options, workers=workers)
+    try:
+        env.reset()
+        rng = np.random.default_rng(0)
+        for t in range(1, 4):
+            env.step([rng.integers(0, 5, 4).astype(np.int32) for _ in range(3)])
+            if t < 3:
+                assert env.final_global_state() is None
+        ends = env.episode_ends()
+        assert ends.truncated.all()
+        ended_on = np.concatenate([ends.final_obs[i] for i in range(3)], axis=1)
+        final, now = env.final_global_state(), env.global_state()
+        np.testing.assert_allclose(final, ended_on, rtol=1e-6)
+        assert final.shape == now.shape == (4, env.state_dim)
+        assert not np.allclose(final, now)  # the copies were reset: today's state is a new episode's
+    finally:
+        env.close()
+
+
 def test_a_broken_env_in_a_worker_is_a_one_line_error():
     """Copy 1 (seed 1) is the worker's; only it breaks the contract."""
     with pytest.raises(ValueError, match="agent 'b''s reward is nan"):
