@@ -10,7 +10,7 @@ as mpe2's per-world physics: tests/test_mpe_batched.py). `hit_rate` plays one ep
 and counts the episodes with at least one hit under the scenario's capture rule ("team", the
 default, or "touch", the first version), and each role's return from the scenario's own rewards.
 
-    python benchmarks/hunting_scripted.py [--episodes 400] [--out benchmarks/results/hunting_scripted.md]
+    python benchmarks/hunting_scripted.py [--episodes 400] [--seed 0] [--out benchmarks/results/hunting_scripted.md]
 """
 
 from __future__ import annotations
@@ -152,12 +152,12 @@ TASKS = [("CH-I, capture \"team\" (the default)", {}),
          ("CH-II, capture \"touch\"", {"n_prey": 2, "n_attackers": 2, "capture": "touch"})]
 
 
-def table(options: dict, episodes: int) -> list[str]:
+def table(options: dict, episodes: int, seed: int = 0) -> list[str]:
     lines = ["| interceptors | episodes with a hit | hits / episode | interceptor touches / episode "
              "| return: attacker | an interceptor | group |",
              "|---|---|---|---|---|---|---|"]
     for name, what in TEAMS:
-        r = hit_rate(options, name, episodes=episodes)
+        r = hit_rate(options, name, episodes=episodes, seed=seed)
         lines.append(f"| {what} | {r['episodes_with_a_hit']:.1%} | {r['hits_per_episode']:.2f} | "
                      f"{r['interceptor_touches_per_episode']:.2f} | {r['attacker_return']:+.1f} | "
                      f"{r['interceptor_return']:+.1f} | {r['group_return']:+.1f} |")
@@ -167,13 +167,14 @@ def table(options: dict, episodes: int) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--episodes", type=int, default=400)
+    p.add_argument("--seed", type=int, default=0, help="episode k starts from default_rng([seed, k])")
     p.add_argument("--out", type=Path, help="also write the tables to this Markdown file")
     a = p.parse_args()
     t0 = time.monotonic()
     parts = []
     for title, options in TASKS:
-        parts += [f"{title}:", "", *table(options, a.episodes), ""]
-    command = f"python benchmarks/hunting_scripted.py --episodes {a.episodes}"
+        parts += [f"{title}:", "", *table(options, a.episodes, a.seed), ""]
+    command = f"python benchmarks/hunting_scripted.py --episodes {a.episodes}" + (f" --seed {a.seed}" if a.seed else "")
     text = "\n".join([f"{a.episodes} episodes of 30 steps per row, scripted predators "
                       f"(`{command}`, {time.monotonic() - t0:.0f} s):", "", *parts])
     print(text)

@@ -8,15 +8,24 @@ in `world.scripted` and flees by rule (`prey_policy`).
 Reward per predator per step:
 
     -DIST_SCALE * (distance to nearest prey)                      every predator
-    +HIT_BONUS for each prey it touches                           attacker
+    +HIT_BONUS for each prey it hits                              attacker
     -COLLISION_PENALTY for each prey it touches                   interceptor
 
-with DIST_SCALE = 0.1, HIT_BONUS = 10, COLLISION_PENALTY = 1 ("touch": centres closer than the sum
-of radii, 0.075 + 0.05).
+with DIST_SCALE = 0.1, HIT_BONUS = 10, COLLISION_PENALTY = 1 (touch: centres closer than the sum
+of radii, 0.075 + 0.05). What counts as a hit is the capture rule, `capture` (`is_hit`):
+
+* "team" (the default): the attacker's centre within HIT_RANGE = 0.35 of the prey's and an
+  interceptor's within PARTNER_RADIUS = 0.14 of it; the prey spawns 0.5 clear of every predator.
+  A hit needs an interceptor blocking the prey. Scripted CH-I predators, 400 episodes
+  (benchmarks/hunting_scripted.py): a lone attacker (interceptors idle) hits in 2.8 % of
+  episodes, all three chasing in 31 %, interceptors closing in on the prey's flanks in 60 %.
+* "touch" (the first version): every attacker-prey touch is a hit. A lone attacker hits in a
+  quarter of the episodes, so the task did not ask for the interceptors.
 
 How these numbers make the saddle of Table 2 ((approach, approach) = (15, -5) is the optimum,
-(attacker approaches, interceptor avoids) = (5, 0) the saddle). Measured over 400 CH-I episodes
-with scripted predators, discrete actions; the attacker runs at where the prey is heading:
+(attacker approaches, interceptor avoids) = (5, 0) the saddle), measured under "touch" (under
+"team" an interceptor that hangs back leaves the attacker without hits altogether). Over 400 CH-I
+episodes with scripted predators, discrete actions; the attacker runs at where the prey is heading:
 
     interceptors                 hits/ep  touches/ep (both)  attacker  each interceptor  sum
     stay where they spawn         0.47      0.06              +2.9        -3.8           -4.7
@@ -30,8 +39,8 @@ with scripted predators, discrete actions; the attacker runs at where the prey i
   the two interceptors' -1.5. The group is better off at blocking (+2.4 > +0.9), no interceptor is.
 * The window is COLLISION_PENALTY between ~0.15 (below, blocking pays the interceptor itself: no
   dilemma) and ~2 (above, blocking costs more than it brings the group). 1 sits in the middle.
-* A lone chaser catches the faster prey mainly when it pins it in a corner late in the episode
-  (first hit in ~24% of episodes, typically after step 15).
+* Under "touch", a lone chaser catches the faster prey mainly when it pins it in a corner late in
+  the episode (first hit in ~24% of episodes, typically after step 15).
 
 Predators see within VIEW_RADIUS = 1.5 (three quarters of the arena's width: the prey is in view
 at most spawns, so a learner gets a signal, but a far corner can still hide it). The prey sees
