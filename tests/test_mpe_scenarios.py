@@ -83,8 +83,8 @@ def test_episode_lengths():
 # --- rewards --------------------------------------------------------------------------------------
 
 
-def test_attacker_touching_prey_gets_the_hit_bonus():
-    scenario, world = hunting_world()
+def test_attacker_touching_prey_gets_the_hit_bonus_under_the_touch_rule():
+    scenario, world = hunting_world(capture="touch")
     attacker, far_1, far_2 = world.agents
     prey = world.scripted[0]
     place(prey, 0.0, 0.0)
@@ -94,6 +94,85 @@ def test_attacker_touching_prey_gets_the_hit_bonus():
     expected = -scenario.dist_scale * 0.1 + scenario.hit_bonus
     assert scenario.reward(attacker, world) == pytest.approx(expected)
     assert hunting.step_metrics(world)["hits"] == 1.0
+
+
+def lone_attacker_on_the_prey(capture="team", partner_at=None):
+    """CH-I with the attacker touching the prey at the origin (0.1 away), one interceptor at
+    `partner_at` (x, y) or far away, the other far away. Returns scenario, world, attacker."""
+    scenario, world = hunting_world(capture=capture)
+    attacker, interceptor, other = world.agents
+    place(world.scripted[0], 0.0, 0.0)
+    place(attacker, 0.1, 0.0)
+    place(interceptor, *(partner_at or (0.9, 0.9)))
+    place(other, -0.9, 0.9)
+    return scenario, world, attacker
+
+
+def test_team_rule_a_lone_attacker_touching_the_prey_scores_nothing():
+    # The default rule: touching is not enough without an interceptor next to the prey.
+    scenario, world, attacker = lone_attacker_on_the_prey()
+    assert world.capture == "team"
+    assert scenario.reward(attacker, world) == pytest.approx(-scenario.dist_scale * 0.1)
+    assert hunting.step_metrics(world)["hits"] == 0.0
+    rewards, metrics = scenario.batch_outcome([world])
+    assert rewards[0, 0] == pytest.approx(-scenario.dist_scale * 0.1) and metrics["hits"][0] == 0.0
+    # the same world under the first version's rule is a hit
+    scenario, world, attacker = lone_attacker_on_the_prey(capture="touch")
+    assert scenario.reward(attacker, world) == pytest.approx(-scenario.dist_scale * 0.1 + scenario.hit_bonus)
+
+
+def test_team_rule_scores_with_an_interceptor_in_range_and_only_then():
+    # An interceptor 0.13 from the prey (within PARTNER_RADIUS, not touching: 0.13 > 0.125)
+    # makes the attacker's touch a hit; 0.2 away it does not.
+    scenario, world, attacker = lone_attacker_on_the_prey(partner_at=(0.0, -0.13))
+    assert hunting.PARTNER_RADIUS >= 0.13
+    assert scenario.reward(attacker, world) == pytest.approx(-scenario.dist_scale * 0.1 + scenario.hit_bonus)
+    metrics = hunting.step_metrics(world)
+    assert metrics["hits"] == 1.0 and metrics["interceptor_collisions"] == 0.0
+    rewards, batch_metrics = scenario.batch_outcome([world])
+    assert rewards[0, 0] == pytest.approx(-scenario.dist_scale * 0.1 + scenario.hit_bonus)
+    assert batch_metrics["hits"][0] == 1.0
+    scenario, world, attacker = lone_attacker_on_the_prey(partner_at=(0.0, -0.2))
+    assert scenario.reward(attacker, world) == pytest.approx(-scenario.dist_scale * 0.1)
+    assert hunting.step_metrics(world)["hits"] == 0.0
+
+
+def test_team_rule_hits_from_range_without_touching_but_not_beyond_it():
+    # The attacker's reach is HIT_RANGE (0.35), not touching (0.125); 0.4 away it misses.
+    for distance, hit in [(0.3, 1.0), (0.4, 0.0)]:
+        scenario, world, attacker = lone_attacker_on_the_prey(partner_at=(0.0, -0.13))
+        place(attacker, distance, 0.0)
+        assert hunting.step_metrics(world)["hits"] == hit
+        assert scenario.reward(attacker, world) == pytest.approx(
+            -scenario.dist_scale * distance + hit * scenario.hit_bonus)
+
+
+def test_team_rule_another_attacker_is_no_partner():
+    # CH-II: two attackers on the prey without an interceptor near it score nothing.
+    scenario, world = hunting_world(n_prey=2, n_attackers=2, n_interceptors=2)
+    a0, a1, i0, i1 = world.agents
+    place(world.scripted[0], 0.0, 0.0)
+    place(world.scripted[1], 0.9, -0.9)
+    place(a0, 0.1, 0.0)
+    place(a1, -0.1, 0.0)
+    place(i0, 0.9, 0.9)
+    place(i1, -0.9, 0.9)
+    assert hunting.step_metrics(world)["hits"] == 0.0
+    place(i1, 0.0, 0.13)
+    assert hunting.step_metrics(world)["hits"] == 2.0  # both attackers hit the blocked prey
+
+
+def test_unknown_capture_rule_is_refused():
+    with pytest.raises(ValueError, match="capture"):
+        hunting.HuntingScenario().make_world(capture="tag")
+
+
+def test_team_rule_spawns_the_prey_clear_of_every_predator():
+    for seed in range(20):
+        _, world = hunting_world()
+        hunting.HuntingScenario().reset_world(world, np.random.default_rng(seed))
+        prey = world.scripted[0].state.p_pos
+        assert min(np.linalg.norm(a.state.p_pos - prey) for a in world.agents) >= hunting.TEAM_SPAWN_CLEARANCE
 
 
 def test_interceptor_touching_prey_gets_the_penalty():
@@ -289,15 +368,16 @@ def test_vectorised_collisions_equal_the_mpe2_loop():
     assert checked >= 4  # the comparison saw real contact forces
 
 
-@pytest.mark.parametrize("task", ["CH-I", "CH-II", "collection"])
+@pytest.mark.parametrize("task", ["CH-I", "CH-II", "CH-I touch", "CH-II touch", "collection"])
 def test_batched_rewards_observations_and_metrics_equal_the_per_agent_ones(task):
     # The env server uses the batch_* forms on K worlds; the per-agent ones are the reference.
     rng = np.random.default_rng(3)
     if task == "collection":
         made = [collection_world() for _ in range(5)]
     else:
-        two = task == "CH-II"
-        made = [hunting_world(n_prey=1 + two, n_attackers=1 + two) for _ in range(5)]
+        two = task.startswith("CH-II")
+        capture = "touch" if task.endswith("touch") else "team"
+        made = [hunting_world(n_prey=1 + two, n_attackers=1 + two, capture=capture) for _ in range(5)]
     scenario, worlds = made[0][0], [w for _, w in made]
     for k, w in enumerate(worlds):
         for entity in w.entities:
@@ -307,6 +387,9 @@ def test_batched_rewards_observations_and_metrics_equal_the_per_agent_ones(task)
         # on top of a food or prey (occupied, a hit or a collision), and one agent far out of view
         w.agents[k % len(w.agents)].state.p_pos = targets[0].state.p_pos + rng.uniform(-0.03, 0.03, 2)
         w.agents[-1].state.p_pos = -np.sign(targets[-1].state.p_pos) * 0.99 if k % 2 else w.agents[-1].state.p_pos
+        if task != "collection" and k % 2 == 0:  # a blocking interceptor beside an attacker: a "team" hit
+            w.agents[0].state.p_pos = targets[0].state.p_pos + np.array([0.2, 0.0])
+            w.agents[-2].state.p_pos = targets[0].state.p_pos + np.array([0.0, 0.1])
     rewards, metrics = scenario.batch_outcome(worlds)
     observations = scenario.batch_observations(worlds)
     assert rewards.shape == (len(worlds[0].agents), len(worlds))
@@ -320,6 +403,8 @@ def test_batched_rewards_observations_and_metrics_equal_the_per_agent_ones(task)
         np.testing.assert_allclose(values, reference, rtol=1e-12)
         touched += sum(reference) if name in ("foods_occupied", "hits", "interceptor_collisions") else 0
     assert touched >= 3  # the worlds had contacts, so the bonus and penalty branches were compared
+    if task != "collection":
+        assert metrics["hits"].sum() >= 1 and metrics["interceptor_collisions"].sum() >= 1
     hidden = sum(not visible(a.state.p_pos, e.state.p_pos, w.view_radius)
                  for w in worlds for a in w.agents for e in w.entities)
     assert observations.dtype == np.float32 and hidden > 0  # masked slots were compared too

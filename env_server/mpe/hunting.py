@@ -8,15 +8,24 @@ in `world.scripted` and flees by rule (`prey_policy`).
 Reward per predator per step:
 
     -DIST_SCALE * (distance to nearest prey)                      every predator
-    +HIT_BONUS for each prey it touches                           attacker
+    +HIT_BONUS for each prey it hits                              attacker
     -COLLISION_PENALTY for each prey it touches                   interceptor
 
-with DIST_SCALE = 0.1, HIT_BONUS = 10, COLLISION_PENALTY = 1 ("touch": centres closer than the sum
-of radii, 0.075 + 0.05).
+with DIST_SCALE = 0.1, HIT_BONUS = 10, COLLISION_PENALTY = 1 (touch: centres closer than the sum
+of radii, 0.075 + 0.05). What counts as a hit is the capture rule, `capture` (`is_hit`):
+
+* "team" (the default): the attacker's centre within HIT_RANGE = 0.35 of the prey's and an
+  interceptor's within PARTNER_RADIUS = 0.14 of it; the prey spawns 0.5 clear of every predator.
+  A hit needs an interceptor blocking the prey. Scripted CH-I predators, 400 episodes
+  (benchmarks/hunting_scripted.py): a lone attacker (interceptors idle) hits in 2.8 % of
+  episodes, all three chasing in 31 %, interceptors closing in on the prey's flanks in 60 %.
+* "touch" (the first version): every attacker-prey touch is a hit. A lone attacker hits in a
+  quarter of the episodes, so the task did not ask for the interceptors.
 
 How these numbers make the saddle of Table 2 ((approach, approach) = (15, -5) is the optimum,
-(attacker approaches, interceptor avoids) = (5, 0) the saddle). Measured over 400 CH-I episodes
-with scripted predators, discrete actions; the attacker runs at where the prey is heading:
+(attacker approaches, interceptor avoids) = (5, 0) the saddle), measured under "touch" (under
+"team" an interceptor that hangs back leaves the attacker without hits altogether). Over 400 CH-I
+episodes with scripted predators, discrete actions; the attacker runs at where the prey is heading:
 
     interceptors                 hits/ep  touches/ep (both)  attacker  each interceptor  sum
     stay where they spawn         0.47      0.06              +2.9        -3.8           -4.7
@@ -30,8 +39,8 @@ with scripted predators, discrete actions; the attacker runs at where the prey i
   the two interceptors' -1.5. The group is better off at blocking (+2.4 > +0.9), no interceptor is.
 * The window is COLLISION_PENALTY between ~0.15 (below, blocking pays the interceptor itself: no
   dilemma) and ~2 (above, blocking costs more than it brings the group). 1 sits in the middle.
-* A lone chaser catches the faster prey mainly when it pins it in a corner late in the episode
-  (first hit in ~24% of episodes, typically after step 15).
+* Under "touch", a lone chaser catches the faster prey mainly when it pins it in a corner late in
+  the episode (first hit in ~24% of episodes, typically after step 15).
 
 Predators see within VIEW_RADIUS = 1.5 (three quarters of the arena's width: the prey is in view
 at most spawns, so a learner gets a signal, but a far corner can still hide it). The prey sees
@@ -66,6 +75,18 @@ PREY_VIEW_RADIUS = 0.6
 DIST_SCALE = 0.1
 HIT_BONUS = 10.0
 COLLISION_PENALTY = 1.0
+# Capture rules (`capture`): "team" (the default) and "touch" (the first version, kept as an option).
+#   team:  the attacker hits while its centre is within HIT_RANGE of the prey's (its firepower's
+#          reach) and an interceptor's centre is within PARTNER_RADIUS of the prey's (close
+#          enough to block it: 0.015 short of touching it); the prey spawns at least
+#          TEAM_SPAWN_CLEARANCE from every predator.
+#   touch: the attacker hits whenever its body touches the prey's; the prey spawns just clear of
+#          touching (TOUCH_SPAWN_CLEARANCE).
+CAPTURE_RULES = ("team", "touch")
+HIT_RANGE = 0.35
+PARTNER_RADIUS = 0.14
+TEAM_SPAWN_CLEARANCE = 0.5
+TOUCH_SPAWN_CLEARANCE = 0.075 + 0.05 + 0.05  # touching distance plus a gap: no free hit at spawn
 
 # Prey rule: a wall starts to repel WALL_MARGIN from it; WALL_WEIGHT > 1 makes a heading straight
 # into an adjacent wall lose to a slide along it; WANDER_STRENGTH is the idle thrust (fraction).
@@ -152,10 +173,25 @@ class HuntingScenario(BaseScenario):
         view_radius: float = VIEW_RADIUS,
         prey_view_radius: float = PREY_VIEW_RADIUS,
         bound: float = 1.0,
+        capture: str = "team",
+        hit_range: float = HIT_RANGE,
+        partner_radius: float = PARTNER_RADIUS,
     ) -> ArenaWorld:
+        """`capture` "team" or "touch" (CAPTURE_RULES); `hit_range` and `partner_radius` are the
+        "team" rule's distances (ignored under "touch")."""
         assert n_prey >= 1 and n_attackers >= 1, "hunting needs at least one prey and one attacker"
+        if capture not in CAPTURE_RULES:
+            raise ValueError(f"hunting capture must be one of {CAPTURE_RULES}, got {capture!r}")
+        if capture == "team" and n_interceptors < 1:
+            raise ValueError('hunting capture "team" needs an interceptor (use capture "touch" without one)')
         world = ArenaWorld(bound=bound)
         world.view_radius = view_radius
+        world.capture = capture
+        # the "team" rule's distances; None under "touch", where a touch is a hit
+        team = capture == "team"
+        world.hit_range = float(hit_range) if team else None
+        world.partner_radius = float(partner_radius) if team else None
+        world.spawn_clearance = TEAM_SPAWN_CLEARANCE if team else TOUCH_SPAWN_CLEARANCE
         roles = ["attacker"] * n_attackers + ["interceptor"] * n_interceptors
         role_counts = {"attacker": 0, "interceptor": 0}
         for role in roles:
@@ -183,9 +219,9 @@ class HuntingScenario(BaseScenario):
             predator.state.p_pos = np_random.uniform(-world.bound, world.bound, world.dim_p)
         predator_pos = [p.state.p_pos for p in world.agents]
         for prey in world.scripted:
-            # a small gap beyond touching so no episode starts with a free hit
+            # no episode starts with a free hit ("touch") or a prey already in reach ("team")
             prey.state.p_pos = sample_clear_position(
-                np_random, world.bound, predator_pos, 0.075 + prey.size + 0.05
+                np_random, world.bound, predator_pos, world.spawn_clearance
             )
         for mover in world.movers:
             mover.state.p_vel = np.zeros(world.dim_p)
@@ -196,11 +232,10 @@ class HuntingScenario(BaseScenario):
     def reward(self, agent: Predator, world: ArenaWorld) -> float:
         offsets = np.array([prey.state.p_pos for prey in world.scripted]) - agent.state.p_pos
         rew = -self.dist_scale * float(np.min(np.sqrt(np.sum(np.square(offsets), axis=1))))
-        touches = sum(is_touching(agent, prey) for prey in world.scripted)
         if agent.role == "attacker":
-            rew += self.hit_bonus * touches
+            rew += self.hit_bonus * sum(is_hit(agent, prey, world) for prey in world.scripted)
         else:
-            rew -= self.collision_penalty * touches
+            rew -= self.collision_penalty * sum(is_touching(agent, prey) for prey in world.scripted)
         return rew
 
     def observation(self, agent: Predator, world: ArenaWorld) -> np.ndarray:
@@ -232,11 +267,12 @@ class HuntingScenario(BaseScenario):
         """`reward` of every predator in each world, (n_predators, K) float64, and `step_metrics`
         of each world, from one pass over the prey contacts."""
         dists, touching = prey_contacts(worlds)
-        touches = touching.sum(axis=2)
+        scoring = captures(dists, touching, worlds[0])
         attacker = np.array([a.role == "attacker" for a in worlds[0].agents])
         rew = -self.dist_scale * dists.min(axis=2)
-        rew = rew + np.where(attacker, self.hit_bonus * touches, -self.collision_penalty * touches)
-        return rew.T, metrics_of(dists, touching, attacker)
+        rew = rew + np.where(attacker, self.hit_bonus * scoring.sum(axis=2),
+                             -self.collision_penalty * touching.sum(axis=2))
+        return rew.T, metrics_of(dists, touching, scoring, attacker)
 
     def batch_observations(self, worlds: Sequence[ArenaWorld]) -> np.ndarray:
         """(n_predators, K, obs_dim) float32: `observation` of every predator in each world."""
@@ -268,11 +304,38 @@ def prey_contacts(worlds: Sequence[ArenaWorld]) -> tuple[np.ndarray, np.ndarray]
     return dists, dists < reach
 
 
+def is_hit(attacker: Predator, prey: Prey, world: ArenaWorld) -> bool:
+    """The attacker hits the prey: under "touch", their bodies touch; under "team", the attacker's
+    centre is within `world.hit_range` of the prey's and an interceptor's within
+    `world.partner_radius` (boundaries count)."""
+    if world.capture == "touch":
+        return is_touching(attacker, prey)
+
+    def dist(agent: Predator) -> float:
+        offset = agent.state.p_pos - prey.state.p_pos
+        return float(np.sqrt(np.dot(offset, offset)))
+
+    return dist(attacker) <= world.hit_range and any(
+        dist(other) <= world.partner_radius for other in world.agents if other.role == "interceptor"
+    )
+
+
+def captures(dists: np.ndarray, touching: np.ndarray, world: ArenaWorld) -> np.ndarray:
+    """(K, n_predators, n_prey): which predator-prey pairs would score a hit (`is_hit`) were that
+    predator an attacker, from `prey_contacts` of K worlds built like `world`."""
+    if world.capture == "touch":
+        return touching
+    interceptor = np.array([a.role == "interceptor" for a in world.agents])
+    blocked = (dists[:, interceptor] <= world.partner_radius).any(axis=1, keepdims=True)  # (K, 1, n_prey)
+    return (dists <= world.hit_range) & blocked
+
+
 def step_metrics(world: ArenaWorld) -> dict[str, float]:
     """What happened in one world on the last step.
 
-    hits: attacker-prey contacts; interceptor_collisions: interceptor-prey contacts;
-    min_prey_distance: the closest any predator is to any prey (centre to centre).
+    hits: attacker-prey pairs that score under the world's capture rule (`is_hit`);
+    interceptor_collisions: interceptor-prey contacts; min_prey_distance: the closest any
+    predator is to any prey (centre to centre).
     """
     return {name: float(values[0]) for name, values in batch_step_metrics([world]).items()}
 
@@ -280,13 +343,16 @@ def step_metrics(world: ArenaWorld) -> dict[str, float]:
 def batch_step_metrics(worlds: Sequence[ArenaWorld]) -> dict[str, np.ndarray]:
     """`step_metrics` of each of K worlds, as (K,) arrays."""
     dists, touching = prey_contacts(worlds)
-    return metrics_of(dists, touching, np.array([a.role == "attacker" for a in worlds[0].agents]))
+    scoring = captures(dists, touching, worlds[0])
+    return metrics_of(dists, touching, scoring, np.array([a.role == "attacker" for a in worlds[0].agents]))
 
 
-def metrics_of(dists: np.ndarray, touching: np.ndarray, attacker: np.ndarray) -> dict[str, np.ndarray]:
-    """The metrics from (K, n_predators, n_prey) distances and contacts, and which predators attack."""
+def metrics_of(dists: np.ndarray, touching: np.ndarray, scoring: np.ndarray,
+               attacker: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics from (K, n_predators, n_prey) distances, contacts and scoring pairs
+    (`captures`), and which predators attack."""
     return {
-        "hits": touching[:, attacker].sum(axis=(1, 2)).astype(np.float64),
+        "hits": scoring[:, attacker].sum(axis=(1, 2)).astype(np.float64),
         "interceptor_collisions": touching[:, ~attacker].sum(axis=(1, 2)).astype(np.float64),
         "min_prey_distance": dists.min(axis=(1, 2)),
     }
@@ -306,6 +372,9 @@ class raw_env(ArenaEnv, EzPickle):
         dist_scale: float = DIST_SCALE,
         hit_bonus: float = HIT_BONUS,
         collision_penalty: float = COLLISION_PENALTY,
+        capture: str = "team",
+        hit_range: float = HIT_RANGE,
+        partner_radius: float = PARTNER_RADIUS,
     ) -> None:
         EzPickle.__init__(
             self,
@@ -320,10 +389,14 @@ class raw_env(ArenaEnv, EzPickle):
             dist_scale=dist_scale,
             hit_bonus=hit_bonus,
             collision_penalty=collision_penalty,
+            capture=capture,
+            hit_range=hit_range,
+            partner_radius=partner_radius,
         )
         scenario = HuntingScenario(dist_scale, hit_bonus, collision_penalty)
         world = scenario.make_world(
-            n_prey, n_attackers, n_interceptors, view_radius, prey_view_radius
+            n_prey, n_attackers, n_interceptors, view_radius, prey_view_radius,
+            capture=capture, hit_range=hit_range, partner_radius=partner_radius,
         )
         ArenaEnv.__init__(
             self,
