@@ -141,13 +141,21 @@ class SC2VectorEnv(Battles):
         self._book(rewards, done, won, self._alive, after[:, n:] > 0)
         before_reset_alive = after > 0
         final = np.zeros((self.n_envs, n, self.obs_dim), np.float32)
+        self._final_state = self._state.copy()  # rows of battles that go on: never read
         for k in np.flatnonzero(done):  # this battle is over: the copy starts the next one by itself
             final[k] = np.asarray(self.envs[k].get_obs(), np.float32)  # what it ended on, before the reset
+            self._final_state[k] = np.asarray(self.envs[k].get_state(), np.float32)
             self.envs[k].reset()
             after[k] = self._units(self.envs[k])[0]
         self._ends = battle_ends(done, before_reset_alive, n, final)
         self._hp = after
         return self._observe(), rewards, done.astype(np.float32)
+
+    def final_global_state(self) -> np.ndarray | None:
+        """(K, state_dim): where the last step cut a battle at the episode limit, the global state it
+        ended on (the copy is a new battle now); other rows: the current state. None where none was cut."""
+        cut = self._ends.truncated.any(0)
+        return np.where(cut[:, None], self._final_state, self._state) if cut.any() else None
 
     def close(self) -> None:
         for e in self.envs:

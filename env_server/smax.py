@@ -237,7 +237,8 @@ def _jitted_battles(jax, env, n_envs: int) -> tuple[Callable, Callable, Callable
         nxt = jax.tree.map(lambda f, x: jnp.where(done, f, x), fresh, after)
         final = env.get_obs(after)  # what a battle cut by the time limit ended on: its value is bootstrapped
         end = (health(state.state), health(after.state), after.state.unit_alive, after.state.unit_positions,
-               env.unit_type_sight_ranges[after.state.unit_types], done, jnp.stack([final[a] for a in ally_names]))
+               env.unit_type_sight_ranges[after.state.unit_types], done, jnp.stack([final[a] for a in ally_names]),
+               env.get_world_state(after))  # ... and the global state it ended on (ctde critics)
         return nxt, end
 
     def reset_all(key):
@@ -297,6 +298,12 @@ class SMAXVectorEnv(Battles):
         self._state = np.array(wstate, np.float32)
         return [self._obs[:, i] for i in range(self.n_agents)]
 
+    def final_global_state(self) -> np.ndarray | None:
+        """(K, state_dim): where the last step cut a battle at the episode limit, the global state it
+        ended on (the copy is a new battle now); other rows: the current state. None where none was cut."""
+        cut = self._ends.truncated.any(0)
+        return np.where(cut[:, None], self._final_state, self._state) if cut.any() else None
+
     def reset(self) -> list[np.ndarray]:
         self._key, self._states, out = self._reset_all(self._key)
         self._start_books()
@@ -312,10 +319,11 @@ class SMAXVectorEnv(Battles):
     def step(self, actions: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         acts = np.stack(actions, axis=1).astype(np.int32)  # (K, n_allies)
         self._key, self._states, out, end = self._step_all(self._key, self._states, acts)
-        before, after, alive, pos, sight, done, final = (np.asarray(x) for x in end)
+        before, after, alive, pos, sight, done, final, final_state = (np.asarray(x) for x in end)
         n = self.n_agents
         won = (~alive[:, n:]).all(1) & alive[:, :n].any(1)
         self._ends = battle_ends(done, alive, n, np.array(final, np.float32))
+        self._final_state = np.array(final_state, np.float32)
         rewards = battle_rewards(before[:, :n], after[:, :n], before[:, n:], after[:, n:], won,
                                  self.health_coef, self.won_bonus)
         self._alive, self._pos, self._sight = alive[:, :n], pos[:, :n], sight[:, :n]

@@ -164,6 +164,20 @@ def test_a_won_battle_resets_that_copy_and_reports_it():
     assert env.envs[0].closed
 
 
+def test_a_battle_cut_at_the_episode_limit_keeps_the_global_state_it_ended_on():
+    """ctde critics bootstrap a cut battle from the state it ended on (ally 2 fallen), not from
+    the new battle's first state (everyone back at full health)."""
+    env = _env(k=1)
+    env.reset()
+    for t in range(1, 9):  # nobody attacks: the battle runs to the episode limit, both sides alive
+        env.step(_acts(STOP, STOP, STOP, k=1))
+        if t < 8:
+            assert env.final_global_state() is None
+    assert env.episode_ends().truncated[:, 0].all()
+    assert env.final_global_state()[0].tolist() == [45, 45, 0, 100, 45]
+    assert env.global_state()[0].tolist() == [45, 45, 45, 100, 45]
+
+
 def test_pypi_smac3_is_detected_with_a_clear_error(tmp_path, monkeypatch):
     """PyPI's `smac` is SMAC3, a hyper-parameter optimiser; the adapter must not mistake it for SMAC."""
     fake = tmp_path / "smac"

@@ -119,6 +119,7 @@ def test_battles_end_and_reset_per_copy(env):
     env.pop_task_metrics()
     obs, rewards, done = env.step([np.full(2, STOP, np.int32)] * 3)
     assert done.tolist() == [1.0, 0.0]
+    assert env.final_global_state() is None  # a won battle is terminal: nothing to bootstrap from
     np.testing.assert_allclose(rewards[:, 0], [1.0] * 3)  # the won bonus, no damage left to deal
     assert (obs[0][0][65], obs[0][1][65]) == (1.0, 1.0)  # copy 0 starts a new battle; copy 1 goes on
     assert env.avail_actions()[0][0][5:].sum() == 0  # new battle: enemies out of range at the start
@@ -146,6 +147,9 @@ def test_the_episode_limit_is_a_truncation_and_a_won_battle_terminal(env):
     assert ends.truncated[:, 1].all() and not ends.terminated[:, 1].any()
     final = ends.final_obs[1][1]  # ally 1 in copy 1, hit by enemy 1 during the step (9 of 45)
     assert final[65] == pytest.approx(36 / 45) and obs[1][1][65] == 1.0  # the new battle starts at full health
+    state, ended_on = env.global_state(), env.final_global_state()  # ctde critics bootstrap the cut from it
+    np.testing.assert_array_equal(ended_on[0], state[0])  # copy 0 ended in a terminal state: not read
+    assert not np.allclose(ended_on[1], state[1])  # copy 1: the battle it was cut in, not the new one
     env.pop_task_metrics()
 
 
