@@ -17,7 +17,8 @@ from the row above (same env, fewer agents) divided by the agents added.
 - load: the machine's 5-minute load average when the run ended (throughput needs an idle machine;
   memory does not).
 
-Rows accumulate in OUT.csv (a rerun of the same env and n replaces its row); OUT.md and OUT.png
+Rows accumulate in OUT.csv (a rerun of the same env and n replaces its row, unless the rerun failed
+and the row was a completed run); OUT.md and OUT.png
 (agent steps/s and total PSS against n, one line per env) are rebuilt from it after every row.
 """
 
@@ -260,6 +261,10 @@ def main() -> int:
             row = measure(env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args))
             failed += row["status"] != "completed"
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            kept = [r for r in rows if (r["env"], int(r["n"])) == (env, n) and r["status"] == "completed"]
+            if row["status"] != "completed" and kept:  # a failed rerun does not wipe a measured row
+                print(f"  (kept the completed row of {env} n={n} from an earlier run)")
+                continue
             rows = [r for r in rows if (r["env"], int(r["n"])) != (env, n)] + [row]
             save_rows(out.with_suffix(".csv"), rows)
             rows = load_rows(out.with_suffix(".csv"))
