@@ -246,3 +246,31 @@ def test_every_piece_of_a_ctde_transition_belongs_to_the_same_step(tmp_path, act
                 else:
                     np.testing.assert_array_equal(after["info_state"], b["next_info_state"])
                     np.testing.assert_array_equal(after["obs"], b["next_obs"])
+
+
+def test_ddpg_ctde_target_scores_the_next_state_with_the_others_next_actions_and_its_own_target_action():
+    """MADDPG's target y = s + gamma (1 - d) Q'(x', a'_1..pi'(o'_i)..a'_n): the critic target sees
+    the next global state, the others' next actions from the buffer, and in this agent's own slot
+    (here agent 1 of 3, actions 2-d) the target actor's action at its own next observation."""
+    cont = {"type": "continuous", "dim": 2, "low": -1.0, "high": 1.0}
+    ddpg = make_learner("ddpg", 3, cont, {"gamma": 0.5}, 0, state_dim=4,
+                        env_spec={"joint_action_dim": 6, "own_action_at": 2})
+    seen = []
+
+    class Sum(torch.nn.Module):
+        def forward(self, z):
+            seen.append(z)
+            return z.sum(-1, keepdim=True)
+
+    ddpg.critic_target = Sum()
+    ddpg.actor_target = torch.nn.Linear(3, 2, bias=False)
+    torch.nn.init.eye_(ddpg.actor_target.weight)  # pi'(o') = tanh(o'[:2])
+    o2 = torch.tensor([[0.1, 0.2, 9.0], [0.3, 0.4, 9.0]])
+    x2 = torch.arange(8.0).reshape(2, 4)
+    a2 = torch.arange(12.0).reshape(2, 6) / 10
+    s, d = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
+    target = ddpg._targets(o2, s, d, x2, a2)
+    own = torch.tanh(o2[:, :2])
+    expected_in = torch.cat([x2, a2[:, :2], own, a2[:, 4:]], dim=-1)
+    torch.testing.assert_close(seen[0], expected_in)
+    torch.testing.assert_close(target, s + 0.5 * (1 - d) * expected_in.sum(-1))
