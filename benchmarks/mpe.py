@@ -25,6 +25,7 @@ reused unless --force. Exit code 0 when every run completed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -65,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/mpe"))
     p.add_argument("--run-timeout", type=float, default=7200.0, help="seconds before a run is killed")
     p.add_argument("--force", action="store_true", help="rerun even completed runs")
+    p.add_argument("--learner", type=json.loads, default={},
+                   help="learner options (JSON) for every run, as drima-launch --learner; a completed run is "
+                        "reused only if it had the same")
     a = p.parse_args()
     if a.seeds < 1 or a.steps < 1 or a.jobs < 1:
         p.error("--seeds, --steps and --jobs must be >= 1")
@@ -84,10 +88,12 @@ def launch_one(args: argparse.Namespace, key: tuple) -> tuple[dict | None, str]:
     topology = topology_of(args, task)
     cmd = [*TASKS[task][0], "--algo", algo, "--mode", mode, "--topology", topology,
            "--steps", str(args.steps), "--envs", str(args.envs), "--seed", str(seed), "--log-every", "30"]
+    if args.learner:
+        cmd += ["--learner", json.dumps(args.learner)]
 
     def same(s: dict) -> bool:
         return (s.get("steps") == args.steps and s.get("n_envs") == args.envs
-                and s.get("topology") == topology)
+                and s.get("topology") == topology and s.get("config", {}).get("learner", {}) == args.learner)
 
     run_dir = run_dir_of(args, key)
     return launch(cmd, run_dir, args.out / "logs" / f"{run_dir.name}.log", args.run_timeout, same, args.force)

@@ -3,7 +3,9 @@ global state and every agent's played actions; A2C's and PPO's critics read the 
 DDPG's the state and the joint actions (MADDPG); real runs of both on collection."""
 
 import csv
+import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +203,74 @@ def test_collection_ctde_runs_with_centralised_critics(tmp_path, algo):
         assert float(rows[-1]["n_peers"]) == 0  # no neighbour links in ctde
         mu = np.mean([float(r["mu"]) for r in rows[-3:]])
         assert abs(mu - team_sum / 3) < 0.25 * abs(mu - team_sum), (mu, team_sum)
+
+
+LEARNERS = Path(__file__).parent / "tiny_learners.py"
+
+
+@pytest.mark.parametrize("actions, ahead", [("continuous", "--act-ahead"), ("discrete", "--no-act-ahead")])
+def test_every_piece_of_a_ctde_transition_belongs_to_the_same_step(tmp_path, actions, ahead):
+    """Real agent processes (Recorder learners, which save every Transition) on collection with
+    3-step episodes, acting ahead and not: in each update, the global state at obs holds this
+    agent's obs in its own slot, the one at next_obs its next_obs (the final one where the episode
+    was cut), the joint actions are every agent's actions of that same step, and update t+1 starts
+    where update t ended (the new episode's first state where t was cut)."""
+    n, k, steps, cycles = 3, 2, 10, 3
+    proc = run_launch(tmp_path / "run", "--env", "collection", "--n", str(n), "--steps", str(steps), "--envs", str(k),
+                      "--mode", "ctde", "--algo", f"{LEARNERS}:Recorder", "--actions", actions,
+                      "--learner", json.dumps({"log_dir": str(tmp_path)}), "--log-every", "5", ahead,
+                      "--env-options", json.dumps({"n_foods": 3, "max_cycles": cycles}))
+    assert proc.returncode == 0, proc.stderr
+    rec = [[dict(np.load(tmp_path / f"agent_{i}_{t}.npz")) for t in range(steps)] for i in range(n)]
+    assert not (tmp_path / f"agent_0_{steps}.npz").exists()
+    obs_dim = rec[0][0]["obs"].shape[1]
+    width = 2 if actions == "continuous" else 5
+    for t in range(steps):
+        played = np.concatenate([r[t]["actions"].reshape(k, -1) if actions == "continuous"
+                                 else np.eye(5, dtype=np.float32)[r[t]["actions"]] for r in rec], axis=1)
+        for i in range(n):
+            b = rec[i][t]
+            own = slice(i * obs_dim, (i + 1) * obs_dim)
+            np.testing.assert_array_equal(b["info_state"][:, own], b["obs"])
+            np.testing.assert_array_equal(b["next_info_state"][:, own], b["next_obs"])
+            np.testing.assert_allclose(b["next_info_joint_actions"], played)  # a_1..a_n of step t, own at i
+            np.testing.assert_array_equal(b["next_info_joint_actions"][:, i * width:(i + 1) * width],
+                                          played[:, i * width:(i + 1) * width])
+            assert b["truncated"].all() == ((t + 1) % cycles == 0) and not b["terminated"].any()
+            np.testing.assert_array_equal(b["info_state"], rec[0][t]["info_state"])  # one state for all
+            np.testing.assert_allclose(b["signal"], rec[0][t]["signal"])  # one team reward for all (mu alike)
+            if t + 1 < steps:
+                after = rec[i][t + 1]
+                if b["truncated"].any():  # a new episode: its first state, not the one this one ended on
+                    assert not np.array_equal(after["info_state"], b["next_info_state"])
+                else:
+                    np.testing.assert_array_equal(after["info_state"], b["next_info_state"])
+                    np.testing.assert_array_equal(after["obs"], b["next_obs"])
+
+
+def test_ddpg_ctde_target_scores_the_next_state_with_the_others_next_actions_and_its_own_target_action():
+    """MADDPG's target y = s + gamma (1 - d) Q'(x', a'_1..pi'(o'_i)..a'_n): the critic target sees
+    the next global state, the others' next actions from the buffer, and in this agent's own slot
+    (here agent 1 of 3, actions 2-d) the target actor's action at its own next observation."""
+    cont = {"type": "continuous", "dim": 2, "low": -1.0, "high": 1.0}
+    ddpg = make_learner("ddpg", 3, cont, {"gamma": 0.5}, 0, state_dim=4,
+                        env_spec={"joint_action_dim": 6, "own_action_at": 2})
+    seen = []
+
+    class Sum(torch.nn.Module):
+        def forward(self, z):
+            seen.append(z)
+            return z.sum(-1, keepdim=True)
+
+    ddpg.critic_target = Sum()
+    ddpg.actor_target = torch.nn.Linear(3, 2, bias=False)
+    torch.nn.init.eye_(ddpg.actor_target.weight)  # pi'(o') = tanh(o'[:2])
+    o2 = torch.tensor([[0.1, 0.2, 9.0], [0.3, 0.4, 9.0]])
+    x2 = torch.arange(8.0).reshape(2, 4)
+    a2 = torch.arange(12.0).reshape(2, 6) / 10
+    s, d = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
+    target = ddpg._targets(o2, s, d, x2, a2)
+    own = torch.tanh(o2[:, :2])
+    expected_in = torch.cat([x2, a2[:, :2], own, a2[:, 4:]], dim=-1)
+    torch.testing.assert_close(seen[0], expected_in)
+    torch.testing.assert_close(target, s + 0.5 * (1 - d) * expected_in.sum(-1))
