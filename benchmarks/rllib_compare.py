@@ -2,6 +2,7 @@
 
     python benchmarks/rllib_compare.py                         # collection and pd, 20,000 env steps each
     python benchmarks/rllib_compare.py --envs pd --env-steps 5000
+    python benchmarks/rllib_compare.py --envs simple_spread   # mpe2's simple_spread, N=6, on both
 
 Needs `ray[rllib]` in the interpreter that runs it (ray is not a DRIMA dependency; tested with ray 2.60.0):
 
@@ -14,7 +15,8 @@ Per env, two rows, each one fresh process tree run to the same budget of env ste
 - rllib: RLlib's new API stack (RLModule/Learner, EnvRunner), PPO with one RLModule per agent
   (policy_mapping_fn: agent id -> its own module), 2x64 MLPs (actor and critic not shared). collection
   is DRIMA's own PettingZoo env (`drima.env_server.mpe.collection.parallel_env()`, 6 agents) through
-  RLlib's ParallelPettingZooEnv; pd is a two-agent MultiAgentEnv written here (one state, 2 actions each,
+  RLlib's ParallelPettingZooEnv, and so is simple_spread (mpe2's `simple_spread_v3.parallel_env(N=6)`;
+  drima runs it as `--env pettingzoo:mpe2.simple_spread_v3 --env-options '{"N": 6}'`); pd is a two-agent MultiAgentEnv written here (one state, 2 actions each,
   the payoffs of matrix_games.py's pd preset, 25-step episodes). Training runs in a child process
   (`ray.init(num_cpus=...)`, `--num-env-runners` remote EnvRunners, 0 = sampling in the driver).
   env steps/s = RLlib's own `num_env_steps_sampled_lifetime` over the wall time of the train() calls
@@ -49,7 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import sample  # noqa: E402  (benchmarks/ helper, imported by bare name like the others)
 
 PD_EPISODE = 25
-N_AGENTS = {"collection": 6, "pd": 2}
+N_AGENTS = {"collection": 6, "pd": 2, "simple_spread": 6}
+# drima-launch --env for each: simple_spread is mpe2's own, N=6, through the PettingZoo adapter
+DRIMA_ENV = {"collection": ["--env", "collection"], "pd": ["--env", "pd"],
+             "simple_spread": ["--env", "pettingzoo:mpe2.simple_spread_v3", "--env-options", '{"N": 6}']}
 
 
 def ray_version() -> str | None:
@@ -112,6 +117,10 @@ def make_env_creator(env: str):
         return make_pd_env_class()
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
+    if env == "simple_spread":
+        from mpe2 import simple_spread_v3
+
+        return lambda config=None: ParallelPettingZooEnv(simple_spread_v3.parallel_env(N=6))
     from drima.env_server.mpe import collection
 
     return lambda config=None: ParallelPettingZooEnv(collection.parallel_env())
@@ -204,7 +213,7 @@ def run_drima(env: str, a: argparse.Namespace) -> dict:
     steps = -(-a.env_steps // a.K)
     with tempfile.TemporaryDirectory(prefix="drima-cmp-") as tmp:
         run_dir = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--n", str(n), "--topology", "ring", "--algo",
+        cmd = [sys.executable, "-m", "drima.launch", *DRIMA_ENV[env], "--n", str(n), "--topology", "ring", "--algo",
                a.drima_algo, "--mode", a.drima_mode, "--envs", str(a.K), "--steps", str(steps), "--log-every",
                str(max(10, steps // 20)), "--run-dir", str(run_dir), "--quiet"]
         rc, err, peak, procs, wall = watch(cmd, a.timeout)
@@ -253,7 +262,7 @@ def write_md(path: Path, rows: list[dict], command: str, version: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--envs", nargs="+", default=["collection", "pd"], choices=["collection", "pd"])
+    p.add_argument("--envs", nargs="+", default=["collection", "pd"], choices=list(N_AGENTS))
     p.add_argument("--systems", nargs="+", default=["rllib", "drima"], choices=["rllib", "drima"])
     p.add_argument("--env-steps", type=int, default=20000, help="budget of env steps per row")
     p.add_argument("--num-env-runners", type=int, default=1, help="rllib: remote EnvRunners (0: in the driver)")
