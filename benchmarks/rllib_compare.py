@@ -15,9 +15,11 @@ Per env, two rows, each one fresh process tree run to the same budget of env ste
 - rllib: RLlib's new API stack (RLModule/Learner, EnvRunner), PPO with one RLModule per agent
   (policy_mapping_fn: agent id -> its own module), 2x64 MLPs (actor and critic not shared). collection
   is DRIMA's own PettingZoo env (`drima.env_server.mpe.collection.parallel_env()`, 6 agents) through
-  RLlib's ParallelPettingZooEnv, and so is simple_spread (mpe2's `simple_spread_v3.parallel_env(N=6)`;
-  drima runs it as `--env pettingzoo:mpe2.simple_spread_v3 --env-options '{"N": 6}'`); pd is a two-agent MultiAgentEnv written here (one state, 2 actions each,
-  the payoffs of matrix_games.py's pd preset, 25-step episodes). Training runs in a child process
+  RLlib's ParallelPettingZooEnv, and so is simple_spread (mpe2's
+  `simple_spread_v3.parallel_env(N=6)`; drima runs it as
+  `--env pettingzoo:mpe2.simple_spread_v3 --env-options '{"N": 6}'`); pd is a two-agent MultiAgentEnv
+  written here (one state, 2 actions each, the payoffs of matrix_games.py's pd preset, 25-step
+  episodes). Training runs in a child process
   (`ray.init(num_cpus=...)`, `--num-env-runners` remote EnvRunners, 0 = sampling in the driver).
   env steps/s = RLlib's own `num_env_steps_sampled_lifetime` over the wall time of the train() calls
   (ray.init and the algorithm's build excluded).
