@@ -216,8 +216,8 @@ def _env_workers(cfg: LaunchConfig) -> int:
     step in Python, 2 on a machine with a second core (launch/defaults.py auto_env_workers)."""
     if cfg.env_workers is not None:
         return cfg.env_workers
-    if not is_pettingzoo(cfg.env):
-        return 1
+    if not is_pettingzoo(cfg.env) or auto_env_workers(cfg.envs, float("inf"), usable_cores()) == 1:
+        return 1  # one copy or one core: nothing to time
     from drima.env_server.envs import make_env
 
     venv = make_env(cfg.env, cfg.n, 1, cfg.seed, "discrete", cfg.env_options)
