@@ -195,8 +195,7 @@ class Result:
         info = self.info()
         if info is None or self.final_state is None or self.state is None:
             return info
-        return StepInfo(self.avail, np.where(self.truncated[:, None], self.final_state, self.state),
-                        self.joint_actions)
+        return info.ended_on(self.truncated, self.final_state)
 
 
 def result_body(obs: np.ndarray, reward: np.ndarray | None, terminated: np.ndarray, last: bool,

@@ -19,13 +19,13 @@ from drima.env_server.envs import (
     HasActionMasks,
     HasEpisodeMetrics,
     HasFinalState,
-    HasGlobalState,
     VectorEnv,
     ctde_spec,
     default_action_type,
     joint_actions,
     make_env,
     peer_masks,
+    require_global_state,
     team_reward,
 )
 from drima.launch.plan import agent_seed
@@ -37,15 +37,14 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
                   n_envs: int = 8, learner_overrides: dict | None = None, mu_step_size: float = 0.05,
                   env_options: dict | None = None, log_every: int = 0) -> dict:
     torch.set_num_threads(1)
-    venv = make_env(env, n, n_envs, seed, default_action_type(env, algo), env_options)
+    venv = make_env(env, n, n_envs, seed, default_action_type(env, algo), env_options, final_state=mode == "ctde")
     dynamic = is_dynamic(topology)
     radius = range_radius(topology) if dynamic else None  # None with range:sight: the units' sight ranges
     nbrs = neighbour_map(build_topology("full" if dynamic else topology, n, seed))
     ctde = mode == "ctde"
     if ctde:  # as the env server does: the team reward, the global state, the joint actions
         nbrs = {i: [] for i in range(n)}
-        if not (isinstance(venv, HasGlobalState) and venv.state_dim > 0):
-            raise ValueError(f"--mode ctde needs a global state for its centralised critics: --env {env} has none")
+        require_global_state(venv, env)
     agents = [_make_agent(venv, i, algo, mode, seed, learner_overrides, mu_step_size, ctde) for i in range(n)]
     obs = venv.reset()
     infos = _step_infos(venv, n, ctde)
@@ -107,7 +106,7 @@ def _final_info(venv: VectorEnv, info: StepInfo | None, truncated: np.ndarray) -
         and info.state is not None and truncated.any() else None
     if final is None:
         return info
-    return StepInfo(info.avail, np.where(truncated[:, None], final, info.state), info.joint_actions)
+    return info.ended_on(truncated, final)
 
 
 def _learn(agents: list[AgentCore], nbrs: dict[int, list[int]], venv: VectorEnv, obs: list[np.ndarray],

@@ -30,6 +30,11 @@ class StepInfo:
     """(K, joint_action_dim) float32: the actions every agent played at the step that led to this
     observation, in agent order, discrete ones one-hot (ctde: MADDPG's centralised critic)"""
 
+    def ended_on(self, truncated: np.ndarray, final_state: np.ndarray) -> StepInfo:
+        """This info as the transition that led to it sees it: in the rows of truncated copies
+        ((K,) bool), the global state their episode ended on (`final_state`, (K, state_dim))."""
+        return StepInfo(self.avail, np.where(truncated[:, None], final_state, self.state), self.joint_actions)
+
 
 @dataclass(frozen=True, slots=True)
 class LearnerSpec:

@@ -255,11 +255,16 @@ def joint_actions(actions: list[np.ndarray], spaces: list[dict], n_envs: int) ->
     return joint
 
 
+def require_global_state(env: object, spec: str) -> None:
+    """ctde's centralised critics read the global state: ValueError where `env` (--env `spec`) has none."""
+    if not (isinstance(env, HasGlobalState) and env.state_dim > 0):
+        raise ValueError(f"--mode ctde needs a global state for its centralised critics: --env {spec} has none")
+
+
 def ctde_spec(env: VectorEnv, agent: int) -> dict[str, int]:
     """What ctde adds to an agent's SPEC: the sizes of the global state and joint actions it will be
     sent, and where its own action sits among them (its learner's centralised critic is built from them)."""
-    if not (isinstance(env, HasGlobalState) and env.state_dim > 0):
-        raise ValueError("--mode ctde needs a global state for its centralised critics: the env has none")
+    require_global_state(env, getattr(env, "spec", type(env).__name__))
     at = joint_action_offsets([env.agent_spec(j)["action"] for j in range(env.n_agents)])
     return {"state_dim": int(env.state_dim), "joint_action_dim": int(at[-1]), "own_action_at": int(at[agent])}
 
@@ -295,12 +300,14 @@ def battle_spec(spec: str) -> dict:
 
 
 def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: str = "discrete",
-             options: dict | None = None, workers: int = 1) -> VectorEnv:
+             options: dict | None = None, workers: int = 1, final_state: bool = False) -> VectorEnv:
     """`pd`, `maintain`, `meeting3`, `payoff:FILE` (matrix games), `hunting`, `collection` (MPE),
     `smax:MAP` (jaxmarl's SMAX; imports JAX), `sc2:MAP` (StarCraft II through SMAC),
     `pettingzoo:MODULE[:FACTORY]` (any PettingZoo ParallelEnv; its own spaces decide the actions;
     `workers` > 1 steps its copies in that many processes at once) or `vmas:SCENARIO` (VMAS, K
-    copies as one batched torch computation; imports vmas)."""
+    copies as one batched torch computation; imports vmas). `final_state`: SMAX keeps the global
+    state a cut battle ended on (HasFinalState, for ctde critics) only when asked, since it costs
+    about a fifth of its step; the other envs keep theirs anyway."""
     if is_vmas(spec):
         from .vmas_env import VMASVectorEnv  # imports vmas (and gym): only when asked for
 
@@ -317,7 +324,7 @@ def make_env(spec: str, n_agents: int, n_envs: int, seed: int = 0, action_type: 
         if battle_kind(spec) == "smax":
             from .smax import SMAXVectorEnv  # imports JAX: only in the env server
 
-            return SMAXVectorEnv(spec, n_agents, n_envs, seed, options)
+            return SMAXVectorEnv(spec, n_agents, n_envs, seed, options, final_state=final_state)
         from .smac_sc2 import SC2VectorEnv
 
         return SC2VectorEnv(spec, n_agents, n_envs, seed, options)

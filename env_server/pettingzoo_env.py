@@ -208,8 +208,8 @@ class Block:
         self._active = np.zeros((n, k), bool)
         self._tally = EpisodeTally(k)
         self._seeded = False
-        space = getattr(first, "state_space", None)
-        self.has_state = space is not None and bool(getattr(space, "shape", None))  # env.state() is there
+        space = getattr(first, "state_space", None)  # env.state() is there where it has a shape
+        self.state_dim = int(np.prod(space.shape)) if space is not None and getattr(space, "shape", None) else 0
 
     def _checked(self, name: str, make, space_of):
         try:
@@ -289,7 +289,7 @@ class Block:
                         final[i] = self._obs[i].copy() if final[i] is None else final[i]
                         final[i][k] = self._obs[i][k]
             if not still:  # the episode is over for every agent: a new one in this copy
-                if self.has_state and truncated[:, k].any():  # a ctde critic bootstraps the cut from it
+                if self.state_dim and truncated[:, k].any():  # a ctde critic bootstraps the cut from it
                     final_state[k] = self._state_of(env)
                 self._reset_copy(k)
                 done[k] = 1.0
@@ -415,8 +415,7 @@ class PettingZooVectorEnv:
         self.obs_codecs, self.act_codecs = probe.obs_codecs, probe.act_codecs
         first = probe.envs[0]
         self.episode_length = getattr(first.unwrapped, "max_cycles", None)  # mpe2's time limit, if any
-        space = getattr(first, "state_space", None)
-        self.state_dim = int(np.prod(space.shape)) if space is not None and getattr(space, "shape", None) else 0
+        self.state_dim = probe.state_dim
         self.splits = splits
         # the env server steps the first block itself while worker processes step the others: it
         # would only wait for them otherwise

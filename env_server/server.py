@@ -62,7 +62,6 @@ from .envs import (
     HasActionMasks,
     HasEpisodeMetrics,
     HasFinalState,
-    HasGlobalState,
     HasIdleActions,
     HasPositions,
     VectorEnv,
@@ -70,6 +69,7 @@ from .envs import (
     joint_actions,
     make_env,
     peer_masks,
+    require_global_state,
     team_reward,
 )
 from .seats import Seats, SeatState
@@ -179,13 +179,12 @@ class EnvServer:
         # fresh episodes after a restart, not a replay of the first ones
         seed = cfg.seed + 1 + self.resumed_row_step if cfg.resume else cfg.seed
         self.env = env or make_env(cfg.env, cfg.n_agents, cfg.n_envs, seed, cfg.action_type, cfg.env_options,
-                                   workers=cfg.env_workers)
+                                   workers=cfg.env_workers, final_state=cfg.share_team_reward)
         self.neighbourhoods = cfg.range_radius > 0 or cfg.range_sight
         if self.neighbourhoods and not isinstance(self.env, HasPositions):
             raise ValueError(f"env {cfg.env!r} has no positions: range topologies need an MPE, SMAX or SC2 env")
-        has_state = isinstance(self.env, HasGlobalState) and self.env.state_dim > 0
-        if cfg.share_team_reward and not has_state:
-            raise ValueError(f"--mode ctde needs a global state for its centralised critics: --env {cfg.env} has none")
+        if cfg.share_team_reward:
+            require_global_state(self.env, cfg.env)
         self.send_state = cfg.share_team_reward
         self.task_metric_names: tuple[str, ...] = \
             tuple(self.env.metric_names) if isinstance(self.env, HasEpisodeMetrics) else ()

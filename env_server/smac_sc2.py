@@ -151,12 +151,6 @@ class SC2VectorEnv(Battles):
         self._hp = after
         return self._observe(), rewards, done.astype(np.float32)
 
-    def final_global_state(self) -> np.ndarray | None:
-        """(K, state_dim): where the last step cut a battle at the episode limit, the global state it
-        ended on (the copy is a new battle now); other rows: the current state. None where none was cut."""
-        cut = self._ends.truncated.any(0)
-        return np.where(cut[:, None], self._final_state, self._state) if cut.any() else None
-
     def close(self) -> None:
         for e in self.envs:
             e.close()

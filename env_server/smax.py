@@ -119,12 +119,22 @@ class Battles:
     """What the SMAX and StarCraft II adapters share: per-battle metrics and the views the env
     server reads. After every reset and step a subclass sets `_avail` (K, n, n_actions) uint8 and
     `_state` (K, state_dim) float32; after every step `_pos` (K, n, 2), `_alive` (K, n) and `_sight`
-    (K, n) of the allied units, as they were at the step's end (before any reset)."""
+    (K, n) of the allied units, as they were at the step's end (before any reset), `_ends` (the
+    battles' EpisodeEnds) and `_final_state` (K, state_dim), the global state each battle that
+    ended ended on (None where the env does not keep it)."""
 
     n_agents: int
     n_envs: int
     metric_names = METRIC_NAMES
     stop_action = no_op_action = STOP  # SMAX: stop is always allowed, dead or alive
+
+    def final_global_state(self) -> np.ndarray | None:
+        """(K, state_dim): where the last step cut a battle at the episode limit, the global state it
+        ended on (the copy is a new battle now); other rows: the current state. None where none was cut."""
+        cut = self._ends.truncated.any(0)
+        if not cut.any() or self._final_state is None:  # SMAX built without final_state
+            return None
+        return np.where(cut[:, None], self._final_state, self._state)
 
     def idle_actions(self) -> np.ndarray:
         """(K, n) int32: doing nothing, for each agent and copy: stop, or no-op where stop is not
@@ -209,7 +219,7 @@ def _import_jax():
     return jax, HeuristicEnemySMAX, map_name_to_scenario
 
 
-def _jitted_battles(jax, env, n_envs: int) -> tuple[Callable, Callable, Callable]:
+def _jitted_battles(jax, env, n_envs: int, final_state: bool) -> tuple[Callable, Callable, Callable]:
     """jaxmarl's `env` over K copies as three jitted functions: reset_all(key), step_all(key,
     states, actions), where a copy whose battle ended is reset by itself, and observe_all(states)."""
     import jax.numpy as jnp
@@ -238,7 +248,8 @@ def _jitted_battles(jax, env, n_envs: int) -> tuple[Callable, Callable, Callable
         final = env.get_obs(after)  # what a battle cut by the time limit ended on: its value is bootstrapped
         end = (health(state.state), health(after.state), after.state.unit_alive, after.state.unit_positions,
                env.unit_type_sight_ranges[after.state.unit_types], done, jnp.stack([final[a] for a in ally_names]),
-               env.get_world_state(after))  # ... and the global state it ended on (ctde critics)
+               # ... and the global state it ended on, for ctde critics (else an empty row: a fifth of the step)
+               env.get_world_state(after) if final_state else jnp.zeros(0))
         return nxt, end
 
     def reset_all(key):
@@ -255,7 +266,8 @@ def _jitted_battles(jax, env, n_envs: int) -> tuple[Callable, Callable, Callable
 
 
 class SMAXVectorEnv(Battles):
-    def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, options: dict | None = None):
+    def __init__(self, spec: str, n_agents: int, n_envs: int, seed: int = 0, options: dict | None = None,
+                 final_state: bool = False):
         name = map_of(spec)
         options = dict(options or {})
         self.health_coef = float(options.pop("health_coef", 0.5))
@@ -276,7 +288,7 @@ class SMAXVectorEnv(Battles):
         self.won_bonus = float(env.won_battle_bonus)
         self.episode_limit = int(env.max_steps)
         self.unit_types = [env.unit_type_names[int(t)] for t in np.asarray(env.scenario)[:allies]]
-        self._reset_all, self._step_all, self._observe_all = _jitted_battles(jax, env, n_envs)
+        self._reset_all, self._step_all, self._observe_all = _jitted_battles(jax, env, n_envs, final_state)
         self._key = jax.random.PRNGKey(seed)
         # compile now, not at the first step the agents wait for: reset, then two steps (the first
         # step after a reset is where a second compilation would show up)
@@ -298,12 +310,6 @@ class SMAXVectorEnv(Battles):
         self._state = np.array(wstate, np.float32)
         return [self._obs[:, i] for i in range(self.n_agents)]
 
-    def final_global_state(self) -> np.ndarray | None:
-        """(K, state_dim): where the last step cut a battle at the episode limit, the global state it
-        ended on (the copy is a new battle now); other rows: the current state. None where none was cut."""
-        cut = self._ends.truncated.any(0)
-        return np.where(cut[:, None], self._final_state, self._state) if cut.any() else None
-
     def reset(self) -> list[np.ndarray]:
         self._key, self._states, out = self._reset_all(self._key)
         self._start_books()
@@ -323,7 +329,7 @@ class SMAXVectorEnv(Battles):
         n = self.n_agents
         won = (~alive[:, n:]).all(1) & alive[:, :n].any(1)
         self._ends = battle_ends(done, alive, n, np.array(final, np.float32))
-        self._final_state = np.array(final_state, np.float32)
+        self._final_state = np.array(final_state, np.float32) if final_state.size else None
         rewards = battle_rewards(before[:, :n], after[:, :n], before[:, n:], after[:, n:], won,
                                  self.health_coef, self.won_bonus)
         self._alive, self._pos, self._sight = alive[:, :n], pos[:, :n], sight[:, :n]

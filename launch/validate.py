@@ -14,12 +14,12 @@ from pathlib import Path
 from drima import protocol
 from drima.env_server.envs import (
     MPE_ENVS,
-    HasGlobalState,
     battle_kind,
     battle_spec,
     default_agents,
     has_positions,
     is_mpe,
+    require_global_state,
 )
 from drima.env_server.pettingzoo_env import is_pettingzoo
 from drima.env_server.server import MISSING_ACTIONS
@@ -229,8 +229,11 @@ def _env_workers(cfg: LaunchConfig) -> int:
 
 def _check_ctde(cfg: LaunchConfig, venv: object) -> None:
     """ctde's centralised critics read the global state: the env must have one."""
-    if cfg.mode == "ctde" and not (isinstance(venv, HasGlobalState) and venv.state_dim > 0):
-        raise ConfigError(f"--mode ctde needs a global state for its centralised critics: --env {cfg.env} has none")
+    if cfg.mode == "ctde":
+        try:
+            require_global_state(venv, cfg.env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _pettingzoo_specs(cfg: LaunchConfig) -> list[dict]:

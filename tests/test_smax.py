@@ -59,7 +59,7 @@ def test_reward_split_per_mode():
 def env():
     from drima.env_server.envs import make_env
 
-    return make_env("smax:3m", 3, 2, seed=0)  # compiles once (cached on disk afterwards)
+    return make_env("smax:3m", 3, 2, seed=0, final_state=True)  # compiles once (cached on disk afterwards)
 
 
 def _place(env, health, positions, cooldowns):
