@@ -2,10 +2,12 @@
 links (neighbour_link.py).
 
 Per step t (after the env server sends RESULT t+1 = obs_{t+1} and this agent's reward r_t):
-  1. publish (t, r_t, mu_t) to the neighbours;
-  2. collect the neighbours' (r_t, mu_t) until the per-step deadline;
-  3. DRI signal -> mu update from r_t -> one learner update;
-  4. act on obs_{t+1} and send ACTION t+1.
+  1. publish (t, r_t, mu_t) to the neighbours, first, so that theirs are likely there when
+     this agent comes to collect them (one wait per step instead of two);
+  2. acting ahead: act on obs_{t+1} and send ACTION t+1;
+  3. collect the neighbours' (r_t, mu_t) until the per-step deadline;
+  4. DRI signal -> mu update from r_t -> one learner update;
+  5. not acting ahead: act on obs_{t+1} and send ACTION t+1.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +42,13 @@ log = logging.getLogger("drima.agent")
 
 Taken = tuple[np.ndarray, np.ndarray, np.ndarray, StepInfo | None]
 """what an action was taken on: (obs, actions, active, the StepInfo sent with obs)"""
+
+
+class Exchange(NamedTuple):
+    """One step's scalar exchange, between publishing and collecting."""
+    step: int  # t, the step the scalars are for
+    near: np.ndarray | None  # (n_agents, K) whom this agent counts as a neighbour; None: every linked peer
+    published_at: float  # perf_counter(), for the exchange latency
 
 METRIC_FIELDS = ["step", "env_steps", "wall_s", "reward", "mu", "signal", "conflict_rate", "n_peers",
                  "actor_loss", "critic_loss", "entropy", "q_loss", "epsilon"]
@@ -243,11 +253,12 @@ class AgentProcess:
             prev, learn = taken, taken is not None and res.reward is not None  # RESULT t+1 carries r_t
             if taken is None and msg.step > self.step:
                 log.info("first result at step %d: acting from there", msg.step)
+            exchange = self._publish(res, msg.step, n_envs) if learn and not cfg.evaluate else None
             if ahead and not res.last:
                 taken = self._act(res, msg.step)
             if learn:
                 metrics.accumulate(self._observe_only(res, prev[2]) if cfg.evaluate
-                                   else self._learn(prev, res, msg.step, n_envs))
+                                   else self._learn(prev, res, exchange, n_envs))
                 self.step = msg.step
                 self._record(metrics, n_envs, ckpt)
             if res.last:  # last result of the run
@@ -291,21 +302,26 @@ class AgentProcess:
         if self.step % self.cfg.checkpoint_every == 0 and not self.cfg.evaluate:
             save_checkpoint(ckpt, self.core, self.step)
 
-    def _learn(self, taken: Taken, res: protocol.Result, step: int, n_envs: int) -> dict[str, float]:
-        """Trade scalars with the neighbours for step t = step - 1, then one learning step on the
-        copies where this agent took part (taken's `active`); returns the step's metrics."""
+    def _publish(self, res: protocol.Result, step: int, n_envs: int) -> Exchange:
+        """Publish this agent's (r_t, mu_t) for t = step - 1 to the neighbours that count it; the
+        step's exchange, for `_learn` to collect."""
+        extras = res.extras
+        near = self._peer_mask(extras, "in_range", n_envs)  # whom this agent counts as a neighbour now
+        heard_by = self._peer_mask(extras, "heard_by", n_envs)  # who counts it (where that differs)
+        exchange = Exchange(step - 1, near, time.perf_counter())
+        self.link.publish(exchange.step, res.reward, self.core.mu, to=_ids(near if heard_by is None else heard_by))
+        return exchange
+
+    def _learn(self, taken: Taken, res: protocol.Result, exchange: Exchange, n_envs: int) -> dict[str, float]:
+        """Collect the neighbours' scalars for the step published in `exchange`, then one learning
+        step on the copies where this agent took part (taken's `active`); returns the step's metrics."""
         obs, actions, active, info = taken
         extras = res.extras
         team = protocol.floats(extras["team"]) if "team" in extras else None
-        near = self._peer_mask(extras, "in_range", n_envs)  # whom this agent counts as a neighbour now
-        heard_by = self._peer_mask(extras, "heard_by", n_envs)  # who counts it (where that differs)
-        t = step - 1
-        t_pub = time.perf_counter()
-        self.link.publish(t, res.reward, self.core.mu, to=_ids(near if heard_by is None else heard_by))
-        wanted = _ids(near)
-        peer_ids, nbr_r, nbr_mu = self.link.collect(t, n_envs, self.cfg.link_deadline_s, wanted,
+        near = exchange.near
+        peer_ids, nbr_r, nbr_mu = self.link.collect(exchange.step, n_envs, self.cfg.link_deadline_s, _ids(near),
                                                     on_wait=self._heartbeat)
-        self.exchange_s.append(time.perf_counter() - t_pub)
+        self.exchange_s.append(time.perf_counter() - exchange.published_at)
         mask = None if near is None else near[peer_ids]
         if not res.executed.all():  # a substitute was played for our late action: its reward is not ours to learn
             self.not_executed["steps"] += 1

@@ -119,3 +119,39 @@ def test_a2c_with_rollouts_updates_every_n_steps_and_credits_delayed_reward():
         infos.append(learner.update(transition(second, a1, signal, first, yes)))
     assert [bool(i) for i in infos[:8]] == [False, False, False, True] * 2  # one update per 4 steps
     assert learner.policy(first[:1])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn", "ddpg"])
+def test_acting_in_numpy_follows_the_torch_network_through_updates_and_a_reload(algo, tmp_path):
+    """act() runs the network in numpy over views of the torch weights: it must see every
+    optimizer step and a checkpoint's weights, or an agent would act on a stale policy."""
+    from drima.agent.learners.nets import NumpyMLP
+
+    core = AgentCore(make_learner(algo, 2, SPACE, OPTS[algo], seed=1), "dri", 0.05)
+    net = _main_net(core.learner) if algo != "ddpg" else core.learner.actor
+    obs = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
+
+    def agree(forward: NumpyMLP) -> None:
+        with torch.no_grad():
+            expected = net(torch.as_tensor(obs)).numpy()
+        np.testing.assert_allclose(forward(obs), expected, rtol=1e-5, atol=1e-6)
+
+    agree(core.learner.act_forward)
+    for _ in range(12):  # past learning_starts: DQN and DDPG take gradient steps
+        actions = core.act(obs)
+        core.learn(obs, actions, np.full(8, 5.0, np.float32), obs, np.zeros(8, np.float32),
+                   np.full((1, 8), 1.0), np.array([0.0]))
+    agree(core.learner.act_forward)
+    save_checkpoint(tmp_path / "ckpt.pt", core, step=12)
+    restored = AgentCore(make_learner(algo, 2, SPACE, OPTS[algo], seed=99), "dri", 0.05)
+    load_checkpoint(tmp_path / "ckpt.pt", restored)
+    agree(restored.learner.act_forward)  # the restored learner's own views now hold the saved weights
+
+
+def test_sampled_actions_follow_the_softmax_and_never_take_an_impossible_action():
+    from drima.agent.learners.nets import sample_categorical
+
+    logits = np.array([[0.0, np.log(3.0), -1e9]] * 40_000, np.float32)  # probabilities 1/4, 3/4, 0
+    actions = sample_categorical(logits, np.random.default_rng(0))
+    assert actions.dtype == np.int32 and set(np.unique(actions)) <= {0, 1}
+    assert np.mean(actions == 1) == pytest.approx(0.75, abs=0.01)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from drima.types import StepInfo, Transition
 
 from .continuing import chain_breaks, stops
-from .nets import adam, mlp
+from .nets import NumpyMLP, adam, mlp, sample_categorical
 
 
 @dataclass
@@ -70,15 +70,15 @@ class A2C:
             {"params": self.critic.parameters(), "lr": cfg.lr_critic},
         ])
         self.params = list(self.actor.parameters()) + list(self.critic.parameters())
-        self.gen = torch.Generator().manual_seed(seed)
+        self.act_forward = NumpyMLP(self.actor)
+        self.rng = np.random.default_rng(seed)  # the actions' draws
         self.rollout: list[tuple[np.ndarray, ...]] = []  # transitions since the last update
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
-        probs = F.softmax(self.actor(torch.as_tensor(obs)), dim=-1)  # no action masks: info unused
+        logits = self.act_forward(obs)  # no action masks: info unused
         if greedy:
-            return probs.argmax(-1).numpy().astype(np.int32)
-        return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1).numpy().astype(np.int32)
+            return logits.argmax(-1).astype(np.int32)
+        return sample_categorical(logits, self.rng)
 
     @torch.no_grad()
     def policy(self, obs: np.ndarray) -> np.ndarray:
@@ -130,10 +130,11 @@ class A2C:
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
+                "opt": self.opt.state_dict(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.opt.load_state_dict(state["opt"])
-        self.gen.set_state(state["gen"])
+        if "rng" in state:  # checkpoints before numpy acting kept a torch generator: a fresh stream then
+            self.rng.bit_generator.state = state["rng"]

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from drima.types import StepInfo, Transition
 
 from .continuing import stops
-from .nets import adam, mlp, soft_update
+from .nets import NumpyMLP, adam, mlp, soft_update
 from .replay import ReplayBuffer
 
 
@@ -96,25 +96,23 @@ class DDPG:
             self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (self.n_actions,), "float32", seed, extras)
         else:
             self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed, extras)
-        self.rng = np.random.default_rng(seed)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)  # exploration: noise, Gumbel draws, random actions
+        self.act_forward = NumpyMLP(self.actor)
 
     def _relaxed(self, actor, obs: torch.Tensor) -> torch.Tensor:
         """The differentiable action the critic scores: tanh output or softmax probabilities."""
         out = actor(obs)
         return torch.tanh(out) if self.continuous else F.softmax(out, dim=-1)
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
-        out = self.actor(torch.as_tensor(obs))  # no action masks: info unused
+        out = self.act_forward(obs)  # no action masks: info unused
         if greedy:  # no exploration noise: tanh(out), or the highest logit
-            return (torch.tanh(out).numpy().astype(np.float32) if self.continuous
-                    else out.argmax(-1).numpy().astype(np.int32))
+            return np.tanh(out).astype(np.float32) if self.continuous else out.argmax(-1).astype(np.int32)
         if self.continuous:
-            noise = torch.randn(out.shape, generator=self.gen) * self.cfg.noise_std
-            return (torch.tanh(out) + noise).clamp_(-1.0, 1.0).numpy().astype(np.float32)
-        u = torch.rand(out.shape, generator=self.gen).clamp_(1e-10, 1.0)
-        sampled = (out / self.cfg.gumbel_temperature - torch.log(-torch.log(u))).argmax(-1).numpy()
+            noise = self.rng.standard_normal(out.shape, dtype=np.float32) * self.cfg.noise_std
+            return np.clip(np.tanh(out) + noise, -1.0, 1.0).astype(np.float32)
+        u = self.rng.random(out.shape, dtype=np.float32).clip(1e-10, 1.0)
+        sampled = (out / self.cfg.gumbel_temperature - np.log(-np.log(u))).argmax(-1)
         explore = self.rng.random(len(obs)) < self.cfg.explore_eps
         return np.where(explore, self.rng.integers(0, self.n_actions, size=len(obs)), sampled).astype(np.int32)
 
@@ -197,10 +195,9 @@ class DDPG:
     def state_dict(self) -> dict:
         return {name: getattr(self, name).state_dict() for name in
                 ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "buffer")} | {
-            "rng": self.rng.bit_generator.state, "gen": self.gen.get_state()}
+            "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "buffer"):
             getattr(self, name).load_state_dict(state[name])
         self.rng.bit_generator.state = state["rng"]
-        self.gen.set_state(state["gen"])

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from drima.types import StepInfo, Transition
 
 from .continuing import stops
-from .nets import adam, mlp, soft_update
+from .nets import NumpyMLP, adam, mlp, soft_update
 from .replay import ReplayBuffer
 
 
@@ -66,6 +66,7 @@ class DQN:
         self.n_actions = n_actions
         self.q = mlp(obs_dim, n_actions, cfg.hidden)
         self.q_target = copy.deepcopy(self.q)
+        self.act_forward = NumpyMLP(self.q)
         self.opt = adam(self.q.parameters(), lr=cfg.lr)
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed)
         self.rng = np.random.default_rng(seed)
@@ -76,9 +77,8 @@ class DQN:
         frac = min(1.0, self.steps / max(1, self.cfg.eps_decay_updates))
         return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
-        best = self.q(torch.as_tensor(obs)).argmax(-1).numpy()  # no action masks: info unused
+        best = self.act_forward(obs).argmax(-1)  # no action masks: info unused
         if greedy:
             return best.astype(np.int32)
         explore = self.rng.random(len(obs)) < self.epsilon
