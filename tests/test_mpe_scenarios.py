@@ -430,3 +430,29 @@ def test_draw_world_and_save_gif(tmp_path):
     env = hunting.parallel_env(render_mode="rgb_array")
     env.reset(seed=0)
     assert env.render().shape == (400, 400, 3)
+
+
+def test_a_clear_spot_keeps_its_distance_from_every_point_and_from_none():
+    from drima.env_server.mpe.world import is_clear, sample_clear_position
+
+    others = np.array([[0.0, 0.0], [0.5, 0.0]])
+    assert is_clear(np.array([0.25, 0.3]), others, 0.3)
+    assert not is_clear(np.array([0.25, 0.1]), others, 0.3)  # 0.27 from both
+    assert is_clear(np.array([0.0, 0.0]), np.zeros((0, 2)), 1.0)  # nothing to avoid
+    rng = np.random.default_rng(0)
+    spots = np.array([sample_clear_position(rng, 1.0, list(others), 0.4) for _ in range(300)])
+    assert np.abs(spots).max() <= 1.0
+    assert np.linalg.norm(spots[:, None] - others[None], axis=-1).min() >= 0.4
+
+
+def test_collection_resets_place_agents_off_the_food_and_apart_where_there_is_room():
+    env = collection.parallel_env(n_agents=6)
+    for seed in range(5):
+        env.reset(seed=seed)
+        world = env.unwrapped.world
+        food = np.array([f.state.p_pos for f in world.landmarks])
+        agents = np.array([a.state.p_pos for a in world.agents])
+        size = world.agents[0].size
+        assert np.linalg.norm(agents[:, None] - food[None], axis=-1).min() >= size + collection.OCCUPY_RADIUS
+        apart = np.linalg.norm(agents[:, None] - agents[None], axis=-1) + np.eye(len(agents)) * 9
+        assert apart.min() >= 2 * size

@@ -48,6 +48,7 @@ from .world import (
     ArenaWorld,
     encode_slots,
     encode_slots_batch,
+    is_clear,
     one_hot,
     others_index,
     sample_clear_position,
@@ -156,19 +157,17 @@ class CollectionScenario(BaseScenario):
             )
             food.state.p_vel = np.zeros(world.dim_p)
             placed.append(food.state.p_pos)
-        food_pos = list(placed)
-        agent_pos: list[np.ndarray] = []
+        food_pos = np.array(placed).reshape(-1, 2)
+        widest = max((f.occupy_radius for f in world.landmarks), default=0.0)
+        agent_pos = np.zeros((0, 2))
         for agent in world.agents:
             # off every food (no free occupancy) and off every other agent (no explosive start)
             for _ in range(100):
-                pos = sample_clear_position(
-                    np_random, world.bound, food_pos,
-                    agent.size + max((f.occupy_radius for f in world.landmarks), default=0.0),
-                )
-                if all(np.linalg.norm(pos - other) >= 2 * agent.size for other in agent_pos):
+                pos = sample_clear_position(np_random, world.bound, food_pos, agent.size + widest)
+                if is_clear(pos, agent_pos, 2 * agent.size):
                     break
             agent.state.p_pos = pos
-            agent_pos.append(pos)
+            agent_pos = np.vstack([agent_pos, pos])
             agent.state.p_vel = np.zeros(world.dim_p)
             agent.state.c = np.zeros(world.dim_c)
             agent.action.u = np.zeros(world.dim_p)
