@@ -2,8 +2,8 @@
 links (neighbour_link.py).
 
 Per step t (after the env server sends RESULT t+1 = obs_{t+1} and this agent's reward r_t):
-  1. publish (t, r_t, mu_t) to the neighbours, first, so that theirs are likely there when
-     this agent comes to collect them (one wait per step instead of two);
+  1. publish (t, r_t, mu_t) to the neighbours, first, so that theirs are more likely there
+     when this agent comes to collect them;
   2. acting ahead: act on obs_{t+1} and send ACTION t+1;
   3. collect the neighbours' (r_t, mu_t) until the per-step deadline;
   4. DRI signal -> mu update from r_t -> one learner update;
@@ -49,6 +49,7 @@ class Exchange(NamedTuple):
     step: int  # t, the step the scalars are for
     near: np.ndarray | None  # (n_agents, K) whom this agent counts as a neighbour; None: every linked peer
     published_at: float  # perf_counter(), for the exchange latency
+
 
 METRIC_FIELDS = ["step", "env_steps", "wall_s", "reward", "mu", "signal", "conflict_rate", "n_peers",
                  "actor_loss", "critic_loss", "entropy", "q_loss", "epsilon"]
