@@ -70,7 +70,8 @@ def test_unknown_learner_option_is_named():
 def test_one_state_games_default_to_gamma_zero():
     assert env_defaults({"single_state": True}, "dqn") == {"gamma": 0.0}
     assert env_defaults({}, "a2c") == {}
-    assert env_defaults({"episode_length": 30}, "ddpg") == {"gamma": 0.95}  # only fields ddpg has
+    assert env_defaults({"episode_length": 30}, "ddpg") == {"gamma": 0.95, "buffer_size": 32768}
+    assert env_defaults({"episode_length": 30}, "dqn") == {"gamma": 0.95}  # only fields dqn has
     assert env_defaults({"episode_length": 30}, "a2c")["n_steps"] == 5
 
 

@@ -137,20 +137,26 @@ def learner_factory(algo: str) -> LearnerFactory:
     return factory
 
 
+EPISODIC = {"a2c": {"n_steps": 5, "lr_actor": 3e-3}, "ddpg": {"buffer_size": 32768}}
+"""per learner, what short episodes (MPE) change beyond gamma (env_defaults)"""
+
+
 def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
     """Learner options implied by the environment, for the fields `algo` has (built-in learners
     only: a learner of your own reads LearnerSpec.env itself).
 
     A one-state game (matrix games) gets gamma 0: no action changes the next state, so an
     action's value is its signal. Short episodes (MPE, 30-50 steps) get MADDPG's gamma 0.95,
-    and A2C learns from 5-step rollouts there (one-step updates on small per-step signals
-    barely move it)."""
+    A2C learns from 5-step rollouts there (one-step updates on small per-step signals
+    barely move it), and DDPG keeps 32,768 transitions instead of 4,096: on collection every
+    mode learned more with it, and ctde's critic, with hundreds of inputs, learned at all
+    (docs/results.md, "DDPG's replay buffer")."""
     if algo not in CONFIGS:
         return {}
     if spec.get("single_state"):
         defaults = {"gamma": 0.0}
     elif spec.get("episode_length"):
-        defaults = {"gamma": 0.95} | ({"n_steps": 5, "lr_actor": 3e-3} if algo == "a2c" else {})
+        defaults = {"gamma": 0.95} | EPISODIC.get(algo, {})
     else:
         defaults = {}  # PPO's own defaults are MAPPO's SMAC settings
     return defaults
