@@ -149,8 +149,8 @@ def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
     action's value is its signal. Short episodes (MPE, 30-50 steps) get MADDPG's gamma 0.95,
     A2C learns from 5-step rollouts there (one-step updates on small per-step signals
     barely move it), and DDPG keeps 32,768 transitions instead of 4,096: on collection every
-    mode learned more with it, and ctde's critic, with hundreds of inputs, learned at all
-    (docs/results.md, "DDPG's replay buffer")."""
+    mode learned more with it, ctde's critic on hundreds of inputs most (group reward 7.3 ->
+    22.3; docs/results.md, "DDPG's replay buffer")."""
     if algo not in CONFIGS:
         return {}
     if spec.get("single_state"):
