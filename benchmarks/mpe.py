@@ -66,6 +66,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/mpe"))
     p.add_argument("--run-timeout", type=float, default=7200.0, help="seconds before a run is killed")
     p.add_argument("--force", action="store_true", help="rerun even completed runs")
+    p.add_argument("--suffix", default="",
+                   help="appended to each table's file name (OUT/<task><suffix>.md, .csv, .png): the tables hold "
+                        "one invocation's runs, so a second grid into the same OUT (say --algos a2c --suffix=-a2c) "
+                        "keeps the first one's tables")
     p.add_argument("--learner", type=json.loads, default={},
                    help="learner options (JSON) for every run, as drima-launch --learner; a completed run is "
                         "reused only if it had the same")
@@ -125,7 +129,7 @@ def _stat(rows: list[dict], key: str) -> str:
 
 def write_tables(task: str, rows: list[dict], args: argparse.Namespace, elapsed: float) -> None:
     """OUT/<task>.csv and OUT/<task>.md, so that runs of other tasks (other invocations) stay."""
-    write_csv(args.out / f"{task}.csv", FIELDS, rows)
+    write_csv(args.out / f"{task}{args.suffix}.csv", FIELDS, rows)
     metrics = TASKS[task][1]
     lines = [f"# MPE {task}: group reward and task metrics after training", "",
              f"{args.steps} steps x {args.envs} copies = {args.steps * args.envs:,} env steps per run; topology "
@@ -145,7 +149,7 @@ def write_tables(task: str, rows: list[dict], args: argparse.Namespace, elapsed:
     lines += ["", f"Command: `python {shlex.join(sys.argv)}`  ",
               f"Total wall time: {elapsed:.0f} s for this invocation "
               f"({run_wall:.0f} s summed over the {len(rows)} runs' own wall times).", ""]
-    (args.out / f"{task}.md").write_text("\n".join(lines))
+    (args.out / f"{task}{args.suffix}.md").write_text("\n".join(lines))
 
 
 def plot_task(task: str, args: argparse.Namespace, done: set[tuple]) -> None:
@@ -175,7 +179,7 @@ def plot_task(task: str, args: argparse.Namespace, done: set[tuple]) -> None:
             if ax.lines and row == 0:
                 ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out / f"{task}.png", dpi=110)
+    fig.savefig(args.out / f"{task}{args.suffix}.png", dpi=110)
     plt.close(fig)
 
 
@@ -196,7 +200,7 @@ def main() -> int:
     for task in args.tasks:
         write_tables(task, [r for r in rows if r["task"] == task], args, time.time() - t0)
         plot_task(task, args, set(summaries))
-    print("wrote " + ", ".join(f"{t}.md, {t}.csv, {t}.png" for t in args.tasks)
+    print("wrote " + ", ".join(f"{t}{args.suffix}.md, {t}{args.suffix}.csv, {t}{args.suffix}.png" for t in args.tasks)
           + f" in {args.out} ({time.time() - t0:.0f}s)")
     return report_failures(failed, len(grid))
 
