@@ -19,7 +19,12 @@ Liveness, Paranoid-Pirate style: a peer that misses `liveness` consecutive steps
 silent and no longer waited for. Only scalars that arrive in time to be used (for a step not yet
 closed) count as signs of life and make a silent peer live again: a peer whose scalars always
 come after the deadline would otherwise cost every neighbour the whole deadline at every step
-while none of its data is used. Late scalars and hellos are counted, not believed. Below that,
+while none of its data is used. Late scalars and hellos are counted, not believed. One kind of
+lateness is a hint, though: a silent peer's scalars for the step just closed mean that it is back
+and only a little behind (a restarted agent is; a silent peer is not waited for, so it loses every
+race with the others). Such a peer is put on probation: the next step waits for it once. In time,
+it is live again; late again, it is silent again and the next probation comes after twice as many
+steps (at most MAX_PROBE_BACKOFF), so a peer that is always late costs the deadline rarely. Below that,
 each connection carries ZMTP heartbeats, so that one left half-open by a partition is closed and
 the subscriber reconnects (drima/connections.py).
 
@@ -45,6 +50,7 @@ from drima.connections import detect_dead_connections
 log = logging.getLogger("drima.agent.link")
 
 MAX_PENDING_STEPS = 64  # open steps with early neighbour messages; a live peer is at most a step or two ahead
+MAX_PROBE_BACKOFF = 64  # steps between two probations of a silent peer that stays late, at most
 TO_ALL = b"*."  # the topic every subscriber takes; b"<id>." is agent <id>'s own
 
 
@@ -83,6 +89,9 @@ class NeighbourLink:
         for p, addr in self.peers.items():
             security.connect(self.sub, keys, peer_keys.get(p, ""), addr)
         self.missed = {p: 0 for p in self.peers}  # consecutive steps without a message
+        self._probation: set[int] = set()  # silent peers waited for once more (their scalars came just late)
+        self._probe_from = {p: 0 for p in self.peers}  # a silent peer's next probation: not before this step
+        self._probe_backoff = {p: 1 for p in self.peers}
         # per peer, since the start: scalars used (in time), come late, and steps waited for in vain
         self.per_peer = {p: {"recv": 0, "late": 0, "missed": 0} for p in self.peers}
         self.heard: set[int] = set()  # peers heard from during the handshake
@@ -91,7 +100,7 @@ class NeighbourLink:
         self._not_wanted: deque[tuple[int, set[int]]] = deque(maxlen=16)  # (step, peers out of range)
         self.stats = {"sent_msgs": 0, "sent_bytes": 0, "recv_msgs": 0, "recv_bytes": 0, "recv_scalars": 0,
                       "dropped_malformed": 0, "dropped_unknown_peer": 0, "dropped_late": 0, "dropped_chaos": 0,
-                      "dropped_flood": 0, "ignored_out_of_range": 0}
+                      "dropped_flood": 0, "ignored_out_of_range": 0, "probations": 0}
 
     # -- sending ---------------------------------------------------------------------------
     def publish(self, step: int, rewards: np.ndarray, mu: float, to: set[int] | None = None) -> None:
@@ -174,10 +183,13 @@ class NeighbourLink:
             self.stats["dropped_late"] += 1
             self.per_peer[msg.sender]["late"] += 1
             log.debug("dropped late scalars of neighbour %d for step %d", msg.sender, msg.step)
+            self._maybe_probe(msg.sender, msg.step)
             return
         self.heard.add(msg.sender)
-        if self.missed[msg.sender] >= self.liveness:
+        if self.missed[msg.sender] >= self.liveness or msg.sender in self._probation:
             log.info("neighbour %d is back (scalars for step %d in time)", msg.sender, msg.step)
+            self._probation.discard(msg.sender)
+            self._probe_backoff[msg.sender] = 1
         self.missed[msg.sender] = 0  # in time: a sign of life for the step exchange
         self.per_peer[msg.sender]["recv"] += 1
         if msg.step not in self._pending and len(self._pending) >= MAX_PENDING_STEPS:
@@ -185,6 +197,17 @@ class NeighbourLink:
             self.stats["dropped_flood"] += 1
             del self._pending[max(self._pending)]
         self._pending.setdefault(msg.step, {})[msg.sender] = (protocol.floats(msg.body[0]), float(msg.body[1]))
+
+    def _maybe_probe(self, peer: int, late_step: int) -> None:
+        """A silent peer's scalars for the step just closed: wait for it at the next step (probation),
+        unless its last probation failed too recently."""
+        if (self.missed[peer] >= self.liveness and late_step == self._learned_up_to
+                and late_step >= self._probe_from[peer]):
+            self.missed[peer] = self.liveness - 1  # live, one miss away from silent again
+            self._probation.add(peer)
+            self.stats["probations"] += 1
+            log.debug("neighbour %d silent but only just late (step %d): waiting for it at the next step",
+                      peer, late_step)
 
     def move(self, peer: int, address: str) -> bool:
         """Neighbour `peer` now publishes at `address` (another node adopted it): drop the old
@@ -212,6 +235,7 @@ class NeighbourLink:
         step; `on_wait` is called at least every 100 ms while waiting (the agent's heartbeat).
         Returns (peer ids, rewards (m, K), mus (m,))."""
         wanted = set(self.peers) if wanted is None else wanted & self.peers.keys()
+        self.drain()  # first: what came since may end a silence or start a probation
         expected = set(self.live_peers()) & wanted
         self._wait_for(step, expected, time.monotonic() + deadline_s, on_wait)
         return _stacked(self._close_step(step, wanted), n_envs, step)
@@ -245,7 +269,11 @@ class NeighbourLink:
             if p not in got:
                 self.missed[p] += 1
                 self.per_peer[p]["missed"] += 1
-                if self.missed[p] == self.liveness:
+                if self.missed[p] == self.liveness and p in self._probation:  # late again: back off
+                    self._probation.discard(p)
+                    self._probe_from[p] = step + self._probe_backoff[p]
+                    self._probe_backoff[p] = min(2 * self._probe_backoff[p], MAX_PROBE_BACKOFF)
+                elif self.missed[p] == self.liveness:
                     log.warning("neighbour %d silent for %d steps (last at step <= %d): learning without it",
                                 p, self.liveness, step - self.liveness)
         return got

@@ -117,7 +117,8 @@ def test_killed_ring_agent_restarts_from_its_checkpoint_and_rejoins(tmp_path):
     assert torch.load(run_dir / "agent_2" / "checkpoint.pt", weights_only=False)["step"] == steps
     for i in (1, 3):  # its neighbours saw it leave and come back, and learn with it to the end
         log_text = (run_dir / f"agent_{i}" / "log.txt").read_text()
-        assert "neighbour 2 silent" in log_text and "neighbour 2 is back" in log_text
+        about_2 = [line for line in log_text.splitlines() if "neighbour 2" in line or "link stats" in line]
+        assert "neighbour 2 silent" in log_text and "neighbour 2 is back" in log_text, (i, about_2, kill, first)
         rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
         assert float(rows[-1]["n_peers"]) == 2.0
     server_log = (run_dir / "env_server" / "log.txt").read_text()

@@ -1,6 +1,7 @@
 """NeighbourLink with real ZeroMQ sockets (inproc, one process): what it accepts and what it drops."""
 
 import logging
+import threading
 import time
 
 import msgpack
@@ -107,23 +108,55 @@ def test_silent_neighbour_stops_being_waited_for_and_comes_back(wired):
 
 def test_a_neighbour_that_is_always_late_is_declared_silent(wired):
     """Peer 1's scalars for step t always come after step t was closed. Late scalars are no sign
-    of life: after `liveness` steps it is silent, not waited for, and its late frames are counted."""
+    of life: after `liveness` steps it is silent and its late frames are counted. Each one is only
+    a step late, so it is put on probation (waited for once more), but after a failed probation
+    the next one comes twice as many steps later: the deadline is paid at few of the steps."""
     link, peers = wired
-    for step in range(6):
+    deadline, waited = 0.05, []
+    for step in range(24):
         send(peers[2], scalars(2, step, [0, 0, 0, 0], 0.0))
-        ids, _, _ = link.collect(step, K, deadline_s=0.1)
+        t0 = time.monotonic()
+        ids, _, _ = link.collect(step, K, deadline_s=deadline)
+        waited.append(time.monotonic() - t0 >= deadline)
         assert ids == [2]
         send(peers[1], scalars(1, step, [1, 1, 1, 1], 0.0))  # after the step was closed
         send(peers[1], protocol.encode(protocol.LINK_HELLO, 1, 0, {}))  # a hello is no sign of life either
         time.sleep(0.02)
         link.drain()
-    assert link.live_peers() == [2]
-    assert link.missed[1] == 6 and link.stats["dropped_late"] == 6
+    assert link.stats["dropped_late"] == 24
+    # live at steps 0-1 (liveness 2), then probations at steps 2, 3+1, 5+2, 8+4, 13+8: 7 waits, not 24
+    assert [i for i, w in enumerate(waited) if w] == [0, 1, 2, 4, 7, 12, 21]
+    assert link.stats["probations"] == 5
     # once its scalars come in time again, it is waited for again
-    send(peers[1], scalars(1, 6, [1, 1, 1, 1], 0.0))
-    send(peers[2], scalars(2, 6, [0, 0, 0, 0], 0.0))
-    ids, _, _ = link.collect(6, K, deadline_s=2.0)
+    link.drain()
+    send(peers[1], scalars(1, 24, [1, 1, 1, 1], 0.0))
+    send(peers[2], scalars(2, 24, [0, 0, 0, 0], 0.0))
+    ids, _, _ = link.collect(24, K, deadline_s=2.0)
     assert ids == [1, 2] and link.live_peers() == [1, 2]
+
+
+def test_a_silent_neighbour_just_behind_the_others_is_waited_for_again(wired, caplog):
+    """A restarted agent's scalars come a little after its neighbours' (it is not waited for, so it
+    loses every race): its scalars for the step just closed put it on probation, the next step
+    waits for it, and it is live again."""
+    link, peers = wired
+    caplog.set_level(logging.INFO, logger="drima.agent.link")
+    for step in range(2):  # liveness = 2: peer 1 silent
+        send(peers[2], scalars(2, step, [0, 0, 0, 0], 0.0))
+        link.collect(step, K, deadline_s=0.05)
+    assert link.live_peers() == [2]
+    send(peers[2], scalars(2, 2, [0, 0, 0, 0], 0.0))
+    ids, _, _ = link.collect(2, K, deadline_s=5.0)  # not waited for ...
+    assert ids == [2]
+    send(peers[1], scalars(1, 2, [1, 1, 1, 1], 0.0))  # ... its scalars for step 2 come just after
+    send(peers[2], scalars(2, 3, [0, 0, 0, 0], 0.0))
+    timer = threading.Timer(0.1, send, (peers[1], scalars(1, 3, [3, 3, 3, 3], 0.0)))  # and step 3's a bit later
+    timer.start()
+    ids, rewards, _ = link.collect(3, K, deadline_s=5.0)
+    timer.join()
+    assert ids == [1, 2] and rewards[0].tolist() == [3, 3, 3, 3]
+    assert link.live_peers() == [1, 2] and link.stats["probations"] == 1
+    assert "neighbour 1 is back (scalars for step 3 in time)" in caplog.text
 
 
 def test_chaos_drop_loses_the_given_fraction_seeded():
