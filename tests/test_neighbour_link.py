@@ -112,12 +112,11 @@ def test_a_neighbour_that_is_always_late_is_declared_silent(wired):
     a step late, so it is put on probation (waited for once more), but after a failed probation
     the next one comes twice as many steps later: the deadline is paid at few of the steps."""
     link, peers = wired
-    deadline, waited = 0.05, []
+    waited = []  # steps at which peer 1 was waited for (live when the step was collected)
     for step in range(24):
         send(peers[2], scalars(2, step, [0, 0, 0, 0], 0.0))
-        t0 = time.monotonic()
-        ids, _, _ = link.collect(step, K, deadline_s=deadline)
-        waited.append(time.monotonic() - t0 >= deadline)
+        waited.append(1 in link.live_peers())  # its late frame of the step before is in: drained below
+        ids, _, _ = link.collect(step, K, deadline_s=0.2)
         assert ids == [2]
         send(peers[1], scalars(1, step, [1, 1, 1, 1], 0.0))  # after the step was closed
         send(peers[1], protocol.encode(protocol.LINK_HELLO, 1, 0, {}))  # a hello is no sign of life either
