@@ -13,13 +13,12 @@ Run with `--mode ctde` (so that the env server sends the team reward), e.g.
 
 from __future__ import annotations
 
-import dataclasses
-
-from drima.agent.learners import _a2c, env_defaults
+from drima.agent.learners import env_defaults, make_learner
 from drima.agent.learners.a2c import A2C
 from drima.types import LearnerSpec
 
 
 def local_critic(spec: LearnerSpec, options: dict, seed: int) -> A2C:
     """A2C with V(own observation), learning from whatever signal the mode gives (ctde: the team reward)."""
-    return _a2c(dataclasses.replace(spec, state_dim=0), env_defaults(spec.env, "a2c") | options, seed)
+    return make_learner("a2c", spec.obs_dim, spec.action, env_defaults(spec.env, "a2c") | options, seed,
+                        state_dim=0, env_spec=spec.env)
