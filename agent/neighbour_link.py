@@ -241,8 +241,8 @@ class NeighbourLink:
         return _stacked(self._close_step(step, wanted), n_envs, step)
 
     def _wait_for(self, step: int, expected: set[int], end: float, on_wait: Callable[[], None] | None) -> None:
-        """Receive until every peer in `expected` has sent its scalars for `step`, or until `end`."""
-        self.drain()
+        """Receive until every peer in `expected` has sent its scalars for `step`, or until `end`
+        (collect has just drained what was queued)."""
         while not expected <= self._pending.get(step, {}).keys():
             self.flush_delayed()  # our own delayed frames must go out while we wait
             now = time.monotonic()

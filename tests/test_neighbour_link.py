@@ -122,6 +122,7 @@ def test_a_neighbour_that_is_always_late_is_declared_silent(wired):
         send(peers[1], protocol.encode(protocol.LINK_HELLO, 1, 0, {}))  # a hello is no sign of life either
         time.sleep(0.02)
         link.drain()
+    assert link.live_peers() == [2]  # silent at the end: its last probation failed at step 21
     assert link.stats["dropped_late"] == 24
     # live at steps 0-1 (liveness 2), then probations at steps 2, 3+1, 5+2, 8+4, 13+8: 7 waits, not 24
     assert [i for i, w in enumerate(waited) if w] == [0, 1, 2, 4, 7, 12, 21]
