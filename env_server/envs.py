@@ -258,7 +258,8 @@ def joint_actions(actions: list[np.ndarray], spaces: list[dict], n_envs: int) ->
 def require_global_state(env: object, spec: str) -> None:
     """ctde's centralised critics read the global state: ValueError where `env` (--env `spec`) has none."""
     if not (isinstance(env, HasGlobalState) and env.state_dim > 0):
-        raise ValueError(f"--mode ctde needs a global state for its centralised critics: --env {spec} has none")
+        raise ValueError(f"--mode ctde and --global-state need a global state for the centralised critics: --env "
+                         f"{spec} has none")
 
 
 def ctde_spec(env: VectorEnv, agent: int) -> dict[str, int]:

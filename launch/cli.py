@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"docs/learners.md; MODULE is a dotted module or a .py file); default (%(default)s): "
                         f"per env, {_per_env('algo')}")
     p.add_argument("--mode", default=d.mode, choices=REWARD_MODES, help="reward mode")
+    p.add_argument("--global-state", action="store_true",
+                   help="send every agent the global state and the joint actions in any --mode, as ctde does: "
+                        "the built-in learners' critics read them (a2c, ppo: V(state); ddpg: MADDPG's Q), the "
+                        "reward stays the mode's own")
     p.add_argument("--topology", default=d.topology,
                    help="full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES"
                         " | range:R (MPE, SMAX, SC2: neighbours are the agents within distance R, at every step)"
@@ -212,7 +216,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[LaunchConfig, bool]
             parser.error("--prey, --attackers and --interceptors are options of --env hunting")
         env_options |= {k: v for k, v in hunting.items() if v is not None}
     env = absolute_spec(a.env) if is_pettingzoo(a.env) else a.env  # agents may start in another folder
-    cfg = LaunchConfig(env=env, algo=a.algo and absolute_reference(a.algo), mode=a.mode, topology=a.topology, n=a.n,
+    cfg = LaunchConfig(env=env, algo=a.algo and absolute_reference(a.algo), mode=a.mode, global_state=a.global_state,
+                       topology=a.topology, n=a.n,
                        steps=a.steps, envs=a.envs, env_workers=a.env_workers, logger=a.logger, seed=a.seed,
                        run_dir=a.run_dir, transport=a.transport, host=a.host,
                        mu_step_size=a.mu_step_size, log_every=a.log_every, checkpoint_every=a.checkpoint_every,

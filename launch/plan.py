@@ -36,6 +36,10 @@ class LaunchConfig:
     env's default (launch/defaults.py: dqn for collection, else a2c), filled in by `validate`"""
     mode: str = "dri"
     """ind | dri | dri-naive | ctde (learn from the team reward the env server sends)"""
+    global_state: bool = False
+    """send every agent the global state and every agent's played actions in any mode, as ctde
+    does: the built-in learners' critics read them (A2C, PPO: V(state); DDPG: MADDPG's Q) while the
+    reward stays the mode's own (ind: each agent's, dri: the DRI signal). ctde implies it"""
     topology: str = "full"
     """full | ring | line | star | grid[:RxC] | random-regular[:D] | erdos-renyi[:P] | file:EDGES | range:R
     | range:sight (SMAX, SC2: each unit's sight range)"""
@@ -174,6 +178,11 @@ class RunPlan:
 AddressTable = dict
 
 
+def sends_global_state(cfg: LaunchConfig) -> bool:
+    """Whether the env server sends every agent the global state, the joint actions and the team reward."""
+    return cfg.mode == "ctde" or cfg.global_state
+
+
 def uses_curve(cfg: LaunchConfig) -> bool:
     """Every tcp socket is CurveZMQ unless --insecure; ipc stays in a 0700 folder on one host."""
     return cfg.transport == "tcp" and not cfg.insecure
@@ -283,7 +292,7 @@ def plan_run(cfg: LaunchConfig, exchange: Callable[[AddressTable], AddressTable]
                              run_dir=str(run_dir / "env_server"), log_every=cfg.log_every,
                              env_options=dict(cfg.env_options), action_type=action_type(cfg),
                              range_radius=radius or 0.0, range_sight=radius is None,
-                             share_team_reward=cfg.mode == "ctde",
+                             share_team_reward=sends_global_state(cfg),
                              heartbeat_interval_s=cfg.heartbeat_interval_s, heartbeat_liveness=cfg.heartbeat_liveness,
                              missing_action=cfg.missing_action, action_timeout_s=cfg.action_timeout_s,
                              resume=cfg.resume, env_workers=cfg.env_workers or 1,

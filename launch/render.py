@@ -23,7 +23,7 @@ from drima.agent.learners import env_defaults, make_learner
 from drima.env_server.envs import ctde_spec, is_mpe, make_env
 
 from .defaults import with_run_defaults
-from .plan import LaunchConfig, action_type
+from .plan import LaunchConfig, action_type, sends_global_state
 
 
 def render_run(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: int = 12345, size_px: int = 360,
@@ -42,7 +42,7 @@ def render_run(run_dir: str | Path, out: str | Path, episodes: int = 1, seed: in
     env = make_env(cfg.env, cfg.n, 1, seed, action_type(cfg), cfg.env_options)
     agents = []
     for i in range(cfg.n):
-        spec = env.agent_spec(i) | (ctde_spec(env, i) if cfg.mode == "ctde" else {})  # as the env server sends it
+        spec = env.agent_spec(i) | (ctde_spec(env, i) if sends_global_state(cfg) else {})  # as the env server sends it
         options = env_defaults(spec, cfg.algo) | cfg.learner
         learner = make_learner(cfg.algo, spec["obs_dim"], spec["action"], options, seed + i,
                                spec.get("state_dim", 0), env_spec=spec)

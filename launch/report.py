@@ -11,7 +11,7 @@ import numpy as np
 
 from drima.metrics import read_rows, write_json_atomic
 
-from .plan import LaunchConfig, final_fraction
+from .plan import LaunchConfig, final_fraction, sends_global_state
 
 FIRST_FRACTION = 0.1
 """summary.json's `first` figures average over this share of the run, at its start"""
@@ -85,7 +85,8 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "restarts": {str(i): a["restarts"] for i, a in processes.get("agents", {}).items() if a["restarts"]},
         "kills": processes.get("kills", []),
         "agent_events": stats.get("agent_events", []),
-        "env": cfg.env, "algo": cfg.algo, "mode": cfg.mode, "topology": cfg.topology, "n_agents": cfg.n,
+        "env": cfg.env, "algo": cfg.algo, "mode": cfg.mode, "global_state": sends_global_state(cfg),
+        "topology": cfg.topology, "n_agents": cfg.n,
         "seed": cfg.seed, "steps": stats.get("steps", 0), "n_envs": cfg.envs,
         "env_steps": stats.get("env_steps", 0),
         "env_steps_per_s": stats.get("env_steps_per_s"),

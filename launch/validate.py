@@ -30,7 +30,7 @@ from drima.topology import build_topology, is_dynamic, is_sight_range, range_rad
 from drima.types import REWARD_MODES
 
 from .defaults import auto_env_workers, copy_step_seconds, usable_cores, with_run_defaults
-from .plan import LaunchConfig, action_type
+from .plan import LaunchConfig, action_type, sends_global_state
 
 
 class ConfigError(ValueError):
@@ -83,14 +83,22 @@ def _check_values(cfg: LaunchConfig) -> None:
     _check_dashboard(cfg)
     if cfg.mu_step_size <= 0 or cfg.mu_step_size > 1:
         raise ConfigError("--mu-step-size must be in (0, 1]")
-    for name in ("learner", "env_options"):
-        if not isinstance(getattr(cfg, name), dict):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a dict (a JSON object)")
+    _check_types(cfg)
     if cfg.resume and cfg.evaluate_from:
         raise ConfigError("--resume and --evaluate: one at a time")
     check_loggers(cfg.logger)  # a ValueError: the package the logger needs is missing
     if cfg.render and cfg.evaluate_from:
         raise ConfigError(f"--render draws an MPE run's learned policies: `drima-render {cfg.evaluate_from}`")
+
+
+def _check_types(cfg: LaunchConfig) -> None:
+    """Switches and dicts from Python callers (argparse makes them right for the CLI)."""
+    for name in ("global_state", "act_ahead", "resume", "render", "restart_failed", "insecure"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"{name} must be True or False, not {getattr(cfg, name)!r}")
+    for name in ("learner", "env_options"):
+        if not isinstance(getattr(cfg, name), dict):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a dict (a JSON object)")
 
 
 def _check_faults(cfg: LaunchConfig) -> None:
@@ -228,8 +236,8 @@ def _env_workers(cfg: LaunchConfig) -> int:
 
 
 def _check_ctde(cfg: LaunchConfig, venv: object) -> None:
-    """ctde's centralised critics read the global state: the env must have one."""
-    if cfg.mode == "ctde":
+    """ctde's centralised critics (and --global-state's) read the global state: the env must have one."""
+    if sends_global_state(cfg):
         try:
             require_global_state(venv, cfg.env)
         except ValueError as exc:

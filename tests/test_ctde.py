@@ -120,11 +120,13 @@ def test_ctde_without_a_global_state_is_a_one_line_error(tmp_path):
 
     cfg = EnvServerConfig(address=f"ipc://{tmp_path}/env", env="stateless", n_agents=2, steps=1, n_envs=1,
                           run_dir=str(tmp_path / "srv"), share_team_reward=True)
-    with pytest.raises(ValueError, match="--mode ctde needs a global state .* --env stateless has none"):
+    with pytest.raises(ValueError, match="--mode ctde and --global-state need a global state .* --env stateless "
+                                         "has none"):
         EnvServer(cfg, env=Stateless())
-    with pytest.raises(ConfigError, match="--mode ctde needs a global state"):
-        validate(LaunchConfig(env="pettingzoo:tiny_envs:Matching", algo="a2c", mode="ctde", n=2, steps=10,
-                              run_dir=str(tmp_path / "run")))
+    for extra in ({"mode": "ctde"}, {"mode": "dri", "global_state": True}):
+        with pytest.raises(ConfigError, match="--mode ctde and --global-state need a global state"):
+            validate(LaunchConfig(env="pettingzoo:tiny_envs:Matching", algo="a2c", n=2, steps=10,
+                                  run_dir=str(tmp_path / "run"), **extra))
 
 
 def _first_layer(net: torch.nn.Module) -> int:
@@ -274,3 +276,25 @@ def test_ddpg_ctde_target_scores_the_next_state_with_the_others_next_actions_and
     expected_in = torch.cat([x2, a2[:, :2], own, a2[:, 4:]], dim=-1)
     torch.testing.assert_close(seen[0], expected_in)
     torch.testing.assert_close(target, s + 0.5 * (1 - d) * expected_in.sum(-1))
+
+
+def test_global_state_gives_an_own_reward_learner_the_state_and_joint_actions(tmp_path):
+    """--global-state in ind mode (real agent processes, Recorder learners): every update carries
+    the global state (this agent's obs in its own slot) and the step's joint actions, as in ctde,
+    but the signal is each agent's own reward, not one team reward; the summary says so."""
+    n, k, steps = 3, 2, 6
+    proc = run_launch(tmp_path / "run", "--env", "collection", "--n", str(n), "--steps", str(steps), "--envs", str(k),
+                      "--mode", "ind", "--global-state", "--algo", f"{LEARNERS}:Recorder",
+                      "--learner", json.dumps({"log_dir": str(tmp_path)}), "--log-every", "3",
+                      "--env-options", json.dumps({"n_foods": 3, "max_cycles": 4}))
+    assert proc.returncode == 0, proc.stderr
+    rec = [[dict(np.load(tmp_path / f"agent_{i}_{t}.npz")) for t in range(steps)] for i in range(n)]
+    obs_dim = rec[0][0]["obs"].shape[1]
+    for t in range(steps):
+        for i in range(n):
+            b = rec[i][t]
+            np.testing.assert_array_equal(b["info_state"][:, i * obs_dim:(i + 1) * obs_dim], b["obs"])
+            assert b["next_info_joint_actions"].shape == (k, n * 5)
+    signals = np.array([[rec[i][t]["signal"] for t in range(steps)] for i in range(n)])  # (n, steps, K)
+    assert not np.allclose(signals[0], signals[1]) or not np.allclose(signals[1], signals[2])  # own rewards differ
+    assert load_summary(tmp_path / "run")["global_state"] is True

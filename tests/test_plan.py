@@ -42,6 +42,10 @@ def test_smax_sight_neighbourhoods_and_ctde_state_are_wired(tmp_path):
                                  run_dir=str(tmp_path)))
     shutil.rmtree(ctde.socket_dir)
     assert ctde.env_server.share_team_reward and all(not a.peers for a in ctde.agents)
+    critics = plan_run(LaunchConfig(env="smax:3m", algo="ppo", global_state=True, topology="range:sight", n=3,
+                                    run_dir=str(tmp_path)))
+    shutil.rmtree(critics.socket_dir)  # dri with centralised critics: the state, and neighbours still
+    assert critics.env_server.share_team_reward and all(len(a.peers) == 2 for a in critics.agents)
     ring = plan_run(LaunchConfig(topology="ring", n=3, run_dir=str(tmp_path)))
     shutil.rmtree(ring.socket_dir)
     assert ring.agents[0].startup_timeout_s == 60.0
