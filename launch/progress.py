@@ -51,4 +51,5 @@ class Progress:
             print()
 
     def _tag(self) -> str:
-        return f"{self.cfg.env} {self.cfg.algo}-{self.cfg.mode} {self.cfg.topology} n={self.cfg.n}"
+        critics = "+state" if self.cfg.global_state and self.cfg.mode != "ctde" else ""  # centralised critics
+        return f"{self.cfg.env} {self.cfg.algo}-{self.cfg.mode}{critics} {self.cfg.topology} n={self.cfg.n}"
