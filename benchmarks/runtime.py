@@ -11,6 +11,11 @@ For each (n, K) it runs `drima-launch` for real (one env server + n agent proces
 `drima.reference.run_reference` (the same learners, env and DRI rule in one process) with the
 same settings, and the environment alone (random actions, no learners), and prints one table
 row. Results: benchmarks/results/runtime.{md,csv}.
+
+`two_cores_ceiling`: the same reference, two copies at once in two processes, against one alone:
+2 x (their mean rate) / (the rate alone). It is what this machine gives for the same work split
+over two processes with no messages at all (2.0 on two real cores that share nothing; less where
+they share caches, memory bandwidth or a physical core), so `ratio` can at best reach it.
 """
 
 from __future__ import annotations
@@ -44,9 +49,22 @@ def env_alone_rate(env: str, n: int, k: int, steps: int, seed: int, options: dic
     return steps * k / (time.perf_counter() - t0)
 
 COLUMNS = ["n", "K", "env_workers", "act_ahead", "env_steps_per_s", "reference_env_steps_per_s", "ratio",
+           "two_cores_ceiling",
            "env_alone_env_steps_per_s", "fraction_of_env_alone", "nbr_bytes_per_peer_env_step",
            "nbr_bytes_per_msg", "env_link_bytes_per_agent_step", "exchange_p50_ms", "exchange_p99_ms",
            "agent_rss_mb", "agent_pss_mb", "env_server_rss_mb", "total_pss_mb"]
+
+
+def two_cores_ceiling(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int,
+                      options: dict, alone: float) -> float:
+    """2 x the mean env steps/s of two reference processes run at once, over `alone` (one by itself)."""
+    code = ("import json, sys; from drima.reference import run_reference; a = json.loads(sys.argv[1]); "
+            "print(run_reference(*a[:7], n_envs=a[7], env_options=a[8])['env_steps_per_s'])")
+    args = [json.dumps([env, algo, mode, topology, n, steps, seed, k, options])]
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    rates = [float(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+    return 2 * float(np.mean(rates)) / alone
 
 
 def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps: int, seed: int,
@@ -70,8 +88,9 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
     baselines = {} if baselines is None else baselines
     if (n, k) not in baselines:
         ref = run_reference(env, algo, mode, topology, n, steps, seed, n_envs=k, env_options=options)
-        baselines[n, k] = ref["env_steps_per_s"], env_alone_rate(env, n, k, steps, seed, options)
-    ref_rate, env_alone = baselines[n, k]
+        ceiling = two_cores_ceiling(env, algo, mode, topology, n, k, steps, seed, options, ref["env_steps_per_s"])
+        baselines[n, k] = ref["env_steps_per_s"], env_alone_rate(env, n, k, steps, seed, options), ceiling
+    ref_rate, env_alone, ceiling = baselines[n, k]
     sent = np.array([a["link"]["sent_bytes"] for a in agents], float)
     msgs = np.array([a["link"]["sent_msgs"] for a in agents], float)
     env_link = (np.array(server["env_link_bytes_sent_per_agent_step"])
@@ -83,6 +102,7 @@ def measure(env: str, algo: str, mode: str, topology: str, n: int, k: int, steps
         "n": n, "K": k, "env_workers": env_workers, "act_ahead": int(act_ahead), "env_steps_per_s": round(rate),
         "reference_env_steps_per_s": round(ref_rate),
         "ratio": round(rate / ref_rate, 2),
+        "two_cores_ceiling": round(ceiling, 2),
         "env_alone_env_steps_per_s": round(env_alone),
         "fraction_of_env_alone": round(rate / env_alone, 2),
         # PUB sends each frame once; ZeroMQ delivers one copy to each subscribed neighbour.

@@ -1,0 +1,64 @@
+"""A built-in learner wrapped to time itself (issue 17: is a learner update dearer in an agent
+process than in the one-process reference, or is the difference all in the messages?).
+
+`--algo ./benchmarks/ablations/timed_learner.py:a2c` (or `:dqn`, `:ppo`, `:ddpg`) runs the
+built-in learner with the env's defaults, and adds up the CPU time of this thread (time.thread_time)
+spent in act() and in update(). With the option {"timing_dir": DIR} it writes
+DIR/<pid>.json every 100 updates: calls and CPU seconds of each. The same file works in
+drima.reference.run_reference (algo="./benchmarks/ablations/timed_learner.py:a2c") and in drima-launch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from drima.agent.learners import env_defaults, make_learner
+from drima.types import LearnerSpec
+
+
+class Timed:
+    def __init__(self, algo: str, spec: LearnerSpec, options: dict, seed: int):
+        options = dict(options)
+        self.timing_dir = Path(options.pop("timing_dir", "."))
+        self.inner = make_learner(algo, spec.obs_dim, spec.action, env_defaults(spec.env, algo) | options, seed,
+                                  state_dim=spec.state_dim, env_spec=spec.env)
+        self.acts_ahead = getattr(self.inner, "acts_ahead", False)
+        self.cpu = {"act": [0, 0.0], "update": [0, 0.0]}  # calls, CPU seconds
+
+    def _timed(self, name: str, fn, *args, **kwargs):
+        t = time.thread_time()
+        out = fn(*args, **kwargs)
+        entry = self.cpu[name]
+        entry[0] += 1
+        entry[1] += time.thread_time() - t
+        return out
+
+    def act(self, obs, info=None, greedy=False):
+        return self._timed("act", self.inner.act, obs, info=info, greedy=greedy)
+
+    def update(self, batch):
+        out = self._timed("update", self.inner.update, batch)
+        if self.cpu["update"][0] % 100 == 0:
+            (self.timing_dir / f"{os.getpid()}-{id(self)}.json").write_text(json.dumps(self.cpu))
+        return out
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
+def a2c(spec: LearnerSpec, options: dict, seed: int) -> Timed:
+    return Timed("a2c", spec, options, seed)
+
+
+def dqn(spec: LearnerSpec, options: dict, seed: int) -> Timed:
+    return Timed("dqn", spec, options, seed)
+
+
+def ppo(spec: LearnerSpec, options: dict, seed: int) -> Timed:
+    return Timed("ppo", spec, options, seed)
