@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from drima.launch.report import SUBSTITUTED_WARN  # drima-launch warns above the same share
+
 
 def load_summary(run_dir: Path) -> dict | None:
     try:
@@ -50,6 +52,9 @@ def launch(cmd_args: list[str], run_dir: Path, log: Path, timeout_s: float, reus
     if rc != 0 or s is None or s.get("status") != "completed":
         status = s.get("status") if s else "no summary.json"
         return None, f"exit {rc}, status {status} (log: {log})"
+    share = s.get("substituted_action_share") or 0.0
+    if share > SUBSTITUTED_WARN:  # the learners did not play this run alone: say so beside the figures
+        ran += f"; WARNING: {100 * share:.1f} % of the actions were substitutes for late or silent agents"
     return s, ran
 
 

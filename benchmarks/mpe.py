@@ -48,7 +48,8 @@ ALGOS = ["ddpg", "a2c"]
 MODES = ["ind", "dri", "dri-naive", "ctde"]
 COLOURS = {"dri": "tab:red", "ind": "tab:blue", "dri-naive": "tab:green", "ctde": "tab:purple"}
 FIELDS = ["task", "algo", "mode", "seed", "first_group_reward", "episode_team_return", "hits", "interceptor_collisions",
-          "foods_occupied", "type_matches", "conflict_rate", "episodes", "env_steps", "env_steps_per_s", "wall_s"]
+          "foods_occupied", "type_matches", "conflict_rate", "episodes", "env_steps", "env_steps_per_s", "wall_s",
+          "substituted_share"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -119,7 +120,8 @@ def to_row(key: tuple, s: dict, run_dir: Path, steps: int) -> dict:
             "first_group_reward": first_group_reward(run_dir, steps),
             **{k: fin.get(k) for k in FIELDS[5:10]}, "conflict_rate": fin.get("mean_conflict_rate"),
             "episodes": fin.get("episodes"), "env_steps": s.get("env_steps"),
-            "env_steps_per_s": s.get("env_steps_per_s"), "wall_s": s.get("wall_s")}
+            "env_steps_per_s": s.get("env_steps_per_s"), "wall_s": s.get("wall_s"),
+            "substituted_share": s.get("substituted_action_share")}
 
 
 def _stat(rows: list[dict], key: str) -> str:

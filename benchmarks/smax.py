@@ -40,7 +40,7 @@ MAPS = ["3m", "2s3z", "5m_vs_6m"]
 MODES = ["ind", "dri", "ctde"]
 COLOURS = {"dri": "tab:red", "ind": "tab:blue", "ctde": "tab:purple"}
 FIELDS = ["map", "mode", "seed", "won", "episode_team_return", "allies_alive", "enemies_alive", "conflict_rate",
-          "episodes", "env_steps", "env_steps_per_s", "wall_s", "eval_won", "eval_battles"]
+          "episodes", "env_steps", "env_steps_per_s", "wall_s", "eval_won", "eval_battles", "substituted_share"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -73,7 +73,10 @@ def parse_args() -> argparse.Namespace:
 def launch_args(args: argparse.Namespace, map_name: str, mode: str, seed: int, steps: int) -> list[str]:
     return ["--env", f"smax:{map_name}", "--algo", "ppo", "--mode", mode, "--topology", "range:sight",
             "--steps", str(steps), "--envs", str(args.envs), "--seed", str(seed), "--log-every", "50",
-            "--checkpoint-every", "5000", "--learner", args.learner]
+            "--checkpoint-every", "5000", "--learner", args.learner,
+            # 10 s before a silent agent is declared dead (2 s by default): six of these runs at once
+            # starved agents past 2 s, and the env server played substitutes for their actions
+            "--heartbeat-liveness", "20"]
 
 
 def run_dir_of(args: argparse.Namespace, key: tuple) -> Path:
@@ -114,7 +117,8 @@ def to_row(key: tuple, s: dict, run_dir: Path, ev: dict | None) -> dict:
             "conflict_rate": fin.get("mean_conflict_rate"), "episodes": fin.get("episodes"),
             "env_steps": s.get("env_steps"), "env_steps_per_s": s.get("env_steps_per_s"),
             "wall_s": float(wall["wall_s"]) if wall else s.get("wall_s"),
-            "eval_won": ev_fin.get("won"), "eval_battles": ev_fin.get("episodes")}
+            "eval_won": ev_fin.get("won"), "eval_battles": ev_fin.get("episodes"),
+            "substituted_share": s.get("substituted_action_share")}
 
 
 def smax_alone(map_name: str, n_envs: int, steps: int, seed: int = 0) -> float:

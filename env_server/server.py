@@ -214,6 +214,7 @@ class EnvServer:
         self.bytes_sent = np.zeros(cfg.n_agents, np.int64)
         self.bytes_recv = np.zeros(cfg.n_agents, np.int64)
         self.dropped = 0
+        self.substituted = 0  # agent-steps whose own action was not played (late, silent, dead): missing_action
         # liveness (monotonic seconds; 0 = never): see the module docstring
         self.last_heard = np.zeros(cfg.n_agents)
         self.last_sent = np.zeros(cfg.n_agents)
@@ -598,6 +599,7 @@ class EnvServer:
             self._send_results(step + 1, obs, rewards, done, last=step + 1 == cfg.steps, played=played,
                                actions=actions)
             team = float(rewards.sum(0).mean())
+            self.substituted += cfg.n_agents - len(played)
             metrics.accumulate({"team_reward": team, "missing_actions": cfg.n_agents - len(played)})
             if step >= final_from:
                 final_team.append(team)
@@ -649,6 +651,10 @@ class EnvServer:
                  "env_link_bytes_recv_per_agent_step": (self.bytes_recv / max(stepped, 1)).round(1).tolist(),
                  "dropped_frames": self.dropped, "interrupted": self.stop_requested, "abandoned": self.abandoned,
                  "agent_events": self.seats.events, "replaced_actions": getattr(self.env, "replaced_actions", 0),
+                 # a share of more than a percent or so: the agents learned from a run that was not
+                 # only theirs (an overloaded machine starves them past the liveness window)
+                 "substituted_actions": {"count": self.substituted,
+                                         "share": round(self.substituted / max(stepped * cfg.n_agents, 1), 4)},
                  "memory": memory_mb()}
 
     def _timed(self, fn, *args):

@@ -29,7 +29,7 @@ from .dashboard.server import DEFAULT_PORT
 from .defaults import GENERIC, RUN_DEFAULTS, run_defaults
 from .plan import LaunchConfig
 from .rendezvous import RendezvousError
-from .report import learned_line
+from .report import learned_line, substituted_line
 from .validate import ConfigError
 
 
@@ -281,6 +281,7 @@ def _final_lines(result: RunResult) -> str:
             f"final team reward per step {fin.get('mean_team_reward')}, "
             + (f"per episode {tasks}" if tasks else f"top joint actions {freq}")
             + f"\nresults: {result.summary_path}" + (f", {result.plot_path}" if result.plot_path else "")
+            + (f"\n{warning}" if (warning := substituted_line(summary)) else "")
             + (f"\n{learned}" if (learned := learned_line(summary)) else ""))  # last: what the run is for
 
 

@@ -45,6 +45,20 @@ def learned_line(summary: dict) -> str | None:
     return line
 
 
+SUBSTITUTED_WARN = 0.01  # above this share of agent-steps, say that the agents did not play their own run
+
+
+def substituted_line(summary: dict) -> str | None:
+    """A warning when the env server played substitutes for more than 1 % of the agents' actions
+    (late or silent agents: an overloaded machine, dead agents): None otherwise."""
+    share = summary.get("substituted_action_share")
+    if share is None or share <= SUBSTITUTED_WARN:
+        return None
+    return (f"warning: {100 * share:.1f} % of the agents' actions were substitutes (missing_action) for late, silent "
+            f"or dead agents; the agents learned from steps they did not all play. On a busy machine, raise "
+            f"--heartbeat-liveness (and --action-timeout)")
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -85,6 +99,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "restarts": {str(i): a["restarts"] for i, a in processes.get("agents", {}).items() if a["restarts"]},
         "kills": processes.get("kills", []),
         "agent_events": stats.get("agent_events", []),
+        "substituted_action_share": stats.get("substituted_actions", {}).get("share"),
         "env": cfg.env, "algo": cfg.algo, "mode": cfg.mode, "global_state": sends_global_state(cfg),
         "topology": cfg.topology, "n_agents": cfg.n,
         "seed": cfg.seed, "steps": stats.get("steps", 0), "n_envs": cfg.envs,

@@ -1,6 +1,7 @@
 """A neighbour that dies mid-run (kill -9): the run completes without it."""
 
 import csv
+import json
 import os
 import re
 import signal
@@ -44,6 +45,10 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
         rows = list(csv.DictReader(open(run_dir / f"agent_{i}" / "metrics.csv")))
         assert float(rows[-1]["n_peers"]) == 1.0
     assert "agent 2 silent" in (run_dir / "env_server" / "log.txt").read_text()
+    # from the kill on, agent 2's seat played substitutes at every step, and the summary says how many
+    count = json.loads((run_dir / "env_server" / "stats.json").read_text())["substituted_actions"]["count"]
+    assert 0.5 * (steps - killed_at) <= count <= steps - killed_at + 30, (count, killed_at)
+    assert summary["substituted_action_share"] == round(count / (steps * 4), 4)
     # what agent 2 wrote before it died is still there and readable
     rows = list(csv.DictReader(open(run_dir / "agent_2" / "metrics.csv")))
     assert 0 < int(rows[-1]["step"]) < steps
@@ -223,3 +228,13 @@ def test_killed_env_server_is_restarted_and_the_run_completes(tmp_path, on_env_l
         else:
             assert agent["exits"] == [4, 0] and agent["restarts"] == 1
     assert not drima_processes_for(run_dir)
+
+
+def test_the_final_lines_warn_when_more_than_a_percent_of_actions_were_substitutes():
+    from drima.launch.report import substituted_line
+
+    assert substituted_line({"substituted_action_share": 0.01}) is None  # at most 1 %: no warning
+    assert substituted_line({"substituted_action_share": None}) is None  # a summary from before the count
+    assert substituted_line({}) is None
+    line = substituted_line({"substituted_action_share": 0.2345})
+    assert line.startswith("warning: 23.4 % of the agents' actions were substitutes") and "--heartbeat-liveness" in line
