@@ -13,6 +13,8 @@ from the row above (same env, fewer agents) divided by the agents added.
 
 - env steps/s: the env server's own figure (steps x K over its stepping time, start-up excluded);
 - agent steps/s: env steps/s x n, the transitions all agents learn from per second;
+- agent steps/s, 2nd half: the same over the second half of the steps only (the steady state: each
+  agent's first updates are slow, and at n=64 on 2 cores they weigh on a short run's figure);
 - start-up: from starting `drima-launch` until the env server starts stepping;
 - load: the machine's 5-minute load average when the run ended (throughput needs an idle machine;
   memory does not).
@@ -36,7 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-COLUMNS = ["env", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "startup_s", "total_pss_mb",
+COLUMNS = ["env", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "steady_agent_steps_per_s", "startup_s",
+           "total_pss_mb",
            "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
            "wall_s", "load", "extra", "status"]
 ROLES = ("agent", "zygote", "launch", "env-server")
@@ -108,6 +111,21 @@ def first_step_at(run_dir: Path) -> float | None:
     return metrics.stat().st_mtime - wall_s
 
 
+def second_half_rate(run_dir: Path, k: int) -> float | None:
+    """Env steps/s over the second half of the run, from the env server's metrics rows (step,
+    wall_s): the steady state, after every agent's first updates (at n=64 those take a while: 64
+    processes each allocate and touch their memory for the first time on 2 cores)."""
+    try:
+        with open(run_dir / "env_server" / "metrics.csv") as f:
+            rows = [(int(r["step"]), float(r["wall_s"])) for r in csv.DictReader(f)]
+    except (OSError, ValueError, KeyError):
+        return None
+    if len(rows) < 4:
+        return None
+    (s0, w0), (s1, w1) = rows[len(rows) // 2], rows[-1]
+    return (s1 - s0) * k / (w1 - w0) if w1 > w0 else None
+
+
 def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="drima-scale-") as tmp:
         run_dir = Path(tmp) / "run"
@@ -133,8 +151,9 @@ def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[
             summary = json.loads((run_dir / "summary.json").read_text())
         except (OSError, ValueError):
             summary = {"status": f"no summary (exit {launcher.returncode}): {err.strip()[-200:]}"}
+        steady = second_half_rate(run_dir, k)
     row = _row(env, n, k, steps, summary, peak, (started - t0) if started else None, wall_s)
-    return row | {"extra": " ".join(extra)}
+    return row | {"extra": " ".join(extra), "steady_agent_steps_per_s": round(steady * n) if steady else ""}
 
 
 def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startup_s: float | None,
@@ -196,7 +215,8 @@ def added_agent_mb(rows: list[dict]) -> dict[tuple[str, str], str]:
 
 def write_table(path: Path, rows: list[dict], command: str) -> None:
     grow = added_agent_mb(rows)
-    head = ["env", "n", "K", "steps", "env steps/s", "agent steps/s", "start-up (s)", "peak total PSS (MB)",
+    head = ["env", "n", "K", "steps", "env steps/s", "agent steps/s", "agent steps/s, 2nd half", "start-up (s)",
+            "peak total PSS (MB)",
             "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
             "processes", "load (5 min)", "other flags", "status"]
     log_path = path.with_suffix(".commands")  # every command whose rows may be in the table
@@ -208,7 +228,8 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
              f"ran its env and n):", "", *(f"- `{c}`" for c in commands), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["env"], int(r["n"]))):
-        cells = [r["env"], r["n"], r["K"], r["steps"], r["env_steps_per_s"], r["agent_steps_per_s"], r["startup_s"],
+        cells = [r["env"], r["n"], r["K"], r["steps"], r["env_steps_per_s"], r["agent_steps_per_s"],
+                 r.get("steady_agent_steps_per_s", ""), r["startup_s"],
                  r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
                  r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),
                  r.get("extra", ""), r["status"]]
@@ -229,7 +250,11 @@ def plot(path: Path, rows: list[dict]) -> None:
     for env in sorted({r["env"] for r in rows}):
         mine = sorted((r for r in rows if r["env"] == env and r["agent_steps_per_s"]), key=lambda r: int(r["n"]))
         ns = [int(r["n"]) for r in mine]
-        ax_rate.plot(ns, [float(r["agent_steps_per_s"]) for r in mine], "o-", label=env)
+        line = ax_rate.plot(ns, [float(r["agent_steps_per_s"]) for r in mine], "o-", label=f"{env}, whole run")[0]
+        steady = [(int(r["n"]), float(r["steady_agent_steps_per_s"])) for r in mine
+                  if r.get("steady_agent_steps_per_s")]
+        if steady:
+            ax_rate.plot(*zip(*steady, strict=True), "s--", color=line.get_color(), label=f"{env}, 2nd half")
         ax_mem.plot(ns, [float(r["total_pss_mb"]) for r in mine], "o-", label=env)
     ax_rate.set(xlabel="agents (n)", ylabel="agent steps/s", title="throughput (K=8, ring)")
     ax_mem.set(xlabel="agents (n)", ylabel="peak total PSS (MB)", title="memory of the whole run")

@@ -445,6 +445,35 @@ def test_a_clear_spot_keeps_its_distance_from_every_point_and_from_none():
     assert np.linalg.norm(spots[:, None] - others[None], axis=-1).min() >= 0.4
 
 
+def test_a_spot_clear_of_both_is_the_nested_loops_spot_with_the_same_draws():
+    """sample_clear_of_both draws in blocks; it must return what the two nested rejection loops it
+    replaces return, and leave the generator where they leave it (so seeded resets are unchanged),
+    in open arenas and in crowded ones where the loops run out of tries."""
+    from drima.env_server.mpe.world import is_clear, sample_clear_of_both, sample_clear_position
+
+    def loops(rng, bound, first, then, tries):
+        for _ in range(tries):
+            pos = sample_clear_position(rng, bound, *first, tries)
+            if is_clear(pos, then[0], then[1]):
+                break
+        return pos
+
+    cases = np.random.default_rng(7)
+    crowded = 0
+    for _ in range(400):
+        bound = float(cases.uniform(0.3, 1.5))
+        first = (cases.uniform(-bound, bound, (int(cases.integers(0, 80)), 2)), float(cases.uniform(0, 0.5)))
+        then = (cases.uniform(-bound, bound, (int(cases.integers(0, 80)), 2)), float(cases.uniform(0, 0.5)))
+        tries = int(cases.choice([1, 2, 100]))
+        seed = int(cases.integers(2**31))
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        expected = loops(a, bound, first, then, tries)
+        np.testing.assert_array_equal(sample_clear_of_both(b, bound, first, then, tries), expected)
+        assert a.random() == b.random()  # the next draw too: the same number of draws were made
+        crowded += not is_clear(expected, *then)
+    assert crowded > 20  # the loops ran out of tries in some of these
+
+
 def test_collection_resets_place_agents_off_the_food_and_apart_where_there_is_room():
     env = collection.parallel_env(n_agents=6)
     for seed in range(5):

@@ -48,9 +48,9 @@ from .world import (
     ArenaWorld,
     encode_slots,
     encode_slots_batch,
-    is_clear,
     one_hot,
     others_index,
+    sample_clear_of_both,
     sample_clear_position,
     stacked,
 )
@@ -162,10 +162,8 @@ class CollectionScenario(BaseScenario):
         agent_pos = np.zeros((0, 2))
         for agent in world.agents:
             # off every food (no free occupancy) and off every other agent (no explosive start)
-            for _ in range(100):
-                pos = sample_clear_position(np_random, world.bound, food_pos, agent.size + widest)
-                if is_clear(pos, agent_pos, 2 * agent.size):
-                    break
+            pos = sample_clear_of_both(np_random, world.bound, (food_pos, agent.size + widest),
+                                       (agent_pos, 2 * agent.size))
             agent.state.p_pos = pos
             agent_pos = np.vstack([agent_pos, pos])
             agent.state.p_vel = np.zeros(world.dim_p)

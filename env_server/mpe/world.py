@@ -210,6 +210,51 @@ def sample_clear_position(
     return pos
 
 
+def sample_clear_of_both(
+    np_random: np.random.Generator,
+    bound: float,
+    first: tuple[np.ndarray, float],
+    then: tuple[np.ndarray, float],
+    max_tries: int = 100,
+) -> np.ndarray:
+    """What this loop returns, and with the same draws from `np_random`:
+
+        for _ in range(max_tries):
+            pos = sample_clear_position(np_random, bound, *first, max_tries)
+            if is_clear(pos, *then):
+                break
+
+    (`first`, `then`: points (n, 2) and a minimum distance). The draws are made and checked in
+    blocks as arrays, then the generator is set back and advanced by exactly the draws the loop
+    makes, so that every later draw is the same as with the loop. In a crowded arena (64 agents)
+    the loop made thousands of checks per agent: resets were 70 % of collection's env step."""
+    (near, near_distance), (far, far_distance) = first, then
+    state = np_random.bit_generator.state
+    drawn = inner = outer = 0
+    size = 16  # blocks grow: most spots are found in a few draws, a crowded arena needs thousands
+    while True:
+        block = np_random.uniform(-bound, bound, (size, 2))
+        clear_first = _clear_rows(block, near, near_distance).tolist()
+        clear_then = _clear_rows(block, far, far_distance).tolist()
+        for i, (ok_first, ok_then) in enumerate(zip(clear_first, clear_then, strict=True)):
+            inner += 1
+            if ok_first or inner == max_tries:  # the inner loop's result
+                inner, outer = 0, outer + 1
+                if ok_then or outer == max_tries:  # the outer loop's
+                    np_random.bit_generator.state = state
+                    np_random.uniform(-bound, bound, (drawn + i + 1, 2))  # the draws the loop made, no more
+                    return block[i]
+        drawn += size
+        size = min(4 * size, 1024)
+
+
+def _clear_rows(points: np.ndarray, others: np.ndarray, min_distance: float) -> np.ndarray:
+    """(m,) bool: is_clear for each row of `points` (m, 2), with is_clear's own arithmetic."""
+    others = np.asarray(others, dtype=float).reshape(-1, 2)
+    offsets = others[None] - points[:, None]
+    return (np.sqrt(offsets[..., 0] * offsets[..., 0] + offsets[..., 1] * offsets[..., 1]) >= min_distance).all(1)
+
+
 def is_clear(pos: np.ndarray, others: np.ndarray, min_distance: float) -> bool:
     """`pos` is at least `min_distance` from every row of `others` (n, 2); true for none."""
     offsets = others - pos  # the sum spelled out: np.sum's wrapper cost a fifth of a reset at n=64 (21 -> 16.7 ms/step)
