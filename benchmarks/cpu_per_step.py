@@ -49,8 +49,10 @@ def cpu_by_thread(root: int) -> dict[tuple[int, int], tuple[str, float]]:
     out = {}
     for pid in descendants(root):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            role = "agent" if cmd.startswith("drima-agent") else cmd.split(" /")[0][:24]
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cmd = raw.split(b"\0")[0].decode(errors="replace")
+            role = "env worker" if b"multiprocessing" in raw else \
+                "agent" if cmd.startswith("drima-agent") else cmd.split(" /")[0][:24]
             for tid in map(int, os.listdir(f"/proc/{pid}/task")):
                 fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
                 name = "main" if tid == pid else Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()

@@ -61,9 +61,13 @@ def two_cores_ceiling(env: str, algo: str, mode: str, topology: str, n: int, k: 
     code = ("import json, sys; from drima.reference import run_reference; a = json.loads(sys.argv[1]); "
             "print(run_reference(*a[:7], n_envs=a[7], env_options=a[8])['env_steps_per_s'])")
     args = [json.dumps([env, algo, mode, topology, n, steps, seed, k, options])]
-    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    rates = [float(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [proc.communicate() for proc in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(f"a reference process for two_cores_ceiling failed: {err.strip()[-500:]}")
+    rates = [float(out.strip().splitlines()[-1]) for out, _ in outputs]
     return 2 * float(np.mean(rates)) / alone
 
 

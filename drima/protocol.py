@@ -46,19 +46,22 @@ RESULT = "result"  # body: [obs bytes, reward bytes, terminated bytes, last, ext
 #      its action is not played and its reward is 0 until the copy resets (absent: all 1);
 #   "executed": uint8 x K, 0 where this agent's action of the previous step was not played (it came
 #      after action_timeout_s, or not at all: its seat played missing_action); absent: all played;
-#   "team": float32 x K, the team reward (ctde mode only: MPE, SMAX, SC2 the mean over agents, others the sum);
+#   "team": float32 x K, the team reward (ctde mode or --global-state only: MPE, SMAX, SC2 the mean over
+#      agents, others the sum);
 #   "in_range": uint8 x (n_agents * K), row j = does agent j count as a neighbour in each copy: within
 #      range (range topologies) and in the episode (envs where agents leave episodes early);
 #   "heard_by": uint8 x (n_agents * K), row j = does agent j count this agent as a neighbour, where that
 #      is not "in_range" (range:sight: each unit's own radius); absent: the same as "in_range". The agent
 #      sends its scalars only to those peers;
 #   "avail": uint8 x (K * n_actions), the actions this agent may take at this observation (SMAX, SC2);
-#   "state": float32 x (K * state_dim), the global state at this observation (ctde; the SPEC says state_dim);
+#   "state": float32 x (K * state_dim), the global state at this observation (ctde or --global-state; the
+#      SPEC says state_dim);
 #   "final_state": float32 x (K * state_dim), the global state each truncated copy's episode ended on
 #      (other rows: state), where the env provides it (MPE) and a copy was truncated;
 #   "joint_actions": float32 x (K * joint_action_dim), the actions every agent played at the previous
 #      step (its own, or the substitute its seat played), in agent order: a discrete action one-hot,
-#      a continuous one its values in [-1, 1] (ctde; the SPEC says joint_action_dim and own_action_at).
+#      a continuous one its values in [-1, 1] (ctde or --global-state; the SPEC says joint_action_dim and
+#      own_action_at).
 STOP = "stop"  # body: {"reason": str}; {"superseded": True}: another incarnation of this agent plays its seat
 # an agent moved to another node: {"agent": id, "incarnation": k, "address": its PUB}; its neighbours reconnect
 MOVED = "moved"

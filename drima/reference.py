@@ -35,19 +35,22 @@ from drima.types import StepInfo
 
 def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: int, seed: int,
                   n_envs: int = 8, learner_overrides: dict | None = None, mu_step_size: float = 0.05,
-                  env_options: dict | None = None, log_every: int = 0) -> dict:
+                  env_options: dict | None = None, log_every: int = 0, global_state: bool = False) -> dict:
+    """The same learners, env and DRI rule as `drima-launch` with these settings, in this one
+    process; `global_state` as --global-state. Returns env steps/s and the final figures."""
     torch.set_num_threads(1)
-    venv = make_env(env, n, n_envs, seed, default_action_type(env, algo), env_options, final_state=mode == "ctde")
+    sends_state = mode == "ctde" or global_state  # as the env server: team reward, global state, joint actions
+    venv = make_env(env, n, n_envs, seed, default_action_type(env, algo), env_options, final_state=sends_state)
     dynamic = is_dynamic(topology)
     radius = range_radius(topology) if dynamic else None  # None with range:sight: the units' sight ranges
     nbrs = neighbour_map(build_topology("full" if dynamic else topology, n, seed))
-    ctde = mode == "ctde"
-    if ctde:  # as the env server does: the team reward, the global state, the joint actions
+    if mode == "ctde":  # learns from the team reward: no neighbours
         nbrs = {i: [] for i in range(n)}
+    if sends_state:
         require_global_state(venv, env)
-    agents = [_make_agent(venv, i, algo, mode, seed, learner_overrides, mu_step_size, ctde) for i in range(n)]
+    agents = [_make_agent(venv, i, algo, mode, seed, learner_overrides, mu_step_size, sends_state) for i in range(n)]
     obs = venv.reset()
-    infos = _step_infos(venv, n, ctde)
+    infos = _step_infos(venv, n, sends_state)
     final_window = steps - max(1, steps // 10)
     team_rewards, episodes, final_episodes = [], [], []
     t0 = time.perf_counter()
@@ -55,7 +58,7 @@ def run_reference(env: str, algo: str, mode: str, topology: str, n: int, steps: 
         venv.count_joint_actions = t >= final_window
         actions = [a.act(o, info) for a, o, info in zip(agents, obs, infos, strict=True)]
         next_obs, rewards, dones = venv.step(actions)
-        step_infos = (infos, _step_infos(venv, n, ctde, actions))  # at obs and at next_obs
+        step_infos = (infos, _step_infos(venv, n, sends_state, actions))  # at obs and at next_obs
         infos = step_infos[1]
         near = venv.in_range(radius) if dynamic else None
         team = team_reward(venv, rewards)

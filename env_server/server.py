@@ -134,7 +134,7 @@ class EnvServerConfig:
     env_workers: int = 1
     """PettingZoo envs: step the K copies in this many worker processes at once (1: in this process)"""
     share_team_reward: bool = False
-    """ctde mode: send every agent the team reward too (MPE, SMAX and SC2: the mean of all agents'
+    """ctde mode or --global-state: send every agent the team reward too (MPE, SMAX and SC2: the mean of all agents'
     rewards, see env_server/mpe/vector.py and smax.py; other envs: the sum), the global state (the
     env must have one) and every agent's played actions (joint_actions)"""
     logger: str = "csv"

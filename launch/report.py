@@ -31,6 +31,21 @@ def _first_window(run_dir: Path, until_step: float) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _substituted_share(run_dir: Path, n_agents: int) -> float | None:
+    """The share of agent-steps whose action the env server replaced (missing_action), over the
+    whole run: from its metrics rows (each the mean per step since the row before), so that a
+    resumed or restarted env server's earlier steps count too; None before the first row."""
+    missed = steps = 0.0
+    last = 0
+    for row in read_rows(run_dir / "env_server" / "metrics.csv"):
+        step = int(float(row["step"]))
+        if row.get("missing_actions") not in (None, "") and step > last:
+            missed += float(row["missing_actions"]) * (step - last)
+            steps += step - last
+        last = max(last, step)
+    return round(missed / (steps * n_agents), 4) if steps and n_agents else None
+
+
 def learned_line(summary: dict) -> str | None:
     """What the run learned, in one line: the team reward per step (and, in episodic tasks, the
     group reward per episode) over the first 10 % of steps against the last 10 %. None for an
@@ -99,7 +114,7 @@ def write_summary(cfg: LaunchConfig, status: str, wall_s: float, neighbours: dic
         "restarts": {str(i): a["restarts"] for i, a in processes.get("agents", {}).items() if a["restarts"]},
         "kills": processes.get("kills", []),
         "agent_events": stats.get("agent_events", []),
-        "substituted_action_share": stats.get("substituted_actions", {}).get("share"),
+        "substituted_action_share": _substituted_share(run_dir, cfg.n or 0),
         "env": cfg.env, "algo": cfg.algo, "mode": cfg.mode, "global_state": sends_global_state(cfg),
         "topology": cfg.topology, "n_agents": cfg.n,
         "seed": cfg.seed, "steps": stats.get("steps", 0), "n_envs": cfg.envs,

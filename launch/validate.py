@@ -237,6 +237,8 @@ def _env_workers(cfg: LaunchConfig) -> int:
 
 def _check_ctde(cfg: LaunchConfig, venv: object) -> None:
     """ctde's centralised critics (and --global-state's) read the global state: the env must have one."""
+    if cfg.global_state and cfg.mode != "ctde" and cfg.algo == "dqn":
+        raise ConfigError("--global-state: dqn has no critic to read the state (a2c, ppo and ddpg have)")
     if sends_global_state(cfg):
         try:
             require_global_state(venv, cfg.env)

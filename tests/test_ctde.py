@@ -127,6 +127,8 @@ def test_ctde_without_a_global_state_is_a_one_line_error(tmp_path):
         with pytest.raises(ConfigError, match="--mode ctde and --global-state need a global state"):
             validate(LaunchConfig(env="pettingzoo:tiny_envs:Matching", algo="a2c", n=2, steps=10,
                                   run_dir=str(tmp_path / "run"), **extra))
+    with pytest.raises(ConfigError, match="--global-state: dqn has no critic"):  # it would be sent for nothing
+        validate(LaunchConfig(env="collection", algo="dqn", global_state=True, run_dir=str(tmp_path / "run")))
 
 
 def _first_layer(net: torch.nn.Module) -> int:

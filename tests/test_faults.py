@@ -48,7 +48,7 @@ def test_kill_one_ring_agent_mid_run(tmp_path):
     # from the kill on, agent 2's seat played substitutes at every step, and the summary says how many
     count = json.loads((run_dir / "env_server" / "stats.json").read_text())["substituted_actions"]["count"]
     assert 0.5 * (steps - killed_at) <= count <= steps - killed_at + 30, (count, killed_at)
-    assert summary["substituted_action_share"] == round(count / (steps * 4), 4)
+    assert abs(summary["substituted_action_share"] - count / (steps * 4)) < 0.002  # from the metrics rows
     # what agent 2 wrote before it died is still there and readable
     rows = list(csv.DictReader(open(run_dir / "agent_2" / "metrics.csv")))
     assert 0 < int(rows[-1]["step"]) < steps

@@ -165,8 +165,8 @@ def env_defaults(spec: dict, algo: str) -> dict[str, Any]:
 def make_learner(algo: str, obs_dim: int, action_space: dict, overrides: dict[str, Any], seed: int,
                  state_dim: int = 0, env_spec: dict | None = None) -> Learner:
     """Build one agent's learner. `overrides`: the learner's options (for the built-in ones,
-    fields of its config dataclass); state_dim > 0 (ctde) gives A2C and PPO a critic on the global
-    state, and with env_spec's joint_action_dim and own_action_at (ctde) DDPG a critic on the global
+    fields of its config dataclass); state_dim > 0 (ctde, --global-state) gives A2C and PPO a critic on the
+    global state, and with env_spec's joint_action_dim and own_action_at DDPG a critic on the global
     state and every agent's actions. Raises ValueError (one line) for a bad algo, option or action space."""
     env_spec = dict(env_spec or {})
     spec = LearnerSpec(int(obs_dim), dict(action_space), int(state_dim), int(env_spec.get("joint_action_dim", 0)),

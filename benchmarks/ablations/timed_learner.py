@@ -4,7 +4,7 @@ process than in the one-process reference, or is the difference all in the messa
 `--algo ./benchmarks/ablations/timed_learner.py:a2c` (or `:dqn`, `:ppo`, `:ddpg`) runs the
 built-in learner with the env's defaults, and adds up the CPU time of this thread (time.thread_time)
 spent in act() and in update(). With the option {"timing_dir": DIR} it writes
-DIR/<pid>.json every 100 updates: calls and CPU seconds of each. The same file works in
+DIR/<pid>-<learner id>.json every 100 updates: calls and CPU seconds of each. The same file works in
 drima.reference.run_reference (algo="./benchmarks/ablations/timed_learner.py:a2c") and in drima-launch.
 """
 
@@ -13,10 +13,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from drima.agent.learners import env_defaults, make_learner
-from drima.types import LearnerSpec
+from drima.types import LearnerSpec, StepInfo, Transition
 
 
 class Timed:
@@ -28,7 +32,7 @@ class Timed:
         self.acts_ahead = getattr(self.inner, "acts_ahead", False)
         self.cpu = {"act": [0, 0.0], "update": [0, 0.0]}  # calls, CPU seconds
 
-    def _timed(self, name: str, fn, *args, **kwargs):
+    def _timed(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         t = time.thread_time()
         out = fn(*args, **kwargs)
         entry = self.cpu[name]
@@ -36,19 +40,19 @@ class Timed:
         entry[1] += time.thread_time() - t
         return out
 
-    def act(self, obs, info=None, greedy=False):
+    def act(self, obs: np.ndarray, info: StepInfo | None = None, greedy: bool = False) -> np.ndarray:
         return self._timed("act", self.inner.act, obs, info=info, greedy=greedy)
 
-    def update(self, batch):
+    def update(self, batch: Transition) -> dict[str, float]:
         out = self._timed("update", self.inner.update, batch)
         if self.cpu["update"][0] % 100 == 0:
             (self.timing_dir / f"{os.getpid()}-{id(self)}.json").write_text(json.dumps(self.cpu))
         return out
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return self.inner.state_dict()
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.inner.load_state_dict(state)
 
 
@@ -62,3 +66,7 @@ def dqn(spec: LearnerSpec, options: dict, seed: int) -> Timed:
 
 def ppo(spec: LearnerSpec, options: dict, seed: int) -> Timed:
     return Timed("ppo", spec, options, seed)
+
+
+def ddpg(spec: LearnerSpec, options: dict, seed: int) -> Timed:
+    return Timed("ddpg", spec, options, seed)

@@ -228,6 +228,8 @@ def sample_clear_of_both(
     blocks as arrays, then the generator is set back and advanced by exactly the draws the loop
     makes, so that every later draw is the same as with the loop. In a crowded arena (64 agents)
     the loop made thousands of checks per agent: resets were 70 % of collection's env step."""
+    if max_tries < 1:
+        raise ValueError(f"max_tries must be >= 1, not {max_tries}")
     (near, near_distance), (far, far_distance) = first, then
     state = np_random.bit_generator.state
     drawn = inner = outer = 0
