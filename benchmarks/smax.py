@@ -74,9 +74,10 @@ def launch_args(args: argparse.Namespace, map_name: str, mode: str, seed: int, s
     return ["--env", f"smax:{map_name}", "--algo", "ppo", "--mode", mode, "--topology", "range:sight",
             "--steps", str(steps), "--envs", str(args.envs), "--seed", str(seed), "--log-every", "50",
             "--checkpoint-every", "5000", "--learner", args.learner,
-            # 10 s before a silent agent is declared dead (2 s by default): six of these runs at once
-            # starved agents past 2 s, and the env server played substitutes for their actions
-            "--heartbeat-liveness", "20"]
+            # 10 s before a silent agent is declared dead (2 s by default), and 120 s for a live one's
+            # action (10 s): with six of these runs at once, agents were starved past 2 s, and 30 PPO
+            # updates at once on 2 cores took longer than 10 s; the env server played substitutes
+            "--heartbeat-liveness", "20", "--action-timeout", "120"]
 
 
 def run_dir_of(args: argparse.Namespace, key: tuple) -> Path:
