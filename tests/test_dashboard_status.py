@@ -33,7 +33,7 @@ def test_status_of_a_real_run_with_a_kill_and_a_restart(killed_run):
     s = run_status(killed_run)
     assert s["run"] | {"dir": None} == {"dir": None, "env": "pd", "algo": "a2c", "mode": "dri", "topology": "ring",
                                         "n": 6, "steps": 900, "node_rank": 0, "nodes": 1, "status": "completed",
-                                        "graph": "static"}
+                                        "graph": "static", "global_state": False}
     assert s["env_server"]["step"] == 900 and s["env_server"]["env_steps_per_s"] > 0
     assert len(s["env_server"]["curves"]["env_steps_per_s"]) == 900 // 50
     states = {a["id"]: a["state"] for a in s["agents"]}

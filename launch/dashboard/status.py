@@ -249,6 +249,7 @@ def run_status(run_dir: str | Path, now: float | None = None) -> dict:
     return {
         "run": {"dir": str(run_dir), "env": settings.get("env"), "algo": settings.get("algo"),
                 "mode": settings.get("mode"), "topology": settings.get("topology"), "n": n,
+                "global_state": bool(settings.get("global_state")) and settings.get("mode") != "ctde",
                 "steps": settings.get("steps"), "node_rank": settings.get("node_rank", 0),
                 "nodes": settings.get("nodes", 1),
                 "status": end.get("status", "ended") if end else "running" if env["step"] else "starting",
