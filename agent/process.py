@@ -87,6 +87,15 @@ class AgentProcess:
         """A heartbeat to the env server if nothing else went out lately (learners and waits call this)."""
         self.env.heartbeat(self.step)
 
+    def _between_gradient_steps(self) -> None:
+        """A long update's progress (PPO's epochs): a heartbeat, and a stop (SIGTERM) is honoured here
+        rather than after the update. The launcher kills an agent that has not stopped within 10 s,
+        and one killed mid-update (thirty PPO updates at once on 2 cores take longer) saved no
+        checkpoint; stopped here, it saves one, with the gradient steps taken so far."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self._heartbeat()
+
     # -- main ----------------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.cfg
@@ -165,7 +174,7 @@ class AgentProcess:
         self.state_dim = int(spec.get("state_dim", 0))
         self.joint_action_dim = int(spec.get("joint_action_dim", 0))
         if isinstance(learner, ReportsProgress):  # long updates (PPO) heartbeat between gradient steps
-            learner.on_progress = self._heartbeat
+            learner.on_progress = self._between_gradient_steps
         self.agent_name = spec.get("agent_name")
         if self.agent_name:
             log.info("agent %d is %r in %s", cfg.agent_id, spec["agent_name"], spec.get("env"))

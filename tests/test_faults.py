@@ -238,3 +238,27 @@ def test_the_final_lines_warn_when_more_than_a_percent_of_actions_were_substitut
     assert substituted_line({}) is None
     line = substituted_line({"substituted_action_share": 0.2345})
     assert line.startswith("warning: 23.4 % of the agents' actions were substitutes") and "--heartbeat-liveness" in line
+
+
+def test_an_agent_asked_to_stop_in_a_long_update_saves_its_checkpoint(tmp_path):
+    """SIGTERM to the launcher while every agent is inside a long PPO update (thousands of epochs):
+    the agents stop at their next gradient step and save a checkpoint, instead of being killed
+    after the launcher's 10 s grace with nothing saved (seen with six SMAX runs on 2 cores)."""
+    run_dir = tmp_path / "run"
+    learner = json.dumps({"n_steps": 32, "chunk_len": 8, "epochs": 100000, "minibatches": 1})
+    launcher = subprocess.Popen([sys.executable, "-m", "drima.launch", "--run-dir", str(run_dir), "--quiet",
+                                 "--env", "pd", "--n", "2", "--algo", "ppo", "--steps", "1000", "--log-every", "8",
+                                 "--learner", learner], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_env_rows(run_dir, 5)  # step 32: the rollout is full, the agents are in their update
+        time.sleep(2)
+        assert not (run_dir / "agent_0" / "checkpoint.pt").exists()
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    for i in range(2):
+        log_text = (run_dir / f"agent_{i}" / "log.txt").read_text()
+        assert "stop requested" in log_text, log_text[-2000:]
+        assert (run_dir / f"agent_{i}" / "checkpoint.pt").exists()

@@ -56,7 +56,9 @@ class TracksEpisodes(Protocol):
 class ReportsProgress(Protocol):
     """A learner whose update can take seconds (PPO's epochs): the agent process sets
     on_progress to its env-link heartbeat, to be called between gradient steps, so that a long
-    update does not look like a dead agent."""
+    update does not look like a dead agent. When the agent is asked to stop, on_progress raises
+    KeyboardInterrupt: the weights must be whole at each call (after an optimiser step), since
+    the agent then saves its checkpoint."""
 
     on_progress: Callable[[], None]
 
