@@ -4,7 +4,8 @@
     python benchmarks/scale.py --envs pd --ns 6 12 --steps 400  # a subset
     python benchmarks/scale.py --envs collection --ns 6 --out /tmp/scale   # somewhere else
 
-Each row is one real `drima-launch --env ENV --topology ring --n N --envs K` run (a2c-dri). While it
+Each row is one real `drima-launch --env ENV --topology ring --n N --envs K` run (dri, the env's default
+learner: a2c on pd, dqn on collection; `--launch-args "--algo a2c"` for another). While it
 runs, the memory of every process of the run (the launcher and all its descendants: env server,
 zygote, agents) is read from /proc/PID/smaps_rollup once a second; the table gives the peak of the
 total PSS (shared pages split among the processes that map them, so the sum is what the run really
@@ -38,8 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-COLUMNS = ["env", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "steady_agent_steps_per_s", "startup_s",
-           "total_pss_mb",
+COLUMNS = ["env", "algo", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "steady_agent_steps_per_s",
+           "startup_s", "total_pss_mb",
            "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
            "wall_s", "load", "extra", "status"]
 ROLES = ("agent", "zygote", "launch", "env-server")
@@ -167,7 +168,7 @@ def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startu
         return round(sum(values) / (len(values) if mean else 1), 1)
 
     rate = summary.get("env_steps_per_s")
-    return {"env": env, "n": n, "K": k, "steps": steps, "env_steps_per_s": rate or "",
+    return {"env": env, "algo": summary.get("algo", ""), "n": n, "K": k, "steps": steps, "env_steps_per_s": rate or "",
             "agent_steps_per_s": round(rate * n) if rate else "",
             "startup_s": round(startup_s, 1) if startup_s is not None else "",
             "total_pss_mb": round(peak["total"]), "agent_pss_mb": role_mb("agent", mean=True),
@@ -215,7 +216,7 @@ def added_agent_mb(rows: list[dict]) -> dict[tuple[str, str], str]:
 
 def write_table(path: Path, rows: list[dict], command: str) -> None:
     grow = added_agent_mb(rows)
-    head = ["env", "n", "K", "steps", "env steps/s", "agent steps/s", "agent steps/s, 2nd half", "start-up (s)",
+    head = ["env", "algo", "n", "K", "steps", "env steps/s", "agent steps/s", "agent steps/s, 2nd half", "start-up (s)",
             "peak total PSS (MB)",
             "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
             "processes", "load (5 min)", "other flags", "status"]
@@ -228,7 +229,7 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
              f"ran its env and n):", "", *(f"- `{c}`" for c in commands), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["env"], int(r["n"]))):
-        cells = [r["env"], r["n"], r["K"], r["steps"], r["env_steps_per_s"], r["agent_steps_per_s"],
+        cells = [r["env"], r.get("algo", ""), r["n"], r["K"], r["steps"], r["env_steps_per_s"], r["agent_steps_per_s"],
                  r.get("steady_agent_steps_per_s", ""), r["startup_s"],
                  r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
                  r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),

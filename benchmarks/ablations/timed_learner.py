@@ -6,12 +6,21 @@ built-in learner with the env's defaults, and adds up the CPU time of this threa
 spent in act() and in update(). With the option {"timing_dir": DIR} it writes
 DIR/<pid>-<learner id>.json every 100 updates: calls and CPU seconds of each. The same file works in
 drima.reference.run_reference (algo="./benchmarks/ablations/timed_learner.py:a2c") and in drima-launch.
+
+Run as a script, it times the learners of real runs at several sizes, one run after another
+(repeat a size to see the noise), and prints the mean CPU µs per call over all agents:
+
+    python benchmarks/ablations/timed_learner.py --env collection --algo dqn --ns 8 64 8 64
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,3 +79,40 @@ def ppo(spec: LearnerSpec, options: dict, seed: int) -> Timed:
 
 def ddpg(spec: LearnerSpec, options: dict, seed: int) -> Timed:
     return Timed("ddpg", spec, options, seed)
+
+
+def time_run(env: str, algo: str, n: int, k: int, steps: int) -> dict[str, float]:
+    """One real drima-launch run (ring, dri) with this file's learner; mean CPU µs per act and update."""
+    with tempfile.TemporaryDirectory(prefix="drima-timed-") as tmp:
+        learner = f"{os.path.abspath(__file__)}:{algo}"
+        cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--topology", "ring", "--n", str(n), "--envs",
+               str(k), "--steps", str(steps), "--quiet", "--heartbeat-liveness", "20", "--algo", learner,
+               "--learner", json.dumps({"timing_dir": tmp}), "--run-dir", os.path.join(tmp, "run")]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        summary = json.loads(Path(tmp, "run", "summary.json").read_text())
+        totals = {"act": [0, 0.0], "update": [0, 0.0]}
+        files = list(Path(tmp).glob("*.json"))
+        for f in files:
+            for name, (calls, seconds) in json.loads(f.read_text()).items():
+                totals[name][0] += calls
+                totals[name][1] += seconds
+    return {"n": n, "learners": len(files), "act_us": round(totals["act"][1] / max(1, totals["act"][0]) * 1e6),
+            "update_us": round(totals["update"][1] / max(1, totals["update"][0]) * 1e6),
+            "env_steps_per_s": summary.get("env_steps_per_s"),
+            "substituted_share": summary.get("substituted_action_share")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="collection")
+    p.add_argument("--algo", default="dqn", choices=["a2c", "dqn", "ppo", "ddpg"])
+    p.add_argument("--ns", nargs="+", type=int, default=[8, 64, 8, 64], help="agents per run, in this order")
+    p.add_argument("-K", type=int, default=8, help="env copies")
+    p.add_argument("--steps", type=int, default=600)
+    a = p.parse_args()
+    for n in a.ns:
+        print(time_run(a.env, a.algo, n, a.K, a.steps), flush=True)
+
+
+if __name__ == "__main__":
+    main()
