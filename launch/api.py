@@ -194,8 +194,9 @@ def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: boo
     `cfg` goes through `validate` first: a bad config raises ConfigError and starts no env server
     or agent.
     Setting `stop`, from any thread, interrupts the run cleanly: every process gets SIGTERM and
-    saves a checkpoint and its metrics, and the result says "interrupted". So does a
-    KeyboardInterrupt while the run goes on (a notebook's interrupt button). `progress` prints
+    saves a checkpoint and its metrics, and the result says "interrupted". So does Ctrl-C
+    while the run goes on, its start-up included (a notebook's interrupt button): called from the
+    main thread, run() turns SIGINT into `stop` until it returns. `progress` prints
     the live progress line. With several nodes, raises RendezvousError when the nodes do not
     all meet (or `stop` is set before they do).
 
@@ -204,13 +205,32 @@ def run(cfg: LaunchConfig, *, stop: threading.Event | None = None, progress: boo
 
     The agents are forked by a zygote process that has imported torch for all of them; it also
     validates `cfg`, so that this process never imports torch (launch/zygote.py)."""
-    zygote = Zygote(cfg.run_dir)
+    stop = stop or threading.Event()
+    with _ctrl_c_sets(stop):
+        zygote = Zygote(cfg.run_dir)
+        try:
+            cfg = zygote.validate(cfg)
+            with _dashboard(cfg):
+                return _run(cfg, zygote, stop, progress)
+        finally:
+            zygote.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """While a run goes on, Ctrl-C in the main thread sets `stop` (as drima-launch's handler
+    does) instead of raising KeyboardInterrupt wherever the main thread happens to be: raised
+    while the processes were being spawned, it escaped run() and left them running. Only where
+    Python's own handler is in place; a caller's own handler (drima-launch's) is left alone."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     try:
-        cfg = zygote.validate(cfg)
-        with _dashboard(cfg):
-            return _run(cfg, zygote, stop or threading.Event(), progress)
+        yield
     finally:
-        zygote.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

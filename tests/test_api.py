@@ -189,6 +189,30 @@ def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path):
     _assert_interrupted(result, run_dir)
 
 
+@pytest.mark.slow
+def test_keyboard_interrupt_during_start_up_stops_the_run(tmp_path):
+    """Ctrl-C while run() is still starting the env server and the agents: no KeyboardInterrupt
+    escapes from the middle of the start-up, and no process of the run is left behind."""
+    import time
+
+    run_dir = tmp_path / "ctrl-c-early"
+
+    def interrupt_at_start_up():
+        deadline = time.monotonic() + 60
+        while not (run_dir / "launch.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.002)  # launch.json is written just before the processes are started
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_at_start_up, daemon=True).start()
+    try:
+        result = run(LaunchConfig(env="maintain", n=2, steps=1_000_000, log_every=10, run_dir=str(run_dir)))
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped run() during start-up")
+    assert (result.status, result.exit_code) == ("interrupted", 130)
+    assert load_summary(run_dir)["status"] == "interrupted"
+    assert not drima_processes_for(run_dir)
+
+
 def test_stop_ends_the_wait_at_the_rendezvous(tmp_path, monkeypatch):
     """Node 0 of two, the other never comes: `stop` ends the wait long before its timeout."""
     import socket
