@@ -172,8 +172,17 @@ def test_stop_event_interrupts_a_run_cleanly(tmp_path):
     _assert_interrupted(_finished(thread, out, timeout=90), run_dir)
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler, as in an interactive session: a shell that starts pytest in
+    the background leaves SIGINT ignored, and _thread.interrupt_main() then does nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
-def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path):
+def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path, python_sigint):
     """A notebook's interrupt button: a KeyboardInterrupt in the thread that called run()."""
     run_dir = tmp_path / "ctrl-c"
 
@@ -190,7 +199,7 @@ def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_keyboard_interrupt_during_start_up_stops_the_run(tmp_path):
+def test_keyboard_interrupt_during_start_up_stops_the_run(tmp_path, python_sigint):
     """Ctrl-C while run() is still starting the env server and the agents: no KeyboardInterrupt
     escapes from the middle of the start-up, and no process of the run is left behind."""
     import time
