@@ -1,6 +1,6 @@
 """Does a DQN update cost more when many learners take turns on one core? (issue 17: at n=64 on
-collection each agent's dqn update costs 1.3-1.6x what it costs at n=8, and its larger
-observation, 421 floats against 85, explains only +13 %.)
+collection each agent's dqn update costs 1.15-1.6x what it costs at n=8; its larger observation,
+421 floats against 85, is one part of that.)
 
 In one process, M DQN learners (collection's observation size at n agents, full 4,096-transition
 replay buffers of random data) update in turn, one update each per round, as M agent processes
