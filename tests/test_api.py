@@ -181,20 +181,30 @@ def python_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
+def _run_with_ctrl_c(run_dir, interrupt_when) -> RunResult:
+    """A long run in this (the main) thread, and a Ctrl-C from another thread once `interrupt_when()`
+    (polled; given up after 60 s); fails the test if the KeyboardInterrupt escapes run()."""
+    import time
+
+    def interrupt():
+        deadline = time.monotonic() + 60
+        while not interrupt_when() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        return run(LaunchConfig(env="maintain", n=2, steps=1_000_000, log_every=10, run_dir=str(run_dir)))
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped run()")
+
+
 @pytest.mark.slow
 def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path, python_sigint):
     """A notebook's interrupt button: a KeyboardInterrupt in the thread that called run()."""
     run_dir = tmp_path / "ctrl-c"
-
-    def interrupt_once_running():
-        if len(wait_for_env_rows(run_dir, 5).read_text().splitlines()) >= 5:
-            _thread.interrupt_main()
-
-    threading.Thread(target=interrupt_once_running, daemon=True).start()
-    try:
-        result = run(LaunchConfig(env="maintain", n=2, steps=1_000_000, log_every=10, run_dir=str(run_dir)))
-    except KeyboardInterrupt:
-        pytest.fail("the KeyboardInterrupt escaped run()")
+    metrics = run_dir / "env_server" / "metrics.csv"
+    result = _run_with_ctrl_c(run_dir, lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 5)
     _assert_interrupted(result, run_dir)
 
 
@@ -202,21 +212,9 @@ def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path, python
 def test_keyboard_interrupt_during_start_up_stops_the_run(tmp_path, python_sigint):
     """Ctrl-C while run() is still starting the env server and the agents: no KeyboardInterrupt
     escapes from the middle of the start-up, and no process of the run is left behind."""
-    import time
-
     run_dir = tmp_path / "ctrl-c-early"
-
-    def interrupt_at_start_up():
-        deadline = time.monotonic() + 60
-        while not (run_dir / "launch.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.002)  # launch.json is written just before the processes are started
-        _thread.interrupt_main()
-
-    threading.Thread(target=interrupt_at_start_up, daemon=True).start()
-    try:
-        result = run(LaunchConfig(env="maintain", n=2, steps=1_000_000, log_every=10, run_dir=str(run_dir)))
-    except KeyboardInterrupt:
-        pytest.fail("the KeyboardInterrupt escaped run() during start-up")
+    # launch.json is written just before the processes are started
+    result = _run_with_ctrl_c(run_dir, (run_dir / "launch.json").exists)
     assert (result.status, result.exit_code) == ("interrupted", 130)
     assert load_summary(run_dir)["status"] == "interrupted"
     assert not drima_processes_for(run_dir)
