@@ -181,15 +181,12 @@ def python_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
-def _run_with_ctrl_c(run_dir, interrupt_when) -> RunResult:
-    """A long run in this (the main) thread, and a Ctrl-C from another thread once `interrupt_when()`
-    (polled; given up after 60 s); fails the test if the KeyboardInterrupt escapes run()."""
-    import time
+def _run_with_ctrl_c(run_dir, wait) -> RunResult:
+    """A long run in this (the main) thread, and a Ctrl-C from another thread once `wait()` returns;
+    fails the test if the KeyboardInterrupt escapes run()."""
 
     def interrupt():
-        deadline = time.monotonic() + 60
-        while not interrupt_when() and time.monotonic() < deadline:
-            time.sleep(0.002)
+        wait()
         _thread.interrupt_main()
 
     threading.Thread(target=interrupt, daemon=True).start()
@@ -203,8 +200,7 @@ def _run_with_ctrl_c(run_dir, interrupt_when) -> RunResult:
 def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path, python_sigint):
     """A notebook's interrupt button: a KeyboardInterrupt in the thread that called run()."""
     run_dir = tmp_path / "ctrl-c"
-    metrics = run_dir / "env_server" / "metrics.csv"
-    result = _run_with_ctrl_c(run_dir, lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 5)
+    result = _run_with_ctrl_c(run_dir, lambda: wait_for_env_rows(run_dir, 5))
     _assert_interrupted(result, run_dir)
 
 
@@ -212,9 +208,16 @@ def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path, python
 def test_keyboard_interrupt_during_start_up_stops_the_run(tmp_path, python_sigint):
     """Ctrl-C while run() is still starting the env server and the agents: no KeyboardInterrupt
     escapes from the middle of the start-up, and no process of the run is left behind."""
+    import time
+
     run_dir = tmp_path / "ctrl-c-early"
-    # launch.json is written just before the processes are started
-    result = _run_with_ctrl_c(run_dir, (run_dir / "launch.json").exists)
+
+    def launch_json_written():  # just before the processes are started
+        deadline = time.monotonic() + 90
+        while not (run_dir / "launch.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    result = _run_with_ctrl_c(run_dir, launch_json_written)
     assert (result.status, result.exit_code) == ("interrupted", 130)
     assert load_summary(run_dir)["status"] == "interrupted"
     assert not drima_processes_for(run_dir)
