@@ -26,8 +26,9 @@ from drima.types import Transition
 K = 8  # env copies per update, as in the scale benchmark
 
 
-def update_us(m: int, obs_dim: int, rounds: int, seed: int = 0) -> float:
-    """Median over rounds of the mean CPU µs of one update, M learners updating in turn."""
+def update_us(m: int, obs_dim: int, rounds: int, seed: int = 0) -> tuple[float, float]:
+    """(median over rounds of the mean CPU µs of one update, M learners updating in turn;
+    the MB their replay buffers' observations take)."""
     rng = np.random.default_rng(seed)
     learners = [make_learner("dqn", obs_dim, {"type": "discrete", "n": 5}, {"gamma": 0.95}, seed + i)
                 for i in range(m)]
@@ -48,7 +49,8 @@ def update_us(m: int, obs_dim: int, rounds: int, seed: int = 0) -> float:
             learner.update(batch)
         if r >= 2:
             per_round.append((time.thread_time() - t0) / m * 1e6)
-    return float(np.median(per_round))
+    mb = sum(learner.buffer.obs.nbytes + learner.buffer.next_obs.nbytes for learner in learners) / 1e6
+    return float(np.median(per_round)), mb
 
 
 def main() -> None:
@@ -63,9 +65,8 @@ def main() -> None:
     for obs_dim in a.obs_dims:
         alone = None
         for m in a.ms:
-            us = update_us(m, obs_dim, a.rounds or max(5, 1000 // m))
+            us, mb = update_us(m, obs_dim, a.rounds or max(5, 1000 // m))
             alone = alone or us
-            mb = m * 4096 * obs_dim * 4 * 2 / 1e6
             print(f"| {obs_dim} | {m} | {mb:.0f} | {us:.0f} | {us / alone:.2f} |", flush=True)
 
 
