@@ -8,6 +8,7 @@ with a one-line ValueError."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -19,16 +20,31 @@ from .core import AgentCore
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: str | Path, core: AgentCore, step: int) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+def checkpoint_bytes(core: AgentCore, step: int) -> io.BytesIO:
+    """The checkpoint of `core` at `step`, serialized now: what a write on another thread puts on
+    disk while the learner goes on changing its tensors and buffers (for a 14 MB replay buffer,
+    a few ms of copying, against tens of ms to write and fsync it)."""
     state = {"format": FORMAT_VERSION, "step": step, "mu": core.mu, "mode": core.mode,
              "learner": core.learner.state_dict(), "torch_rng": torch.get_rng_state()}
+    data = io.BytesIO()
+    torch.save(state, data)
+    return data
+
+
+def write_atomic(path: str | Path, data: io.BytesIO) -> None:
+    """Write `data` to `path` atomically: temporary file, fsync, rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        f.write(data.getbuffer())
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, core: AgentCore, step: int) -> None:
+    """Write `core`'s checkpoint now, on this thread."""
+    write_atomic(path, checkpoint_bytes(core, step))
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -9,6 +9,8 @@ here runs per message or per step.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from drima.metrics import write_json_atomic
@@ -19,8 +21,12 @@ rewrite was 3 % of an agent's CPU on a busy disk)"""
 
 
 class LinkStatus:
-    def __init__(self, path: str | Path, min_interval_s: float = MIN_INTERVAL_S):
+    def __init__(self, path: str | Path, min_interval_s: float = MIN_INTERVAL_S,
+                 submit: Callable[[Path, Callable[[], None]], None] | None = None):
+        """`submit(path, write)`: where the write runs (the agent's background writer); by
+        default here, now."""
         self.path = Path(path)
+        self.submit = submit or (lambda _path, write: write())
         self.min_interval_s = min_interval_s
         self._last_t = time.monotonic()
         self._last: dict[int, dict[str, int]] = {}  # the counters at the last write
@@ -36,6 +42,6 @@ class LinkStatus:
         peers = {str(p): counts | {f"{k}_per_s": round((counts[k] - last.get(p, {}).get(k, 0)) / window, 2)
                                    for k in ("recv", "missed")} | {"live": p in live}
                  for p, counts in per_peer.items()}
-        write_json_atomic(self.path, {"step": step, "t": round(time.time(), 3), "window_s": round(window, 3),
-                                      "peers": peers})
+        status = {"step": step, "t": round(time.time(), 3), "window_s": round(window, 3), "peers": peers}
+        self.submit(self.path, partial(write_json_atomic, self.path, status))
         self._last_t, self._last = now, {p: dict(c) for p, c in per_peer.items()}

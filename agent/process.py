@@ -16,6 +16,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,7 +32,8 @@ from drima.procinfo import memory_mb
 from drima.types import StepInfo
 
 from . import fence
-from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
+from .background_writer import BackgroundWriter
+from .checkpoint import checkpoint_bytes, read_checkpoint, restore_checkpoint, save_checkpoint, write_atomic
 from .config import EXIT_ENV_LOST, EXIT_REFUSED, EXIT_SUPERSEDED, AgentConfig
 from .core import AgentCore
 from .env_link import EnvLink, EnvServerGone, RunCompletedMeanwhile, Superseded, is_superseded
@@ -75,7 +78,9 @@ class AgentProcess:
         self.link = NeighbourLink(self.ctx, cfg.agent_id, cfg.link_bind, peers, cfg.link_liveness,
                                  drop=cfg.link_drop, delay_ms=cfg.link_delay_ms, seed=cfg.seed,
                                  keys=self.keys, peer_keys={int(k): v for k, v in cfg.peer_keys.items()})
-        self.link_status = LinkStatus(self.dir / "links.json")  # for the dashboard, at the metrics cadence
+        # checkpoints and links.json are written off the step loop (background_writer.py)
+        self.writer = BackgroundWriter()
+        self.link_status = LinkStatus(self.dir / "links.json", submit=self._write_unless_superseded)
         self.core: AgentCore | None = None
         self.agent_name: str | None = None  # the env's name for this agent (PettingZoo, MPE, battles)
         self.step = 0
@@ -228,7 +233,8 @@ class AgentProcess:
     def _shut_down(self, metrics: MetricsWriter, ckpt: Path, server_lost: bool, superseded: bool = False) -> None:
         """On every exit: the last checkpoint (not when evaluating), metrics and stats, sockets
         closed; a superseded agent writes none of them (its adopter's files are there now)."""
-        superseded = superseded or self._superseded()
+        self.writer.close()  # a periodic write in progress lands before the last checkpoint, never after it
+        superseded = superseded or self._superseded()  # read after that wait: an adopter may have come meanwhile
         if superseded:
             log.warning("superseded: leaving checkpoint.pt and stats.json to incarnation %d", fence.owner(self.dir))
         if self.core is not None and not self.cfg.evaluate and not superseded:  # an evaluation changes no weights
@@ -310,7 +316,17 @@ class AgentProcess:
                            "wall_s": round(time.monotonic() - self.t0, 3)})
             self.link_status.write(self.step, self.link.per_peer, self.link.live_peers())
         if self.step % self.cfg.checkpoint_every == 0 and not self.cfg.evaluate:
-            save_checkpoint(ckpt, self.core, self.step)
+            self._write_unless_superseded(ckpt, partial(write_atomic, ckpt, checkpoint_bytes(self.core, self.step)))
+
+    def _write_unless_superseded(self, path: Path, write: Callable[[], None]) -> None:
+        """`write` (of `path`) on the writer thread, unless by then another node has adopted
+        this agent: the fence is checked again just before writing, as the write may wait."""
+        def guarded() -> None:
+            if self._superseded():
+                log.warning("not writing %s: incarnation %d owns this folder now", path.name, fence.owner(self.dir))
+                return
+            write()
+        self.writer.submit(path, guarded)
 
     def _publish(self, res: protocol.Result, step: int, n_envs: int) -> Exchange:
         """Publish this agent's (r_t, mu_t) for t = step - 1 to the neighbours that count it; the
@@ -364,6 +380,7 @@ class AgentProcess:
         stats = {"step": self.step, "agent_name": self.agent_name, "link": self.link.stats,
                  "not_executed": self.not_executed,
                  "n_peers": len(self.link.peers), "memory": memory_mb(),
+                 "failed_writes": self.writer.failures,
                  "exchange_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                  "mean": float(lat.mean())} if lat.size else None}
         log.info("link stats: %s", stats)
