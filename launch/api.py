@@ -5,8 +5,9 @@
     result = run(LaunchConfig(env="pd", n=2, steps=300, run_dir="runs/pd"))
     result.status, result.summary["final"], result.agents[0].final_reward
 
-`run` installs no signal handlers and works from any thread (a notebook, a worker thread);
-a `threading.Event` stops it. `drima-launch` is a thin layer over it.
+`run` works from any thread (a notebook, a worker thread); a `threading.Event` stops it. Its
+only signal handling: called from the main thread with Python's own SIGINT handler in place,
+Ctrl-C sets that event until `run` returns. `drima-launch` is a thin layer over it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,11 +227,20 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    with signals_set(stop, [signal.SIGINT]):
+        yield
+
+
+@contextlib.contextmanager
+def signals_set(stop: threading.Event, signals: Iterable[signal.Signals]) -> Iterator[None]:
+    """While the block runs, each of `signals` sets `stop` instead of doing what it did; the
+    handlers in place before come back after (main thread only, as Python's signal module asks)."""
+    before = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from drima.loggers import parse_loggers
 from drima.procinfo import set_process_title
 from drima.types import ALGOS, REWARD_MODES
 
-from .api import RunResult, run
+from .api import RunResult, run, signals_set
 from .dashboard.server import DEFAULT_PORT
 from .defaults import GENERIC, RUN_DEFAULTS, run_defaults
 from .plan import LaunchConfig
@@ -250,18 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg, quiet = config_from_args(argv)
     set_process_title("launch", cfg.run_dir)
     stop = threading.Event()  # Ctrl-C and SIGTERM stop the run cleanly: the CLI's only signal handlers
-    handlers = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = run(cfg, stop=stop, progress=not quiet)  # validates first: a bad config starts no run process
+        with signals_set(stop, [signal.SIGINT, signal.SIGTERM]):
+            result = run(cfg, stop=stop, progress=not quiet)  # validates first: a bad config starts no run process
     except ConfigError as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 2
     except RendezvousError as exc:
         print(f"drima-launch: error: {exc}", file=sys.stderr)
         return 130 if stop.is_set() else 2
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
     if not quiet:
         print(_final_lines(result))
     if result.gif_path:
