@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -208,8 +209,6 @@ def test_keyboard_interrupt_in_the_calling_thread_stops_the_run(tmp_path, python
 def test_keyboard_interrupt_during_start_up_stops_the_run(tmp_path, python_sigint):
     """Ctrl-C while run() is still starting the env server and the agents: no KeyboardInterrupt
     escapes from the middle of the start-up, and no process of the run is left behind."""
-    import time
-
     run_dir = tmp_path / "ctrl-c-early"
 
     def launch_json_written():  # just before the processes are started
@@ -226,7 +225,6 @@ def test_keyboard_interrupt_during_start_up_stops_the_run(tmp_path, python_sigin
 def test_stop_ends_the_wait_at_the_rendezvous(tmp_path, monkeypatch):
     """Node 0 of two, the other never comes: `stop` ends the wait long before its timeout."""
     import socket
-    import time
 
     from drima.launch.rendezvous import RendezvousError
 

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 WAYS = ("none", "inline", "background")
-K = 8  # env copies per update, as in the scale benchmark
 
 
 def agent_loop(way: str, obs_dim: int, updates_per_checkpoint: int, checkpoints: int, folder: str,
@@ -38,22 +37,14 @@ def agent_loop(way: str, obs_dim: int, updates_per_checkpoint: int, checkpoints:
     """One process's loop: its wall seconds from the common start to everything on disk, the
     seconds each checkpoint held the loop, and the checkpoint's MB (0 without one)."""
     import torch
+    from learner_working_set import full_dqn_learner  # this folder
 
     from drima.agent.background_writer import BackgroundWriter
     from drima.agent.checkpoint import checkpoint_bytes, save_checkpoint, write_atomic
     from drima.agent.core import AgentCore
-    from drima.agent.learners import make_learner
-    from drima.types import Transition
 
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    learner = make_learner("dqn", obs_dim, {"type": "discrete", "n": 5}, {"gamma": 0.95}, 0)
-    for _ in range(learner.buffer.capacity // K):  # full, as after the first 512 steps of a run
-        o = rng.standard_normal((K, obs_dim)).astype(np.float32)
-        learner.buffer.add_batch(o, rng.integers(0, 5, K), rng.standard_normal(K).astype(np.float32), o, np.zeros(K))
-    o = rng.standard_normal((K, obs_dim)).astype(np.float32)
-    batch = Transition(obs=o, actions=learner.act(o), signal=np.ones(K, np.float32), next_obs=o,
-                       terminated=np.zeros(K, bool), truncated=np.zeros(K, bool), active=np.ones(K, bool))
+    learner, batch = full_dqn_learner(obs_dim, 0, np.random.default_rng(0))
     core = AgentCore(learner, "dri", 0.05)
     path = Path(tempfile.mkdtemp(dir=folder)) / "checkpoint.pt"
     writer = BackgroundWriter()

@@ -20,28 +20,30 @@ import time
 import numpy as np
 import torch
 
-from drima.agent.learners import make_learner
+from drima.agent.learners import Learner, make_learner
 from drima.types import Transition
 
 K = 8  # env copies per update, as in the scale benchmark
+
+
+def full_dqn_learner(obs_dim: int, seed: int, rng: np.random.Generator) -> tuple[Learner, Transition]:
+    """A DQN learner whose replay buffer is full of random data (as after the first 512 steps of
+    a run), and a batch of K transitions to update it with."""
+    learner = make_learner("dqn", obs_dim, {"type": "discrete", "n": 5}, {"gamma": 0.95}, seed)
+    for _ in range(learner.buffer.capacity // K):
+        o = rng.standard_normal((K, obs_dim)).astype(np.float32)
+        learner.buffer.add_batch(o, rng.integers(0, 5, K), rng.standard_normal(K).astype(np.float32), o, np.zeros(K))
+    o = rng.standard_normal((K, obs_dim)).astype(np.float32)
+    batch = Transition(obs=o, actions=learner.act(o), signal=np.ones(K, np.float32), next_obs=o,
+                       terminated=np.zeros(K, bool), truncated=np.zeros(K, bool), active=np.ones(K, bool))
+    return learner, batch
 
 
 def update_us(m: int, obs_dim: int, rounds: int, seed: int = 0) -> tuple[float, float]:
     """(median over rounds of the mean CPU µs of one update, M learners updating in turn;
     the MB their replay buffers' observations take)."""
     rng = np.random.default_rng(seed)
-    learners = [make_learner("dqn", obs_dim, {"type": "discrete", "n": 5}, {"gamma": 0.95}, seed + i)
-                for i in range(m)]
-    batches = []
-    for learner in learners:
-        buf = learner.buffer
-        for _ in range(buf.capacity // K):  # a full buffer, as after the first 512 steps of a run
-            o = rng.standard_normal((K, obs_dim)).astype(np.float32)
-            buf.add_batch(o, rng.integers(0, 5, K), rng.standard_normal(K).astype(np.float32), o, np.zeros(K))
-        o = rng.standard_normal((K, obs_dim)).astype(np.float32)
-        batches.append(Transition(obs=o, actions=learner.act(o), signal=np.ones(K, np.float32), next_obs=o,
-                                  terminated=np.zeros(K, bool), truncated=np.zeros(K, bool),
-                                  active=np.ones(K, bool)))
+    learners, batches = zip(*(full_dqn_learner(obs_dim, seed + i, rng) for i in range(m)), strict=True)
     per_round = []
     for r in range(rounds + 2):  # two warm-up rounds
         t0 = time.thread_time()
