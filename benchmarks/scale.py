@@ -7,10 +7,12 @@
 Each row is one real `drima-launch --env ENV --topology ring --n N --envs K` run (dri, the env's default
 learner: a2c on pd, dqn on collection; `--launch-args "--algo a2c"` for another). While it
 runs, the memory of every process of the run (the launcher and all its descendants: env server,
-zygote, agents) is read from /proc/PID/smaps_rollup once a second; the table gives the peak of the
-total PSS (shared pages split among the processes that map them, so the sum is what the run really
-takes) and, at that peak, the PSS of each role. `MB per added agent` is the growth of the total
-from the row above (same env, fewer agents) divided by the agents added.
+zygote, agents) is read from /proc/PID/smaps_rollup, as often as a CPU budget allows
+(`--memory-budget`, 2 % of the cores by default: once a second for a small run, every 20 s or so
+at n=64); the table gives the peak of the total PSS (shared pages split among the processes that
+map them, so the sum is what the run really takes) and, at that peak, the PSS of each role. `MB
+per added agent` is the growth of the total from the row above (same env, fewer agents) divided
+by the agents added.
 
 - env steps/s: the env server's own figure (steps x K over its stepping time, start-up excluded);
 - agent steps/s: env steps/s x n, the transitions all agents learn from per second;
@@ -18,7 +20,13 @@ from the row above (same env, fewer agents) divided by the agents added.
   agent's first updates are slow, and at n=64 on 2 cores they weigh on a short run's figure);
 - start-up: from starting `drima-launch` until the env server starts stepping;
 - load: the machine's 5-minute load average when the run ended (throughput needs an idle machine;
-  memory does not).
+  memory does not);
+- sampler CPU: this script's own CPU time during the run, as a share of the machine's cores. Reading
+  smaps_rollup makes the kernel walk the process's page tables, charged to the reader: about 13 ms
+  of CPU per agent process at n=64 here. Read twice a second (as this script did until session
+  19) that took 0.55 of a core and cost n=64 a quarter of its throughput
+  (`benchmarks/ablations/sampler_cost.py`), hence the budget; `--memory-budget 0` samples nothing,
+  for throughput alone.
 
 Rows accumulate in OUT.csv (a rerun of the same env and n replaces its row, unless the rerun failed
 and the row was a completed run); OUT.md and OUT.png
@@ -32,6 +40,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -42,16 +51,17 @@ from pathlib import Path
 COLUMNS = ["env", "algo", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "steady_agent_steps_per_s",
            "startup_s", "total_pss_mb",
            "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
-           "wall_s", "load", "extra", "status"]
+           "wall_s", "load", "sampler_cpu_pct", "extra", "status"]
 ROLES = ("agent", "zygote", "launch", "env-server")
 
 
-def _kb(path: str, key: str) -> float:
-    with open(path) as f:
-        for line in f:
-            if line.startswith(key):
-                return float(line.split()[1])
-    return 0.0
+def pss_rss_mb(pid: int) -> tuple[float, float]:
+    """(PSS, RSS) of one process in MB, from one read of its smaps_rollup (the read is the costly part)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        fields[key] = value
+    return float(fields["Pss"].split()[0]) / 1024, float(fields["Rss"].split()[0]) / 1024
 
 
 def descendants(root: int) -> list[int]:
@@ -91,9 +101,8 @@ def sample(root: int) -> dict[str, list[tuple[float, float]]]:
     by_role: dict[str, list[tuple[float, float]]] = {}
     for pid in descendants(root):
         try:
-            pss = _kb(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024
-            rss = _kb(f"/proc/{pid}/smaps_rollup", "Rss:") / 1024
-        except OSError:  # ended between the listing and the read
+            pss, rss = pss_rss_mb(pid)
+        except (OSError, KeyError):  # ended between the listing and the read
             continue
         by_role.setdefault(role_of(pid), []).append((pss, rss))
     return by_role
@@ -127,34 +136,50 @@ def second_half_rate(run_dir: Path, k: int) -> float | None:
     return (s1 - s0) * k / (w1 - w0) if w1 > w0 else None
 
 
-def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[str]) -> dict:
+def own_cpu_s() -> float:
+    """This process's user + system CPU seconds (the kernel's smaps walks are system time)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[str],
+            memory_budget_pct: float = 2.0) -> dict:
+    """One run. Memory is sampled at most once a second, and less often where one sample's CPU
+    would exceed memory_budget_pct of the machine's cores (0: no samples, throughput only)."""
     with tempfile.TemporaryDirectory(prefix="drima-scale-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--topology", "ring", "--n", str(n), "--envs",
                str(k), "--steps", str(steps), "--log-every", str(max(10, steps // 20)), "--run-dir", str(run_dir),
                "--quiet", *extra]
-        t0 = time.time()
+        t0, cpu0 = time.time(), own_cpu_s()
         launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak: dict = {"total": 0.0}
         started = None
+        next_sample = t0 + 1.0
         while launcher.poll() is None and time.time() - t0 < timeout_s:
-            by_role = sample(launcher.pid)
-            total = sum(p for procs in by_role.values() for p, _ in procs)
-            if total > peak["total"]:
-                peak = {"total": total, "by_role": by_role}
+            if memory_budget_pct > 0 and time.time() >= next_sample:
+                cpu_before = own_cpu_s()
+                by_role = sample(launcher.pid)
+                share = memory_budget_pct / 100 * (os.cpu_count() or 1)
+                next_sample = time.time() + max(1.0, (own_cpu_s() - cpu_before) / share)
+                total = sum(p for procs in by_role.values() for p, _ in procs)
+                if total > peak["total"]:
+                    peak = {"total": total, "by_role": by_role}
             started = started or first_step_at(run_dir)
-            time.sleep(1.0)
+            time.sleep(0.5)
         if launcher.poll() is None:
             launcher.kill()
         err = launcher.communicate()[1]
         wall_s = time.time() - t0
+        sampler_pct = 100 * (own_cpu_s() - cpu0) / (wall_s * (os.cpu_count() or 1))
         try:
             summary = json.loads((run_dir / "summary.json").read_text())
         except (OSError, ValueError):
             summary = {"status": f"no summary (exit {launcher.returncode}): {err.strip()[-200:]}"}
         steady = second_half_rate(run_dir, k)
     row = _row(env, n, k, steps, summary, peak, (started - t0) if started else None, wall_s)
-    return row | {"extra": " ".join(extra), "steady_agent_steps_per_s": round(steady * n) if steady else ""}
+    return row | {"extra": " ".join(extra), "steady_agent_steps_per_s": round(steady * n) if steady else "",
+                  "sampler_cpu_pct": round(sampler_pct, 1)}
 
 
 def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startup_s: float | None,
@@ -171,7 +196,7 @@ def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startu
     return {"env": env, "algo": summary.get("algo", ""), "n": n, "K": k, "steps": steps, "env_steps_per_s": rate or "",
             "agent_steps_per_s": round(rate * n) if rate else "",
             "startup_s": round(startup_s, 1) if startup_s is not None else "",
-            "total_pss_mb": round(peak["total"]), "agent_pss_mb": role_mb("agent", mean=True),
+            "total_pss_mb": round(peak["total"]) if peak["total"] else "", "agent_pss_mb": role_mb("agent", mean=True),
             "zygote_pss_mb": role_mb("zygote"), "launcher_pss_mb": role_mb("launch"),
             "env_server_pss_mb": role_mb("env-server"), "agent_rss_mb": role_mb("agent", 1, mean=True),
             "processes": sum(len(v) for v in by_role.values()), "wall_s": round(wall_s, 1),
@@ -219,7 +244,7 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
     head = ["env", "algo", "n", "K", "steps", "env steps/s", "agent steps/s", "agent steps/s, 2nd half", "start-up (s)",
             "peak total PSS (MB)",
             "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
-            "processes", "load (5 min)", "other flags", "status"]
+            "processes", "load (5 min)", "sampler CPU (% of cores)", "other flags", "status"]
     log_path = path.with_suffix(".commands")  # every command whose rows may be in the table
     commands = log_path.read_text().splitlines() if log_path.exists() else []
     if command not in commands:
@@ -233,7 +258,7 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
                  r.get("steady_agent_steps_per_s", ""), r["startup_s"],
                  r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
                  r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),
-                 r.get("extra", ""), r["status"]]
+                 r.get("sampler_cpu_pct", ""), r.get("extra", ""), r["status"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
@@ -256,7 +281,9 @@ def plot(path: Path, rows: list[dict]) -> None:
                   if r.get("steady_agent_steps_per_s")]
         if steady:
             ax_rate.plot(*zip(*steady, strict=True), "s--", color=line.get_color(), label=f"{env}, 2nd half")
-        ax_mem.plot(ns, [float(r["total_pss_mb"]) for r in mine], "o-", label=env)
+        measured = [(int(r["n"]), float(r["total_pss_mb"])) for r in mine if r["total_pss_mb"]]
+        if measured:
+            ax_mem.plot(*zip(*measured, strict=True), "o-", label=env)
     ax_rate.set(xlabel="agents (n)", ylabel="agent steps/s", title="throughput (K=8, ring)")
     ax_mem.set(xlabel="agents (n)", ylabel="peak total PSS (MB)", title="memory of the whole run")
     for ax in (ax_rate, ax_mem):
@@ -276,6 +303,8 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=900, help="seconds before a run is killed")
     p.add_argument("--out", default="benchmarks/results/scale", help="OUT.csv, OUT.md, OUT.png")
     p.add_argument("--launch-args", default="", help='more drima-launch flags, e.g. "--heartbeat-liveness 20"')
+    p.add_argument("--memory-budget", type=float, default=2.0,
+                   help="%% of the cores the memory sampler may take (0: no samples, throughput only)")
     a = p.parse_args()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -284,7 +313,7 @@ def main() -> int:
     failed = 0
     for env in a.envs:
         for n in a.ns:
-            row = measure(env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args))
+            row = measure(env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args), a.memory_budget)
             failed += row["status"] != "completed"
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             kept = [r for r in rows if (r["env"], int(r["n"])) == (env, n) and r["status"] == "completed"]

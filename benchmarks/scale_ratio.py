@@ -6,7 +6,9 @@ from 4,576 to 7,215 agent steps/s. So the two sizes run in turn, R rounds, in AB
 (small, big, big, small, ...), so that a steady drift weighs on both alike, and each round gives
 a ratio of two runs that were next to each other. Each run is one `benchmarks/scale.py`
 measurement (a real `drima-launch --topology ring`); printed and written to OUT.md: every
-round's agent steps/s and ratio (whole run and second half), and their medians.
+round's agent steps/s and ratio (whole run and second half), and their medians. Memory is not
+sampled unless `--memory-budget` asks for it: reading every process's smaps_rollup costs CPU,
+far more at n=64 than at n=8, so it would weigh on the big run only (see scale.py).
 
     python benchmarks/scale_ratio.py --env collection --ns 8 64 --rounds 4 \
         --launch-args "--algo a2c --heartbeat-liveness 20"
@@ -52,15 +54,18 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--launch-args", default="--heartbeat-liveness 20", help="more drima-launch flags")
+    p.add_argument("--memory-budget", type=float, default=0.0,
+                   help="%% of the cores scale.py's memory sampler may take (default 0: none; the ratio is throughput)")
     p.add_argument("--out", default=None, help="OUT.md (default: benchmarks/results/scale_ratio_<env>.md)")
     a = p.parse_args()
     small, big = a.ns
     out = Path(a.out or f"benchmarks/results/scale_ratio_{a.env}.md")
     by_round: dict[int, dict[int, dict]] = {}
     for r, n in rounds_in_abba(small, big, a.rounds):
-        row = measure(a.env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args))
+        row = measure(a.env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args), a.memory_budget)
         print(f"round {r} n={n}: agent steps/s {row['agent_steps_per_s']} "
-              f"(2nd half {row['steady_agent_steps_per_s']}), {row['status']}", flush=True)
+              f"(2nd half {row['steady_agent_steps_per_s']}), sampler CPU {row['sampler_cpu_pct']} % of cores, "
+              f"{row['status']}", flush=True)
         by_round.setdefault(r, {})[n] = row
     lines = [f"# {a.env}: n={big} against n={small}, {a.rounds} rounds in ABBA order", "",
              "Command: `python " + " ".join(shlex.quote(x) for x in sys.argv) + "`", "",
