@@ -276,15 +276,17 @@ def plot(path: Path, rows: list[dict]) -> None:
     for env in sorted({r["env"] for r in rows}):
         mine = sorted((r for r in rows if r["env"] == env and r["agent_steps_per_s"]), key=lambda r: int(r["n"]))
         ns = [int(r["n"]) for r in mine]
-        line = ax_rate.plot(ns, [float(r["agent_steps_per_s"]) for r in mine], "o-", label=f"{env}, whole run")[0]
+        name = f"{env} ({mine[0].get('algo') or 'default'})" if mine else env
+        line = ax_rate.plot(ns, [float(r["agent_steps_per_s"]) for r in mine], "o-", label=f"{name}, whole run")[0]
         steady = [(int(r["n"]), float(r["steady_agent_steps_per_s"])) for r in mine
                   if r.get("steady_agent_steps_per_s")]
         if steady:
-            ax_rate.plot(*zip(*steady, strict=True), "s--", color=line.get_color(), label=f"{env}, 2nd half")
+            ax_rate.plot(*zip(*steady, strict=True), "s--", color=line.get_color(), label=f"{name}, 2nd half")
         measured = [(int(r["n"]), float(r["total_pss_mb"])) for r in mine if r["total_pss_mb"]]
         if measured:
             ax_mem.plot(*zip(*measured, strict=True), "o-", label=env)
     ax_rate.set(xlabel="agents (n)", ylabel="agent steps/s", title="throughput (K=8, ring)")
+    ax_rate.set_ylim(bottom=0)  # flat is the goal: an axis from 0 shows how flat
     ax_mem.set(xlabel="agents (n)", ylabel="peak total PSS (MB)", title="memory of the whole run")
     for ax in (ax_rate, ax_mem):
         ax.grid(alpha=0.3)
