@@ -29,7 +29,8 @@ Per env, two rows, each one fresh process tree run to the same budget of env ste
 
 Peak total PSS: the child (or drima-launch) and every process below it (ray: gcs_server, raylet,
 workers, dashboard agent, log monitor; drima: env server, zygote, agents), read from
-/proc/PID/smaps_rollup once a second with benchmarks/scale.py's sampler; the table gives the peak of
+/proc/PID/smaps_rollup by benchmarks/scale.py's MemorySampler (at most once a second, within 2 % of
+the cores; until session 19 every second with two reads per process); the table gives the peak of
 the sum. load: the 1-minute load average when the row ended (throughput needs an idle machine).
 
 Prints the table and writes it, with the command, ray version and machine, to --out
@@ -50,7 +51,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import sample  # noqa: E402  (benchmarks/ helper, imported by bare name like the others)
+from scale import MemorySampler  # noqa: E402  (benchmarks/ helper, imported by bare name like the others)
 
 PD_EPISODE = 25
 N_AGENTS = {"collection": 6, "pd": 2, "simple_spread": 6}
@@ -182,17 +183,15 @@ def watch(cmd: list[str], timeout_s: float) -> tuple[int | None, str, float, int
     """Runs cmd; returns (exit status, stderr tail, peak total PSS MB, processes at the peak, wall s)."""
     t0 = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak, procs = 0.0, 0
+    memory = MemorySampler(proc.pid)  # within scale.py's CPU budget: both rows pay alike, and little
     while proc.poll() is None and time.time() - t0 < timeout_s:
-        by_role = sample(proc.pid)
-        total = sum(p for ps in by_role.values() for p, _ in ps)
-        if total > peak:
-            peak, procs = total, sum(len(ps) for ps in by_role.values())
-        time.sleep(1.0)
+        memory.maybe_sample()
+        time.sleep(0.5)
     if proc.poll() is None:
         proc.kill()
     err = proc.communicate()[1] or ""
-    return proc.returncode, err.strip()[-300:], peak, procs, time.time() - t0
+    procs = sum(len(ps) for ps in memory.peak_by_role.values())
+    return proc.returncode, err.strip()[-300:], memory.peak_total, procs, time.time() - t0
 
 
 def run_rllib(env: str, a: argparse.Namespace) -> dict:
@@ -255,7 +254,8 @@ def write_md(path: Path, rows: list[dict], command: str, version: str) -> None:
             f"ray {version}, torch {torch.__version__}. Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
             f"\n\n{table(rows)}\n\nenv steps/s: rllib, num_env_steps_sampled_lifetime over the wall time of "
             "train() (start-up excluded); drima, summary.json's env_steps_per_s (start-up excluded). "
-            "peak total PSS: the sum over the whole process tree, sampled once a second. "
+            "peak total PSS: the sum over the whole process tree, sampled at most once a second, within 2 % of "
+            "the cores. "
             "load: 1-minute load average when the row ended. Not a like-for-like learner comparison: rllib runs PPO "
             "(several epochs per batch) on one env copy, drima one A2C process per agent on K copies; both figures "
             "include learning time. See the script's docstring for the setups.\n")

@@ -21,12 +21,13 @@ by the agents added.
 - start-up: from starting `drima-launch` until the env server starts stepping;
 - load: the machine's 5-minute load average when the run ended (throughput needs an idle machine;
   memory does not);
-- sampler CPU: this script's own CPU time during the run, as a share of the machine's cores. Reading
-  smaps_rollup makes the kernel walk the process's page tables, charged to the reader: about 13 ms
-  of CPU per agent process at n=64 here. Read twice a second (as this script did until session
-  19) that took 0.55 of a core and cost n=64 a quarter of its throughput
-  (`benchmarks/ablations/sampler_cost.py`), hence the budget; `--memory-budget 0` samples nothing,
-  for throughput alone.
+- memory samples, and sampler CPU: how many times the memory was read during the run, and this
+  script's own CPU time as a share of the machine's cores. Reading smaps_rollup makes the kernel
+  walk the process's page tables, and the reader pays for it. Until session 19 this script read
+  every process twice per sample, with 1 s between samples; at n=64 that took a fifth of the cores
+  and 18 % of the run's throughput (`benchmarks/ablations/sampler_cost.py`),
+  hence the budget. `--memory-budget 0` samples nothing, for throughput alone. With the budget, a
+  long n=64 run gets a sample every 20 s or so, so its peak is read from fewer samples.
 
 Rows accumulate in OUT.csv (a rerun of the same env and n replaces its row, unless the rerun failed
 and the row was a completed run); OUT.md and OUT.png
@@ -51,13 +52,14 @@ from pathlib import Path
 COLUMNS = ["env", "algo", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "steady_agent_steps_per_s",
            "startup_s", "total_pss_mb",
            "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
-           "wall_s", "load", "sampler_cpu_pct", "extra", "status"]
+           "wall_s", "load", "memory_samples", "sampler_cpu_pct", "extra", "status"]
 ROLES = ("agent", "zygote", "launch", "env-server")
+CORES = len(os.sched_getaffinity(0))  # the cores this script and the run may use
 
 
 def pss_rss_mb(pid: int) -> tuple[float, float]:
     """(PSS, RSS) of one process in MB, from one read of its smaps_rollup (the read is the costly part)."""
-    fields = {}
+    fields: dict[str, str] = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         key, _, value = line.partition(":")
         fields[key] = value
@@ -142,10 +144,36 @@ def own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class MemorySampler:
+    """The peak total PSS of a process tree (and each role's share at that peak), sampled within a
+    CPU budget. A sample reads every process's smaps_rollup; the kernel walks that process's page
+    tables and charges the walk to this process (about 11 ms per agent process at n=64 on this
+    machine). So a sample comes at most once a second, and later where its CPU cost would exceed
+    budget_pct of the cores (0: never)."""
+
+    def __init__(self, root: int, budget_pct: float = 2.0):
+        self.root, self.budget_pct = root, budget_pct
+        self.peak_total = 0.0
+        self.peak_by_role: dict[str, list[tuple[float, float]]] = {}
+        self.samples = 0
+        self._next = time.monotonic() + 1.0  # the first once the processes exist
+
+    def maybe_sample(self) -> None:
+        if self.budget_pct <= 0 or time.monotonic() < self._next:
+            return
+        cpu0 = own_cpu_s()
+        by_role = sample(self.root)
+        cost_s = own_cpu_s() - cpu0
+        self.samples += 1
+        self._next = time.monotonic() + max(1.0, cost_s / (self.budget_pct / 100 * CORES))
+        total = sum(p for procs in by_role.values() for p, _ in procs)
+        if total > self.peak_total:
+            self.peak_total, self.peak_by_role = total, by_role
+
+
 def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[str],
             memory_budget_pct: float = 2.0) -> dict:
-    """One run. Memory is sampled at most once a second, and less often where one sample's CPU
-    would exceed memory_budget_pct of the machine's cores (0: no samples, throughput only)."""
+    """One run; its memory sampled by a MemorySampler with memory_budget_pct (0: none, throughput only)."""
     with tempfile.TemporaryDirectory(prefix="drima-scale-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--topology", "ring", "--n", str(n), "--envs",
@@ -153,38 +181,30 @@ def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[
                "--quiet", *extra]
         t0, cpu0 = time.time(), own_cpu_s()
         launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        peak: dict = {"total": 0.0}
+        memory = MemorySampler(launcher.pid, memory_budget_pct)
         started = None
-        next_sample = t0 + 1.0
         while launcher.poll() is None and time.time() - t0 < timeout_s:
-            if memory_budget_pct > 0 and time.time() >= next_sample:
-                cpu_before = own_cpu_s()
-                by_role = sample(launcher.pid)
-                share = memory_budget_pct / 100 * (os.cpu_count() or 1)
-                next_sample = time.time() + max(1.0, (own_cpu_s() - cpu_before) / share)
-                total = sum(p for procs in by_role.values() for p, _ in procs)
-                if total > peak["total"]:
-                    peak = {"total": total, "by_role": by_role}
+            memory.maybe_sample()
             started = started or first_step_at(run_dir)
             time.sleep(0.5)
         if launcher.poll() is None:
             launcher.kill()
         err = launcher.communicate()[1]
         wall_s = time.time() - t0
-        sampler_pct = 100 * (own_cpu_s() - cpu0) / (wall_s * (os.cpu_count() or 1))
+        sampler_pct = 100 * (own_cpu_s() - cpu0) / (wall_s * CORES)
         try:
             summary = json.loads((run_dir / "summary.json").read_text())
         except (OSError, ValueError):
             summary = {"status": f"no summary (exit {launcher.returncode}): {err.strip()[-200:]}"}
         steady = second_half_rate(run_dir, k)
-    row = _row(env, n, k, steps, summary, peak, (started - t0) if started else None, wall_s)
+    row = _row(env, n, k, steps, summary, memory, (started - t0) if started else None, wall_s)
     return row | {"extra": " ".join(extra), "steady_agent_steps_per_s": round(steady * n) if steady else "",
-                  "sampler_cpu_pct": round(sampler_pct, 1)}
+                  "memory_samples": memory.samples, "sampler_cpu_pct": round(sampler_pct, 1)}
 
 
-def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startup_s: float | None,
+def _row(env: str, n: int, k: int, steps: int, summary: dict, memory: MemorySampler, startup_s: float | None,
          wall_s: float) -> dict:
-    by_role = peak.get("by_role", {})
+    by_role = memory.peak_by_role
 
     def role_mb(role: str, which: int = 0, mean: bool = False) -> float | str:
         values = [p[which] for p in by_role.get(role, [])]
@@ -196,10 +216,11 @@ def _row(env: str, n: int, k: int, steps: int, summary: dict, peak: dict, startu
     return {"env": env, "algo": summary.get("algo", ""), "n": n, "K": k, "steps": steps, "env_steps_per_s": rate or "",
             "agent_steps_per_s": round(rate * n) if rate else "",
             "startup_s": round(startup_s, 1) if startup_s is not None else "",
-            "total_pss_mb": round(peak["total"]) if peak["total"] else "", "agent_pss_mb": role_mb("agent", mean=True),
+            "total_pss_mb": round(memory.peak_total) if memory.peak_total else "",
+            "agent_pss_mb": role_mb("agent", mean=True),
             "zygote_pss_mb": role_mb("zygote"), "launcher_pss_mb": role_mb("launch"),
             "env_server_pss_mb": role_mb("env-server"), "agent_rss_mb": role_mb("agent", 1, mean=True),
-            "processes": sum(len(v) for v in by_role.values()), "wall_s": round(wall_s, 1),
+            "processes": sum(len(v) for v in by_role.values()) or "", "wall_s": round(wall_s, 1),
             "load": round(os.getloadavg()[1], 1), "status": _status(summary)}
 
 
@@ -231,8 +252,10 @@ def added_agent_mb(rows: list[dict]) -> dict[tuple[str, str], str]:
     """(env, n) -> total PSS growth per agent from the previous row of the same env."""
     out, last = {}, {}
     for r in sorted(rows, key=lambda r: (r["env"], int(r["n"]))):
+        if not r["total_pss_mb"]:  # not measured (--memory-budget 0): compare with the last row that was
+            continue
         prev = last.get(r["env"])
-        if prev and r["total_pss_mb"] and prev["total_pss_mb"]:
+        if prev:
             grow = (float(r["total_pss_mb"]) - float(prev["total_pss_mb"])) / (int(r["n"]) - int(prev["n"]))
             out[(r["env"], r["n"])] = f"{grow:.1f}"
         last[r["env"]] = r
@@ -244,7 +267,7 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
     head = ["env", "algo", "n", "K", "steps", "env steps/s", "agent steps/s", "agent steps/s, 2nd half", "start-up (s)",
             "peak total PSS (MB)",
             "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
-            "processes", "load (5 min)", "sampler CPU (% of cores)", "other flags", "status"]
+            "processes", "load (5 min)", "memory samples", "sampler CPU (% of cores)", "other flags", "status"]
     log_path = path.with_suffix(".commands")  # every command whose rows may be in the table
     commands = log_path.read_text().splitlines() if log_path.exists() else []
     if command not in commands:
@@ -258,7 +281,7 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
                  r.get("steady_agent_steps_per_s", ""), r["startup_s"],
                  r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
                  r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),
-                 r.get("sampler_cpu_pct", ""), r.get("extra", ""), r["status"]]
+                 r.get("memory_samples", ""), r.get("sampler_cpu_pct", ""), r.get("extra", ""), r["status"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

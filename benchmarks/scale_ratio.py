@@ -69,6 +69,7 @@ def main() -> int:
         by_round.setdefault(r, {})[n] = row
     lines = [f"# {a.env}: n={big} against n={small}, {a.rounds} rounds in ABBA order", "",
              "Command: `python " + " ".join(shlex.quote(x) for x in sys.argv) + "`", "",
+             f"Memory sampler: {f'{a.memory_budget:g} % of the cores' if a.memory_budget > 0 else 'off'}.", "",
              f"| round | algo | agent steps/s n={small} | n={big} | n={big} against n={small} "
              f"| 2nd half: n={small} / n={big} | against n={small} | status |", "|---|---|---|---|---|---|---|---|"]
     ratios: dict[str, list[float]] = {key: [] for key in RATES}
