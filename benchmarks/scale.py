@@ -19,8 +19,11 @@ by the agents added.
 - agent steps/s, 2nd half: the same over the second half of the steps only (the steady state: each
   agent's first updates are slow, and at n=64 on 2 cores they weigh on a short run's figure);
 - start-up: from starting `drima-launch` until the env server starts stepping;
-- load: the machine's 5-minute load average when the run ended (throughput needs an idle machine;
-  memory does not);
+- load: the machine's 5-minute load average when the run ended; the run's own processes are in it;
+- other CPU: the CPU that neither the run nor this script used while the run went on (the
+  machine's busy time from /proc/stat, less the run's processes once waited for, less this
+  script), as a share of the cores: other work beside the run. Throughput needs it near 0;
+  memory does not;
 - memory samples, and sampler CPU: how many times the memory was read during the run, and this
   script's own CPU time as a share of the machine's cores. Reading smaps_rollup makes the kernel
   walk the process's page tables, and the reader pays for it. Until session 19 this script read
@@ -52,7 +55,7 @@ from pathlib import Path
 COLUMNS = ["env", "algo", "n", "K", "steps", "env_steps_per_s", "agent_steps_per_s", "steady_agent_steps_per_s",
            "startup_s", "total_pss_mb",
            "agent_pss_mb", "zygote_pss_mb", "launcher_pss_mb", "env_server_pss_mb", "agent_rss_mb", "processes",
-           "wall_s", "load", "memory_samples", "sampler_cpu_pct", "extra", "status"]
+           "wall_s", "load", "other_cpu_pct", "memory_samples", "sampler_cpu_pct", "extra", "status"]
 ROLES = ("agent", "zygote", "launch", "env-server")
 CORES = len(os.sched_getaffinity(0))  # the cores this script and the run may use
 
@@ -138,6 +141,19 @@ def second_half_rate(run_dir: Path, k: int) -> float | None:
     return (s1 - s0) * k / (w1 - w0) if w1 > w0 else None
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat: all but idle and iowait)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def reaped_children_cpu_s() -> float:
+    """CPU seconds of this process's children that have ended and been waited for, with theirs (the
+    launcher, once it is waited for, carries its env server, zygote and, through the zygote, agents)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def own_cpu_s() -> float:
     """This process's user + system CPU seconds (the kernel's smaps walks are system time)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -179,7 +195,7 @@ def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[
         cmd = [sys.executable, "-m", "drima.launch", "--env", env, "--topology", "ring", "--n", str(n), "--envs",
                str(k), "--steps", str(steps), "--log-every", str(max(10, steps // 20)), "--run-dir", str(run_dir),
                "--quiet", *extra]
-        t0, cpu0 = time.time(), own_cpu_s()
+        t0, cpu0, busy0, run0 = time.time(), own_cpu_s(), machine_busy_s(), reaped_children_cpu_s()
         launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         memory = MemorySampler(launcher.pid, memory_budget_pct)
         started = None
@@ -191,7 +207,10 @@ def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[
             launcher.kill()
         err = launcher.communicate()[1]
         wall_s = time.time() - t0
-        sampler_pct = 100 * (own_cpu_s() - cpu0) / (wall_s * CORES)
+        sampler_s = own_cpu_s() - cpu0
+        sampler_pct = 100 * sampler_s / (wall_s * CORES)
+        # the machine's busy time that was neither the run's nor this script's: other work beside the run
+        other_pct = 100 * (machine_busy_s() - busy0 - (reaped_children_cpu_s() - run0) - sampler_s) / (wall_s * CORES)
         try:
             summary = json.loads((run_dir / "summary.json").read_text())
         except (OSError, ValueError):
@@ -199,7 +218,8 @@ def measure(env: str, n: int, k: int, steps: int, timeout_s: float, extra: list[
         steady = second_half_rate(run_dir, k)
     row = _row(env, n, k, steps, summary, memory, (started - t0) if started else None, wall_s)
     return row | {"extra": " ".join(extra), "steady_agent_steps_per_s": round(steady * n) if steady else "",
-                  "memory_samples": memory.samples, "sampler_cpu_pct": round(sampler_pct, 1)}
+                  "memory_samples": memory.samples, "sampler_cpu_pct": round(sampler_pct, 1),
+                  "other_cpu_pct": round(other_pct, 1)}
 
 
 def _row(env: str, n: int, k: int, steps: int, summary: dict, memory: MemorySampler, startup_s: float | None,
@@ -267,7 +287,8 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
     head = ["env", "algo", "n", "K", "steps", "env steps/s", "agent steps/s", "agent steps/s, 2nd half", "start-up (s)",
             "peak total PSS (MB)",
             "MB per added agent", "PSS per agent (MB)", "zygote", "launcher", "env server", "RSS per agent (MB)",
-            "processes", "load (5 min)", "memory samples", "sampler CPU (% of cores)", "other flags", "status"]
+            "processes", "load (5 min)", "other CPU (% of cores)", "memory samples", "sampler CPU (% of cores)",
+            "other flags", "status"]
     log_path = path.with_suffix(".commands")  # every command whose rows may be in the table
     commands = log_path.read_text().splitlines() if log_path.exists() else []
     if command not in commands:
@@ -281,7 +302,8 @@ def write_table(path: Path, rows: list[dict], command: str) -> None:
                  r.get("steady_agent_steps_per_s", ""), r["startup_s"],
                  r["total_pss_mb"], grow.get((r["env"], r["n"]), ""), r["agent_pss_mb"], r["zygote_pss_mb"],
                  r["launcher_pss_mb"], r["env_server_pss_mb"], r["agent_rss_mb"], r["processes"], r.get("load", ""),
-                 r.get("memory_samples", ""), r.get("sampler_cpu_pct", ""), r.get("extra", ""), r["status"]]
+                 r.get("other_cpu_pct", ""), r.get("memory_samples", ""), r.get("sampler_cpu_pct", ""),
+                 r.get("extra", ""), r["status"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

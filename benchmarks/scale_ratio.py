@@ -64,14 +64,15 @@ def main() -> int:
     for r, n in rounds_in_abba(small, big, a.rounds):
         row = measure(a.env, n, a.K, a.steps, a.timeout, shlex.split(a.launch_args), a.memory_budget)
         print(f"round {r} n={n}: agent steps/s {row['agent_steps_per_s']} "
-              f"(2nd half {row['steady_agent_steps_per_s']}), sampler CPU {row['sampler_cpu_pct']} % of cores, "
+              f"(2nd half {row['steady_agent_steps_per_s']}), other work {row['other_cpu_pct']} % of the cores, "
               f"{row['status']}", flush=True)
         by_round.setdefault(r, {})[n] = row
     lines = [f"# {a.env}: n={big} against n={small}, {a.rounds} rounds in ABBA order", "",
              "Command: `python " + " ".join(shlex.quote(x) for x in sys.argv) + "`", "",
              f"Memory sampler: {f'{a.memory_budget:g} % of the cores' if a.memory_budget > 0 else 'off'}.", "",
              f"| round | algo | agent steps/s n={small} | n={big} | n={big} against n={small} "
-             f"| 2nd half: n={small} / n={big} | against n={small} | status |", "|---|---|---|---|---|---|---|---|"]
+             f"| 2nd half: n={small} / n={big} | against n={small} | other CPU, % of cores: n={small} / n={big} "
+             "| status |", "|---|---|---|---|---|---|---|---|---|"]
     ratios: dict[str, list[float]] = {key: [] for key in RATES}
     for r, rows in sorted(by_round.items()):
         got = {key: ratio(rows, small, big, key) for key in RATES}
@@ -82,9 +83,9 @@ def main() -> int:
         a_, b_ = rows[small], rows[big]
         lines.append(f"| {r} | {a_['algo']} | {a_['agent_steps_per_s']} | {b_['agent_steps_per_s']} "
                      f"| {pct(got[RATES[0]])} | {a_['steady_agent_steps_per_s']} / {b_['steady_agent_steps_per_s']} "
-                     f"| {pct(got[RATES[1]])} | {status} |")
+                     f"| {pct(got[RATES[1]])} | {a_['other_cpu_pct']} / {b_['other_cpu_pct']} | {status} |")
     medians = {key: statistics.median(v) if v else None for key, v in ratios.items()}
-    lines.append(f"| median | | | | **{pct(medians[RATES[0]])}** | | **{pct(medians[RATES[1]])}** | |")
+    lines.append(f"| median | | | | **{pct(medians[RATES[0]])}** | | **{pct(medians[RATES[1]])}** | | |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
