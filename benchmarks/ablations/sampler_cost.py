@@ -44,7 +44,12 @@ def progress(run_dir: Path) -> tuple[int, float] | None:
             rows = list(csv.DictReader(f))
     except OSError:
         return None
-    return (int(rows[-1]["step"]), float(rows[-1]["wall_s"])) if rows else None
+    for row in reversed(rows):  # the last line may be half written
+        try:
+            return int(row["step"]), float(row["wall_s"])
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def old_sample(root: int) -> int:
