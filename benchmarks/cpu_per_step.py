@@ -16,7 +16,6 @@ machine can step faster. Linux only (/proc).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scale import descendants  # benchmarks/ helper, imported by bare name like the others
+from scale import CORES, descendants, newest_step  # benchmarks/ helper, imported by bare name like the others
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
@@ -75,12 +74,8 @@ def print_by_thread(before: dict, after: dict, steps: int) -> None:
 
 def env_server_step(run_dir: Path) -> int:
     """The env server's last logged step; 0 before its first metrics row."""
-    try:
-        with open(run_dir / "env_server" / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:  # not stepping yet
-        return 0
-    return int(rows[-1]["step"]) if rows else 0
+    newest = newest_step(run_dir)
+    return newest[0] if newest else 0
 
 
 def main() -> int:
@@ -134,10 +129,9 @@ def main() -> int:
         for pid, (title, cpu) in sorted(after.items(), key=lambda kv: kv[1][0]):
             if pid in before and (ms := (cpu - before[pid][1]) / steps * 1000) >= 0.01:
                 print(f"  {title:40s} {ms:6.2f} ms CPU per step")
-    cores = len(os.sched_getaffinity(0))
-    print(f"  {'all processes':40s} {total:6.2f} ms CPU per step -> bound on {cores} cores: "
-          f"{cores * a.envs / total * 1000:.0f} env steps/s; the run kept "
-          f"{100 * total * steps / (t1 - t0) / (cores * 1000):.0f} % of the cores busy")
+    print(f"  {'all processes':40s} {total:6.2f} ms CPU per step -> bound on {CORES} cores: "
+          f"{CORES * a.envs / total * 1000:.0f} env steps/s; the run kept "
+          f"{100 * total * steps / (t1 - t0) / (CORES * 1000):.0f} % of the cores busy")
     return 0
 
 

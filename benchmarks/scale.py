@@ -113,6 +113,21 @@ def sample(root: int) -> dict[str, list[tuple[float, float]]]:
     return by_role
 
 
+def newest_step(run_dir: Path) -> tuple[int, float] | None:
+    """(step, wall_s) of the env server's newest metrics row; None before its first."""
+    try:
+        with open(run_dir / "env_server" / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:  # not stepping yet
+        return None
+    for row in reversed(rows):  # the last line may be half written
+        try:
+            return int(row["step"]), float(row["wall_s"])
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
 def first_step_at(run_dir: Path) -> float | None:
     """When the env server started stepping (wall clock), from its first metrics row; None before."""
     metrics = run_dir / "env_server" / "metrics.csv"

@@ -22,7 +22,6 @@ every window, the medians, and sampling against quiet.
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import signal
 import statistics
@@ -34,22 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/, for scale.py's helpers
-from scale import CORES, descendants, own_cpu_s  # noqa: E402
-
-
-def progress(run_dir: Path) -> tuple[int, float] | None:
-    """(step, the env server's wall_s at that step) of its newest metrics row; None before the first."""
-    try:
-        with open(run_dir / "env_server" / "metrics.csv") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        return None
-    for row in reversed(rows):  # the last line may be half written
-        try:
-            return int(row["step"]), float(row["wall_s"])
-        except (TypeError, ValueError):
-            continue
-    return None
+from scale import CORES, descendants, newest_step, own_cpu_s  # noqa: E402
 
 
 def old_sample(root: int) -> int:
@@ -76,14 +60,14 @@ class Window(NamedTuple):
 def window(launcher: subprocess.Popen, run_dir: Path, seconds: float, sampling: bool) -> Window:
     """The run's steps per second over `seconds`, with the old sampler running (a sample, then 1 s
     of sleep, as scale.py did) or without it."""
-    start, cpu0, t0, reads = progress(run_dir), own_cpu_s(), time.monotonic(), 0
+    start, cpu0, t0, reads = newest_step(run_dir), own_cpu_s(), time.monotonic(), 0
     while time.monotonic() - t0 < seconds:
         if launcher.poll() is not None:
             raise SystemExit(f"the run ended (exit {launcher.returncode}) during a window")
         if sampling:
             reads += old_sample(launcher.pid)
         time.sleep(1.0)
-    end, elapsed, cpu_s = progress(run_dir), time.monotonic() - t0, own_cpu_s() - cpu0
+    end, elapsed, cpu_s = newest_step(run_dir), time.monotonic() - t0, own_cpu_s() - cpu0
     if start is None or end is None or end[1] <= start[1]:
         raise SystemExit("the run wrote no metrics rows during a window: use longer windows")
     return Window((end[0] - start[0]) / (end[1] - start[1]), 100 * cpu_s / (elapsed * CORES), reads / elapsed,
@@ -94,7 +78,7 @@ def run_windows(launcher: subprocess.Popen, run_dir: Path, a: argparse.Namespace
                 err_path: Path) -> tuple[dict[str, list[Window]], list[str]]:
     """Wait for the first step and the warm-up, then the windows in ABBA order: every window by
     mode, and the table's lines."""
-    while progress(run_dir) is None:
+    while newest_step(run_dir) is None:
         if launcher.poll() is not None:
             tail = err_path.read_text()[-500:].strip()
             raise SystemExit(f"the run ended (exit {launcher.returncode}) before its first step: {tail}")
