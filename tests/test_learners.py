@@ -129,24 +129,39 @@ def test_acting_in_numpy_follows_the_torch_network_through_updates_and_a_reload(
     from drima.agent.learners.nets import NumpyMLP
 
     core = AgentCore(make_learner(algo, 2, SPACE, OPTS[algo], seed=1), "dri", 0.05)
-    net = _main_net(core.learner) if algo != "ddpg" else core.learner.actor
     obs = np.random.default_rng(0).standard_normal((8, 2)).astype(np.float32)
 
-    def agree(forward: NumpyMLP) -> None:
+    def agree(forward: NumpyMLP, net: torch.nn.Sequential) -> None:
+        x = np.random.default_rng(1).standard_normal((8, net[0].in_features)).astype(np.float32)
         with torch.no_grad():
-            expected = net(torch.as_tensor(obs)).numpy()
-        np.testing.assert_allclose(forward(obs), expected, rtol=1e-5, atol=1e-6)
+            expected = net(torch.as_tensor(x)).numpy()
+        np.testing.assert_allclose(forward(x), expected, rtol=1e-5, atol=1e-6)
 
-    agree(core.learner.act_forward)
+    def numpy_twins(learner) -> list[tuple[NumpyMLP, torch.nn.Sequential]]:
+        """Each numpy forward with its torch network: acting, and the targets computed in numpy."""
+        twins = [(learner.act_forward, _main_net(learner) if algo != "ddpg" else learner.actor)]
+        if algo == "a2c":
+            twins.append((learner.critic_forward, learner.critic))
+        if algo == "dqn":
+            twins.append((learner.target_forward, learner.q_target))
+        if algo == "ddpg":
+            twins += [(learner.actor_target_forward, learner.actor_target),
+                      (learner.critic_target_forward, learner.critic_target)]
+        return twins
+
+    for forward, net in numpy_twins(core.learner):
+        agree(forward, net)
     for _ in range(12):  # past learning_starts: DQN and DDPG take gradient steps
         actions = core.act(obs)
         core.learn(obs, actions, np.full(8, 5.0, np.float32), obs, np.zeros(8, np.float32),
                    np.full((1, 8), 1.0), np.array([0.0]))
-    agree(core.learner.act_forward)
+    for forward, net in numpy_twins(core.learner):
+        agree(forward, net)
     save_checkpoint(tmp_path / "ckpt.pt", core, step=12)
     restored = AgentCore(make_learner(algo, 2, SPACE, OPTS[algo], seed=99), "dri", 0.05)
     load_checkpoint(tmp_path / "ckpt.pt", restored)
-    agree(restored.learner.act_forward)  # the restored learner's own views now hold the saved weights
+    for forward, net in numpy_twins(restored.learner):  # the restored learner's own views hold the saved weights
+        agree(forward, net)
 
 
 def test_sampled_actions_follow_the_softmax_and_never_take_an_impossible_action():
@@ -156,3 +171,28 @@ def test_sampled_actions_follow_the_softmax_and_never_take_an_impossible_action(
     actions = sample_categorical(logits, np.random.default_rng(0))
     assert actions.dtype == np.int32 and set(np.unique(actions)) <= {0, 1}
     assert np.mean(actions == 1) == pytest.approx(0.75, abs=0.01)
+
+
+def test_gae_advantages_are_the_discounted_sums_of_td_errors_cut_at_episode_ends():
+    """A_t = sum over l >= 0 of (gamma lambda)^l delta_{t+l}, stopping after a chain break; no
+    bootstrap where the step stopped (terminal). Checked against that sum written out directly."""
+    from drima.agent.learners.a2c import gae_advantages
+
+    rng = np.random.default_rng(0)
+    n, k, gamma, lam = 6, 3, 0.9, 0.8
+    signal, v, v_next = rng.standard_normal((3, n, k)).astype(np.float32)
+    stop = rng.random((n, k)) < 0.2
+    chain_break = stop | (rng.random((n, k)) < 0.2)  # truncations break the chain but bootstrap
+    delta = signal + gamma * v_next * ~stop - v
+    expected = np.zeros((n, k))
+    for t in range(n):
+        for j in range(k):
+            for step in range(t, n):
+                expected[t, j] += (gamma * lam) ** (step - t) * delta[step, j]
+                if chain_break[step, j]:
+                    break
+    got = gae_advantages(signal, v, v_next, stop, chain_break, gamma, lam)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gae_advantages(signal[:1], v[:1], v_next[:1], stop[:1], chain_break[:1], gamma, lam),
+                               delta[:1], rtol=1e-6)  # one step: the TD error itself

@@ -56,6 +56,22 @@ class A2CConfig:
     the paper's Algorithm 1; continuing.py)"""
 
 
+def gae_advantages(signal: np.ndarray, v: np.ndarray, v_next: np.ndarray, stop: np.ndarray, chain_break: np.ndarray,
+                   gamma: float, gae_lambda: float) -> np.ndarray:
+    """GAE(lambda) advantages over a rollout, every array (n, K): `stop` where the target must not
+    bootstrap from v_next (terminal), `chain_break` where the sum must not run on into the next step
+    (every episode end). With one step it is the TD error delta itself."""
+    f32 = np.float32
+    deltas = signal.astype(f32) + f32(gamma) * v_next * (1 - stop.astype(f32)) - v
+    keep = f32(gamma * gae_lambda) * (1 - chain_break.astype(f32))
+    adv = np.empty_like(deltas)
+    running = np.zeros_like(deltas[0])
+    for t in reversed(range(len(deltas))):
+        running = deltas[t] + keep[t] * running
+        adv[t] = running
+    return adv
+
+
 class A2C:
     acts_ahead = True  # act() keeps no state for update(): the agent may act before it learns (ActsAhead)
 
@@ -71,6 +87,7 @@ class A2C:
         ])
         self.params = list(self.actor.parameters()) + list(self.critic.parameters())
         self.act_forward = NumpyMLP(self.actor)
+        self.critic_forward = NumpyMLP(self.critic)  # V(s') for the targets, without autograd
         self.rng = np.random.default_rng(seed)  # the actions' draws
         self.rollout: list[tuple[np.ndarray, ...]] = []  # transitions since the last update
 
@@ -99,28 +116,24 @@ class A2C:
                              batch.active))
         if len(self.rollout) < self.cfg.n_steps:
             return {}
-        obs_t, act_t, sig, crit_t, crit_next, term_t, done_t, active_t = (
-            torch.as_tensor(np.stack(x)) for x in zip(*self.rollout, strict=True))
+        obs, act, sig, crit, crit_next, term, done, active = (np.stack(x) for x in zip(*self.rollout, strict=True))
         self.rollout.clear()
-        active = active_t.float()  # (n, K): steps the agent took part in; the rest teach nothing
-        if active.sum() == 0:
+        if not active.any():  # (n, K): steps the agent took part in; the rest teach nothing
             return {}
-        v = self.critic(crit_t).squeeze(-1)  # (n, K)
-        with torch.no_grad():
-            v_next = self.critic(crit_next).squeeze(-1) if self.cfg.gamma > 0 else torch.zeros_like(v)
-            deltas = sig.float() + self.cfg.gamma * v_next * (1.0 - term_t.float()) - v
-            chain = 1.0 - done_t.float()  # advantages do not run on into the next episode
-            adv = torch.zeros_like(deltas)
-            running = torch.zeros_like(deltas[0])
-            for t in reversed(range(len(deltas))):  # GAE; with one step it is delta itself
-                running = deltas[t] + self.cfg.gamma * self.cfg.gae_lambda * chain[t] * running
-                adv[t] = running
-            returns = adv + v
+        v = self.critic(torch.as_tensor(crit)).squeeze(-1)  # (n, K)
+        # the targets need no gradient: V(s') and GAE in numpy, where a (n, K) op costs far less than a
+        # torch call (14 % less CPU per agent step on collection; results/learner_update_numpy_targets.md)
+        v_next = self.critic_forward(crit_next)[..., 0] if self.cfg.gamma > 0 else np.zeros_like(sig)
+        adv = gae_advantages(sig, v.detach().numpy(), v_next, term, done, self.cfg.gamma, self.cfg.gae_lambda)
+        adv_t = torch.from_numpy(adv)
+        returns = adv_t + v.detach()
+        active = torch.from_numpy(active).float()
+        obs_t, act_t = torch.from_numpy(obs), torch.from_numpy(act)
         weight = active / active.sum()  # a mean over the active steps
         logp_all = F.log_softmax(self.actor(obs_t), dim=-1)
         logp = logp_all.gather(-1, act_t.long().unsqueeze(-1)).squeeze(-1)
         entropy = (-(logp_all.exp() * logp_all).sum(-1) * weight).sum()
-        actor_loss = -(adv * logp * weight).sum() - self.cfg.entropy_coef * entropy
+        actor_loss = -(adv_t * logp * weight).sum() - self.cfg.entropy_coef * entropy
         critic_loss = 0.5 * ((returns - v).pow(2) * weight).sum()
         self.opt.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from drima.types import StepInfo, Transition
 
 from .continuing import stops
-from .nets import NumpyMLP, adam, mlp, soft_update
+from .nets import NumpyMLP, adam, mlp, soft_update, softmax
 from .replay import ReplayBuffer
 
 
@@ -98,6 +98,9 @@ class DDPG:
             self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed, extras)
         self.rng = np.random.default_rng(seed)  # exploration: noise, Gumbel draws, random actions
         self.act_forward = NumpyMLP(self.actor)
+        # the targets' networks in numpy (views: soft updates and loads show through)
+        self.actor_target_forward = NumpyMLP(self.actor_target)
+        self.critic_target_forward = NumpyMLP(self.critic_target)
 
     def _relaxed(self, actor, obs: torch.Tensor) -> torch.Tensor:
         """The differentiable action the critic scores: tanh output or softmax probabilities."""
@@ -124,10 +127,11 @@ class DDPG:
     def _q(self, critic, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return critic(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
-    def _with_own(self, joint: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-        """The joint actions with this agent's own replaced by `own` (ctde)."""
+    def _with_own(self, joint, own, cat=torch.cat):
+        """The joint actions with this agent's own replaced by `own` (ctde); tensors, or numpy
+        arrays with cat=np.concatenate."""
         at = self.joint[2]
-        return torch.cat([joint[:, :at], own, joint[:, at + self.n_actions:]], dim=-1)
+        return cat([joint[:, :at], own, joint[:, at + self.n_actions:]], -1)
 
     def _store(self, batch: Transition) -> None:
         """Into the replay buffer: the steps the agent took part in. The buffer's `done` is
@@ -151,24 +155,28 @@ class DDPG:
         self.pending = step | {"state": info.state, "next_state": nxt.state, "joint": nxt.joint_actions,
                                "cut": batch.truncated}
 
-    def _targets(self, o2: torch.Tensor, s: torch.Tensor, d: torch.Tensor, x2: torch.Tensor | None,
-                 a2: torch.Tensor | None) -> torch.Tensor:
-        """signal + gamma * (1 - done) * Q_target at the next step (module docstring)."""
+    def _targets(self, o2: np.ndarray, s: np.ndarray, d: np.ndarray, x2: np.ndarray | None,
+                 a2: np.ndarray | None) -> np.ndarray:
+        """signal + gamma * (1 - done) * Q_target at the next step (module docstring); in numpy, as
+        the targets need no gradient and at this size numpy costs less than torch's per-call dispatch."""
         if self.cfg.gamma == 0:
             return s
-        own = self._relaxed(self.actor_target, o2)
-        q = self._q(self.critic_target, o2, own) if self.joint is None \
-            else self._q(self.critic_target, x2, self._with_own(a2, own))
-        return s + self.cfg.gamma * (1 - d) * q
+        out = self.actor_target_forward(o2)
+        own = np.tanh(out) if self.continuous else softmax(out)
+        scored = np.concatenate([o2, own], -1) if self.joint is None \
+            else np.concatenate([x2, self._with_own(a2, own, np.concatenate)], -1)
+        return s + np.float32(self.cfg.gamma) * (1 - d) * self.critic_target_forward(scored)[:, 0]
 
     def update(self, batch: Transition) -> dict[str, float]:
         self._store(batch)
         if self.buffer.size < self.cfg.learning_starts:
             return {}
-        o, a, s, o2, d, *ctde = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))
+        o, a, s, o2, d, *ctde = self.buffer.sample(self.cfg.batch_size)
         x, x2, a_joint, a2 = ctde if ctde else (None,) * 4
-        with torch.no_grad():
-            target = self._targets(o2, s, d, x2, a2)
+        target = torch.from_numpy(self._targets(o2, s, d, x2, a2))
+        o, a = torch.from_numpy(o), torch.from_numpy(a)
+        if ctde:
+            x, a_joint = torch.from_numpy(x), torch.from_numpy(a_joint)
         if self.joint is None:
             taken = a if self.continuous else F.one_hot(a, self.n_actions).float()
             critic_loss = F.mse_loss(self._q(self.critic, o, taken), target)

@@ -67,6 +67,7 @@ class DQN:
         self.q = mlp(obs_dim, n_actions, cfg.hidden)
         self.q_target = copy.deepcopy(self.q)
         self.act_forward = NumpyMLP(self.q)
+        self.target_forward = NumpyMLP(self.q_target)  # views: soft updates and loads show through
         self.opt = adam(self.q.parameters(), lr=cfg.lr)
         self.buffer = ReplayBuffer(cfg.buffer_size, obs_dim, (), "int64", seed)
         self.rng = np.random.default_rng(seed)
@@ -94,13 +95,12 @@ class DQN:
                               stops(batch, self.cfg.continuing)[m].astype(np.float32))
         if self.buffer.size < self.cfg.learning_starts:
             return {"epsilon": self.epsilon}
-        o, a, s, o2, d = (torch.as_tensor(x) for x in self.buffer.sample(self.cfg.batch_size))
-        with torch.no_grad():
-            target = s
-            if self.cfg.gamma > 0:
-                target = s + self.cfg.gamma * (1 - d) * self.q_target(o2).max(-1).values
-        q = self.q(o).gather(1, a.unsqueeze(-1)).squeeze(-1)
-        loss = F.smooth_l1_loss(q, target)
+        o, a, s, o2, d = self.buffer.sample(self.cfg.batch_size)
+        target = s  # the target needs no gradient: numpy, cheaper than torch's per-call dispatch at this size
+        if self.cfg.gamma > 0:
+            target = s + np.float32(self.cfg.gamma) * (1 - d) * self.target_forward(o2).max(-1)
+        q = self.q(torch.from_numpy(o)).gather(1, torch.from_numpy(a).unsqueeze(-1)).squeeze(-1)
+        loss = F.smooth_l1_loss(q, torch.from_numpy(target))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -48,6 +48,12 @@ class NumpyMLP:
         return x @ w.T + b
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """softmax over the last axis, in the logits' dtype."""
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One action per row of (K, n) logits, drawn from softmax(logits); (K,) int32."""
     weights = np.exp(logits - logits.max(-1, keepdims=True)).cumsum(-1)
@@ -62,6 +68,7 @@ def adam(params, **options) -> torch.optim.Adam:
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- target + tau (source - target), every parameter in one call (torch's foreach
+    kernels, as its optimizers use) rather than one call per parameter."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters(), strict=True):
-            t.lerp_(s, tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
