@@ -20,6 +20,13 @@ they share caches, memory bandwidth or a physical core), so `ratio` can at best 
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread per process, set before numpy is imported, as drima-launch gives every process it
+# starts (launch/zygote.py CHILD_ENV): the one-process reference runs here, and with two OpenBLAS
+# threads its numpy matmuls would use the second core (or, at hidden 256, run 9x slower on this VM).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import json
 import platform

@@ -123,8 +123,9 @@ class A2C:
         v = self.critic(torch.as_tensor(crit)).squeeze(-1)  # (n, K)
         # the targets need no gradient: V(s') and GAE in numpy, where a (n, K) op costs far less than a
         # torch call (14 % less CPU per agent step on collection; results/learner_update_numpy_targets.md)
-        v_next = self.critic_forward(crit_next)[..., 0] if self.cfg.gamma > 0 else np.zeros_like(sig)
-        adv = gae_advantages(sig, v.detach().numpy(), v_next, term, done, self.cfg.gamma, self.cfg.gae_lambda)
+        v_now = v.detach().numpy()
+        v_next = self.critic_forward(crit_next)[..., 0] if self.cfg.gamma > 0 else np.zeros_like(v_now)
+        adv = gae_advantages(sig, v_now, v_next, term, done, self.cfg.gamma, self.cfg.gae_lambda)
         adv_t = torch.from_numpy(adv)
         returns = adv_t + v.detach()
         active = torch.from_numpy(active).float()
