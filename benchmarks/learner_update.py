@@ -12,7 +12,7 @@ Baselines (`--against`):
 
     python benchmarks/learner_update.py                       # a2c, dqn, ddpg, K=8, collection-sized obs
     python benchmarks/learner_update.py --algos a2c --k 32 --rounds 9
-    python benchmarks/learner_update.py --against HEAD --out benchmarks/results/learner_update_numpy_targets.md
+    python benchmarks/learner_update.py --against cbfc55d --out benchmarks/results/learner_update_numpy_targets.md
 
 The learners get the options an MPE task gives them (gamma 0.95; a2c: 5-step rollouts), so
 update() costs what it costs in `--env collection` runs: the mean over steps, rollout steps
@@ -25,6 +25,7 @@ import argparse
 import atexit
 import importlib
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -59,7 +60,7 @@ def learners_at(rev: str):
     root = Path(__file__).resolve().parent.parent
     names = subprocess.run(["git", "-C", str(root), "ls-tree", "--name-only", rev, "agent/learners/"],
                            check=True, capture_output=True, text=True).stdout.split()
-    package = f"learners_at_{rev.replace('~', '_').replace('^', '_')}"
+    package = "learners_at_" + re.sub(r"\W", "_", rev)  # origin/main, v1.2, HEAD~1: one identifier
     folder = Path(tempfile.mkdtemp(prefix="drima-learners-")) / package
     folder.mkdir()
     atexit.register(shutil.rmtree, folder.parent, True)
@@ -129,7 +130,7 @@ def main() -> int:
     obs_dim = a.obs_dim or collection_obs_dim()
     makers = {"baseline": baseline_maker(a.against), "now": learners.make_learner}
     name = "loop_adam" if a.against == "loop-adam" else a.against
-    columns = ["algo", "K", "obs_dim", f"update_us_{name}", "update_us_now", "speedup", "act_us_baseline",
+    columns = ["algo", "K", "obs_dim", f"update_us_{name}", "update_us_now", "speedup", f"act_us_{name}",
                "act_us_now"]
     rows = []
     for algo in a.algos.split(","):
@@ -140,12 +141,13 @@ def main() -> int:
         med = {w: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for w, v in times.items()}
         rows.append({"algo": algo, "K": a.k, "obs_dim": obs_dim, f"update_us_{name}": round(med["baseline"][0]),
                      "update_us_now": round(med["now"][0]), "speedup": round(med["baseline"][0] / med["now"][0], 2),
-                     "act_us_baseline": round(med["baseline"][1]), "act_us_now": round(med["now"][1])})
+                     f"act_us_{name}": round(med["baseline"][1]), "act_us_now": round(med["now"][1])})
         print(rows[-1], flush=True)
     load = os.getloadavg()[0]
     cmd = "python " + " ".join(sys.argv)
     rev = "" if a.against == "loop-adam" else subprocess.run(
-        ["git", "rev-parse", "--short", a.against], capture_output=True, text=True).stdout.strip()
+        ["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "--short", a.against],
+        capture_output=True, text=True).stdout.strip()
     lines = [f"Command: `{cmd}` (medians of {a.rounds} alternating rounds of {a.steps} agent steps; "
              f"{f'{a.against} = {rev}; ' if rev else ''}1-minute load average at the end: {load:.1f})", "",
              *markdown_table(columns, rows)]

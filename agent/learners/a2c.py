@@ -122,7 +122,7 @@ class A2C:
             return {}
         v = self.critic(torch.as_tensor(crit)).squeeze(-1)  # (n, K)
         # the targets need no gradient: V(s') and GAE in numpy, where a (n, K) op costs far less than a
-        # torch call (14 % less CPU per agent step on collection; results/learner_update_numpy_targets.md)
+        # torch call (12 % less CPU per agent step on collection; results/learner_update_numpy_targets.md)
         v_now = v.detach().numpy()
         v_next = self.critic_forward(crit_next)[..., 0] if self.cfg.gamma > 0 else np.zeros_like(v_now)
         adv = gae_advantages(sig, v_now, v_next, term, done, self.cfg.gamma, self.cfg.gae_lambda)

@@ -29,10 +29,11 @@ def mlp(in_dim: int, out_dim: int, hidden: int, out_gain: float = 1.0) -> nn.Seq
 
 class NumpyMLP:
     """An `mlp`'s forward pass in numpy, over views of its torch parameters: the same memory, so
-    the optimizer's in-place steps and load_state_dict show through at once. For acting: on K
-    rows torch's per-op dispatch costs more than the arithmetic, and an agent process acts at every
-    step (a2c's act on collection at K=32: 90 us in torch, 34 us in numpy; end to end, collection
-    K=32 went from about 5,700 to 6,300-6,600 env steps/s, benchmarks/runtime.py, 2026-12-01)."""
+    the optimizer's in-place steps, soft updates and load_state_dict show through at once. For
+    acting and for the learners' targets (no gradient needed): on K rows torch's per-op dispatch
+    costs more than the arithmetic, and an agent process acts at every step (a2c's act on
+    collection at K=32: 90 us in torch, 34 us in numpy; end to end, collection K=32 went from
+    about 5,700 to 6,300-6,600 env steps/s, benchmarks/runtime.py, 2026-12-01)."""
 
     def __init__(self, net: nn.Sequential):
         kinds = [type(m) for m in net]
