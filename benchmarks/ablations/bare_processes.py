@@ -58,28 +58,26 @@ def env_process(address: str, env: str, algo: str, n: int, k: int, steps: int, s
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.bind(address)
-    idents: dict[int, bytes] = {}
-    while len(idents) < n:  # hello: [identity, agent id]
-        ident, agent = router.recv_multipart()
-        idents[int(agent)] = ident
+    idents = [str(i).encode() for i in range(n)]  # each agent's DEALER identity is its id
+    greeted: set[bytes] = set()
+    while len(greeted) < n:  # hello: [identity, agent id]
+        greeted.add(router.recv_multipart()[0])
     obs = venv.reset()
     rewards = np.zeros((n, k), np.float32)
     dones = np.zeros(k, np.uint8)
-    first = b"1"
     t0, cpu0 = time.perf_counter(), time.thread_time()
     for t in range(steps + 1):
         last = b"1" if t == steps else b"0"
         for i in range(n):
-            router.send_multipart([idents[i], first, last, obs[i].tobytes(), rewards[i].tobytes(), dones.tobytes()])
+            router.send_multipart([idents[i], last, obs[i].tobytes(), rewards[i].tobytes(), dones.tobytes()])
         if t == steps:
             break
         actions: list[np.ndarray | None] = [None] * n
         for _ in range(n):
             ident, raw = router.recv_multipart()
-            actions[int(ident)] = np.frombuffer(raw, np.int32)  # the agent's DEALER identity is its id
+            actions[int(ident)] = np.frombuffer(raw, np.int32)
         obs, rewards, done = venv.step(actions)
         dones = done.astype(np.uint8)
-        first = b"0"
     out.put(("env", steps * k / (time.perf_counter() - t0), time.thread_time() - cpu0))
     router.close(linger=5000)  # the last results must reach the agents: linger 0 would drop them
     ctx.term()
@@ -162,7 +160,7 @@ class BareAgent:
         t = 0
         cpu0 = time.thread_time()
         while True:
-            _, last, o, r, d = self.dealer.recv_multipart()
+            last, o, r, d = self.dealer.recv_multipart()
             obs = np.frombuffer(o, np.float32).reshape(self.k, self.obs_dim).copy()  # writable, as the runtime's
             if taken is not None:
                 self.pub.send_multipart([str(t - 1).encode(), str(self.i).encode(), r, repr(self.core.mu).encode()])
